@@ -1,0 +1,27 @@
+"""tfkd: knowledge distillation for Keras 3 on TensorFlow.
+
+Distil a large, accurate teacher into a small, fast student with ordinary
+`model.fit` calls:
+
+>>> import tfkd  # doctest: +SKIP
+>>> distiller = tfkd.Distiller(teacher=teacher, student=student)  # doctest: +SKIP
+>>> distiller.compile(optimizer="adam", metrics=["accuracy"])  # doctest: +SKIP
+>>> distiller.fit(train_ds, validation_data=val_ds, epochs=10)  # doctest: +SKIP
+"""
+
+__version__ = "0.1.0"
+
+from tfkd import data
+from tfkd import losses
+from tfkd.distiller import Distiller
+from tfkd.losses import KnowledgeDistillation
+from tfkd.teacher_outputs import attach_teacher_logits
+
+__all__ = [
+    "Distiller",
+    "KnowledgeDistillation",
+    "__version__",
+    "attach_teacher_logits",
+    "data",
+    "losses",
+]
