@@ -11,6 +11,16 @@ Distil a large, accurate teacher into a small, fast student with ordinary
 
 __version__ = "0.1.0"
 
+try:
+    import tensorflow  # noqa: F401
+except ImportError as error:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "tfkd needs TensorFlow, which is installed through an extra so that "
+        "`tensorflow` and `tensorflow-cpu` never end up side by side: "
+        "`pip install 'tfkd[cpu]'` (CPU) or `pip install 'tfkd[gpu]'` "
+        "(Linux with an NVIDIA GPU; WSL2 on Windows)."
+    ) from error
+
 from tfkd import data
 from tfkd import losses
 from tfkd.distiller import Distiller

@@ -8,7 +8,19 @@ resolves `teacher_outputs="auto"` from the teacher's actual outputs.
 Data that cannot be peeked at without consuming it (Python generators,
 `PyDataset`s, distributed datasets) is not checked here; the training step
 then tells probabilities from logits batch by batch.
+
+`fit` also hands over its `validation_data`: its first examples get the
+same input and label checks, and the teacher's accuracy on them is
+compared with chance. A teacher near chance on labelled data almost always
+means its classes are not the labels' classes (another class order, a
+wrong `teacher_class_indices`, a cache built for another dataset), and a
+student distilled from it learns nothing useful; `fit` then warns with a
+`DistillationWarning` rather than failing, because a deliberately weak
+teacher is legitimate.
 """
+
+import math
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -20,6 +32,50 @@ from tfkd import teacher_outputs as teacher_outputs_lib
 
 #: How many examples of the first batch the checks look at.
 PREFLIGHT_EXAMPLES = 64
+
+#: Fewest labelled validation examples on which the teacher's accuracy is
+#: compared with chance; fewer would make the comparison noise.
+MIN_EXAMPLES_FOR_CHANCE = 32
+
+# A validation dataset with tiny batches is read until this many batches
+# (or PREFLIGHT_EXAMPLES examples), so the check stays a fraction of a second.
+_MAX_VALIDATION_BATCHES = 8
+
+
+class DistillationWarning(UserWarning):
+    """A distillation set-up that runs but probably will not teach.
+
+    Raised as a warning (never an error) by the checks before training and
+    by `tfkd.callbacks.CollapseMonitor`; filter it with
+    `warnings.filterwarnings("ignore", category=DistillationWarning)`.
+    """
+
+
+def near_chance_accuracy(num_classes, num_examples):
+    """The accuracy at or below which a classifier counts as near chance.
+
+    `min(1.5 / C, 1 / C + 2 · sqrt((1 / C)(1 − 1 / C) / n))` for `C`
+    classes and `n` examples: half again the chance rate, but never more
+    than two binomial standard deviations above it, so a two-class teacher
+    at 70% on 64 examples is not called near chance.
+
+    Args:
+        num_classes: Number of classes `C` (> 1).
+        num_examples: Number of labelled examples `n` (> 0).
+
+    Returns:
+        A float in (0, 1).
+
+    Example:
+
+    >>> round(near_chance_accuracy(10, 64), 4)
+    0.15
+    >>> round(near_chance_accuracy(2, 64), 4)
+    0.625
+    """
+    chance = 1.0 / num_classes
+    noise = 2.0 * math.sqrt(chance * (1.0 - chance) / num_examples)
+    return min(1.5 * chance, chance + noise)
 
 
 def no_teacher_signal_error():
@@ -66,19 +122,69 @@ def first_batch(x, y=None):
     Returns:
         The tuple, or `None` when the data cannot be peeked at safely.
     """
-    if isinstance(x, tf.data.Dataset):
-        for batch in x.take(1):
-            data = keras.utils.unpack_x_y_sample_weight(batch)
-            return tuple(_head(part) for part in data)
-        raise ValueError(
-            "Invalid value for argument `x`. Expected a dataset with at "
-            "least one batch. Received: an empty tf.data.Dataset"
-        )
-    if isinstance(x, (np.ndarray, tf.Tensor)) or (
+    batch = _peek(x, y)
+    if batch is None:
+        return None
+    return tuple(_head(part) for part in batch)
+
+
+def _is_array_input(x):
+    return isinstance(x, (np.ndarray, tf.Tensor)) or (
         isinstance(x, dict)
         and all(isinstance(v, (np.ndarray, tf.Tensor)) for v in x.values())
-    ):
-        return _head(x), _head(y), None
+    )
+
+
+def _peek(x, y=None, argument="x"):
+    """The whole first batch `(x, y, sample_weight)`, or None (see above)."""
+    if isinstance(x, tf.data.Dataset):
+        for batch in x.take(1):
+            return keras.utils.unpack_x_y_sample_weight(batch)
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. Expected a dataset "
+            "with at least one batch. Received: an empty tf.data.Dataset"
+        )
+    if _is_array_input(x):
+        return x, y, None
+    return None
+
+
+def _validation_sample(validation_data):
+    """Up to `PREFLIGHT_EXAMPLES` validation examples `(x, y)`, or None.
+
+    Reads a few batches of a dataset when its batches are small, so the
+    accuracy check has enough examples.
+    """
+    if validation_data is None:
+        return None
+    if isinstance(validation_data, tf.data.Dataset):
+        batches = []
+        count = 0
+        for batch in validation_data.take(_MAX_VALIDATION_BATCHES):
+            x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
+            batches.append((x, y))
+            count += int(tf.nest.flatten(x)[0].shape[0])
+            if count >= PREFLIGHT_EXAMPLES:
+                break
+        if not batches:
+            raise ValueError(
+                "Invalid value for argument `validation_data`. Expected a "
+                "dataset with at least one batch. Received: an empty "
+                "tf.data.Dataset"
+            )
+        if any(y is None for _, y in batches):
+            return None
+        x, y = tf.nest.map_structure(
+            lambda *parts: np.concatenate(
+                [keras.ops.convert_to_numpy(p) for p in parts]
+            ),
+            *batches,
+        )
+        return _head(x), _head(y)
+    if isinstance(validation_data, (tuple, list)):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(tuple(validation_data))
+        if y is not None and _is_array_input(x):
+            return _head(x), _head(y)
     return None
 
 
@@ -102,23 +208,59 @@ def _call_model(model, role, x):
         ) from error
 
 
-def _check_finite(name, values):
+def _check_finite(name, values, where="the first batch"):
     array = np.asarray(values, dtype=np.float64)
     if not np.all(np.isfinite(array)):
         bad = int(np.size(array) - np.isfinite(array).sum())
         raise ValueError(
-            f"Invalid {name} in the first batch. Expected finite values. "
+            f"Invalid {name} in {where}. Expected finite values. "
             f"Received: {bad} NaN/inf value(s) out of {array.size}"
         )
 
 
-def _check_labels(labels, num_classes):
+def _check_finite_inputs(inputs, where="the first batch"):
+    # Every floating-point input (also of dict/tuple inputs); integer inputs
+    # such as token ids cannot be NaN.
+    for part in tf.nest.flatten(inputs):
+        array = np.asarray(keras.ops.convert_to_numpy(part))
+        if np.issubdtype(array.dtype, np.floating):
+            _check_finite("inputs", array, where)
+
+
+def _batch_size(structure):
+    parts = tf.nest.flatten(structure)
+    return None if not parts else parts[0].shape[0]
+
+
+def _check_batch_sizes(inputs, labels, cached_logits):
+    """Raises if the parts of one batch disagree on its number of examples.
+
+    Precomputed teacher logits zipped with the wrong data (another split,
+    another batch size) show up here before they silently misalign.
+    """
+    sizes = {
+        "inputs": _batch_size(inputs),
+        "labels": _batch_size(labels),
+        "teacher_logits": _batch_size(cached_logits),
+    }
+    known = {k: v for k, v in sizes.items() if v is not None}
+    if len(set(known.values())) > 1:
+        received = ", ".join(f"{k}={v}" for k, v in known.items())
+        raise ValueError(
+            "Invalid first batch. Expected inputs, labels and teacher "
+            "logits with the same number of examples (teacher logits must "
+            "be computed on exactly these examples, in this order). "
+            f"Received: {received}"
+        )
+
+
+def _check_labels(labels, num_classes, where="the first batch"):
     labels = np.asarray(labels)
     if losses.is_one_hot(labels, num_classes):
         return
     if labels.ndim >= 2 and labels.shape[-1] != 1:
         raise ValueError(
-            "Invalid labels in the first batch. Expected class ids of "
+            f"Invalid labels in {where}. Expected class ids of "
             f"shape (batch,) or one-hot rows of shape (batch, {num_classes}) "
             f"for a student with {num_classes} classes. Received: labels of "
             f"shape {labels.shape}"
@@ -126,16 +268,111 @@ def _check_labels(labels, num_classes):
     if not np.issubdtype(labels.dtype, np.integer):
         if not np.all(np.equal(np.mod(labels, 1), 0)):
             raise ValueError(
-                "Invalid labels in the first batch. Expected integer class "
+                f"Invalid labels in {where}. Expected integer class "
                 f"ids. Received: non-integer values such as "
                 f"{labels.ravel()[:5].tolist()}"
             )
     low, high = labels.min(), labels.max()
     if low < 0 or high >= num_classes:
         raise ValueError(
-            "Invalid labels in the first batch. Expected class ids in "
+            f"Invalid labels in {where}. Expected class ids in "
             f"[0, {num_classes - 1}] for a student with {num_classes} "
             f"classes. Received: labels from {low} to {high}"
+        )
+
+
+def class_ids(labels, num_classes):
+    """Sparse class ids `(batch,)` from sparse or one-hot `labels`."""
+    labels = np.asarray(keras.ops.convert_to_numpy(labels))
+    if losses.is_one_hot(labels, num_classes):
+        return np.argmax(labels, axis=-1)
+    return labels.reshape(-1).astype(np.int64)
+
+
+def _refuse_probabilities_as_cached_logits(cached_logits):
+    """Raises if precomputed "teacher logits" are really probabilities.
+
+    A cache filled from `teacher.predict` of a softmax teacher holds
+    probabilities; the Distiller would soften them a second time and the
+    student would learn from nearly uniform targets.
+    """
+    if teacher_outputs_lib.looks_like_probabilities(cached_logits):
+        raise ValueError(
+            "Invalid teacher logits in the first batch. Expected logits "
+            "(or log-probabilities): the Distiller applies softmax(t / T) "
+            "itself. Received: rows that are non-negative and sum to 1, "
+            "i.e. probabilities from a softmax teacher. Store "
+            "tfkd.teacher_outputs.probabilities_to_logits(p) (log p) "
+            "instead, or let tfkd.TeacherCache compute them."
+        )
+
+
+def _warn_probabilities_treated_as_logits():
+    warnings.warn(
+        "The teacher's outputs on the first batch look like probabilities "
+        "(every row is non-negative and sums to 1), but the Distiller was "
+        "built with teacher_outputs='logits', so they will be softened a "
+        "second time into nearly uniform soft targets and the student may "
+        "collapse to one class. Fix: teacher_outputs='probabilities' (or "
+        "'auto').",
+        DistillationWarning,
+        stacklevel=4,
+    )
+
+
+def teacher_accuracy(distiller, inputs, labels, cached_logits=None):
+    """The teacher's accuracy on `labels`, over the student's classes.
+
+    Args:
+        distiller: A `tfkd.Distiller`.
+        inputs: A batch of inputs.
+        labels: Their labels (class ids or one-hot rows).
+        cached_logits: Precomputed teacher logits for the batch, or `None`
+            to run the teacher.
+
+    Returns:
+        A float in [0, 1], or `None` when there is no teacher signal.
+    """
+    logits = distiller.teacher_logits(inputs, cached_logits, training=False)
+    if logits is None:
+        return None
+    logits = np.asarray(keras.ops.convert_to_numpy(logits))
+    ids = class_ids(labels, logits.shape[-1])
+    return float(np.mean(np.argmax(logits, axis=-1) == ids))
+
+
+def _check_validation_data(distiller, validation_data, num_classes):
+    """Input/label checks on `validation_data` and the teacher-chance warning."""
+    sample = _validation_sample(validation_data)
+    if sample is None:
+        return
+    inputs, targets = sample
+    labels, cached_logits = teacher_outputs_lib.split_targets(targets)
+    where = "the first validation batch"
+    _check_finite_inputs(inputs, where)
+    _check_labels(labels, num_classes, where)
+    if cached_logits is not None:
+        _check_finite("teacher logits", cached_logits, where)
+    elif distiller.teacher is not None:
+        raw = _call_model(distiller.teacher, "teacher", inputs)
+        _check_finite("teacher outputs", keras.ops.convert_to_numpy(raw), where)
+    accuracy = teacher_accuracy(distiller, inputs, labels, cached_logits)
+    count = len(class_ids(labels, num_classes))
+    if accuracy is None or count < MIN_EXAMPLES_FOR_CHANCE:
+        return
+    limit = near_chance_accuracy(num_classes, count)
+    if accuracy <= limit:
+        warnings.warn(
+            f"The teacher's accuracy on the first {count} validation "
+            f"examples is {accuracy:.1%}, near chance for {num_classes} "
+            f"classes ({1 / num_classes:.1%}; this warning fires at or "
+            f"below {limit:.1%}). The teacher's classes probably do not "
+            "match the labels: check the class order of the labels "
+            "against the teacher's, `teacher_class_indices`, and that the "
+            "teacher (or the teacher cache) was made for this dataset. "
+            "Distilling from it teaches the student nothing useful.",
+            DistillationWarning,
+            stacklevel=4,
         )
 
 
@@ -150,24 +387,42 @@ def check_first_batch(
         y: As passed to `fit`/`evaluate`.
         training: Whether the data is for training (a teacher signal is
             then required).
-        validation_data: The `validation_data` given to `fit`, if any.
+        validation_data: The `validation_data` given to `fit`, if any: a
+            `tf.data.Dataset` or an `(x, y)` tuple. Its first examples get
+            the input and label checks, and a warning when the teacher's
+            accuracy on them is near chance (see `near_chance_accuracy`).
 
     Raises:
         ValueError: for data that does not fit the models, labels out of
             range, non-finite inputs or teacher outputs, a class-count
-            mismatch, or no teacher signal.
+            mismatch, batch parts of different sizes, precomputed teacher
+            logits that are probabilities, or no teacher signal.
+
+    Warns:
+        DistillationWarning: when the teacher's outputs look like
+            probabilities but `teacher_outputs="logits"`, and when the
+            teacher is near chance on the validation labels.
     """
-    batch = first_batch(x, y)
+    batch = _peek(x, y)
     if batch is None:
         return
-    inputs, targets, _ = batch
+    full_inputs, full_targets, _ = batch
+    _, full_cached = teacher_outputs_lib.split_targets(full_targets)
+    if isinstance(x, tf.data.Dataset):
+        # Whole arrays passed to fit are batched by Keras, which checks
+        # their lengths itself; a dataset's batch is checked here.
+        _check_batch_sizes(
+            full_inputs,
+            teacher_outputs_lib.split_targets(full_targets)[0],
+            full_cached,
+        )
+    inputs, targets = _head(full_inputs), _head(full_targets)
     labels, cached_logits = teacher_outputs_lib.split_targets(targets)
     if training:
         refuse_augmentation_on_cached(distiller, cached_logits)
         if cached_logits is None and distiller.teacher is None:
             raise no_teacher_signal_error()
-    if isinstance(inputs, (np.ndarray, tf.Tensor)):
-        _check_finite("inputs", inputs)
+    _check_finite_inputs(inputs)
 
     student_logits = _call_model(distiller.student, "student", inputs)
     num_classes = student_logits.shape[-1]
@@ -186,9 +441,16 @@ def check_first_batch(
     model_checks.check_class_counts(
         outputs.shape[-1], num_classes, distiller.teacher_class_indices
     )
-    if cached_logits is None and kind == "auto":
+    looks_like_probabilities = teacher_outputs_lib.looks_like_probabilities(
+        outputs
+    )
+    if cached_logits is not None:
+        _refuse_probabilities_as_cached_logits(outputs)
+    elif kind == "auto":
         distiller.resolved_teacher_outputs = (
-            "probabilities"
-            if teacher_outputs_lib.looks_like_probabilities(outputs)
-            else "logits"
+            "probabilities" if looks_like_probabilities else "logits"
         )
+    elif kind == "logits" and looks_like_probabilities:
+        _warn_probabilities_treated_as_logits()
+    if training:
+        _check_validation_data(distiller, validation_data, num_classes)

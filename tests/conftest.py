@@ -1,0 +1,47 @@
+"""Shared test set-up: two logical CPU devices and a clean Keras session.
+
+The CPU is split into two logical devices before TensorFlow initializes, so
+`tf.distribute.MirroredStrategy` can be tested on a machine without GPUs.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+
+def _split_cpu_into_two_logical_devices():
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0],
+            [tf.config.LogicalDeviceConfiguration()] * 2,
+        )
+    except RuntimeError:
+        # TensorFlow was initialized already (a plugin imported it first);
+        # the distribution tests then skip themselves.
+        pass
+
+
+_split_cpu_into_two_logical_devices()
+
+
+@pytest.fixture(autouse=True)
+def clear_keras_session():
+    """Each test starts from a fresh Keras state and the float32 policy."""
+    keras.backend.clear_session()
+    keras.mixed_precision.set_dtype_policy("float32")
+    yield
+    keras.backend.clear_session()
+    keras.mixed_precision.set_dtype_policy("float32")
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist():
+    """Fashion-MNIST as uint8 arrays, read offline (see tfkd.data)."""
+    from tfkd import data
+
+    return data.load_fashion_mnist_arrays(download=False)

@@ -1,0 +1,386 @@
+"""tfkd.Distiller: behaviour on tiny real models and data."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfkd
+from tfkd import losses
+
+FEATURES, CLASSES = 6, 4
+
+
+def _data(n=128, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, FEATURES)).astype("float32")
+    y = (x[:, :CLASSES].argmax(axis=-1)).astype("int32")
+    return x, y
+
+
+def _mlp(name, hidden=16, classes=CLASSES, softmax=False, seed=0):
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input((FEATURES,)), keras.layers.Dense(hidden, activation="relu")]
+    layers.append(keras.layers.Dense(classes, activation="softmax" if softmax else None))
+    return keras.Sequential(layers, name=name)
+
+
+def _student(seed=1):
+    return _mlp("student", hidden=8, seed=seed)
+
+
+def _distiller(teacher=None, student=None, **kwargs):
+    distiller = tfkd.Distiller(
+        teacher=teacher if teacher is not None else _mlp("teacher"),
+        student=student if student is not None else _student(),
+        **kwargs,
+    )
+    distiller.compile(optimizer=keras.optimizers.Adam(0.01), metrics=["accuracy"])
+    return distiller
+
+
+def test_call_predict_and_evaluate_are_the_student():
+    x, y = _data()
+    distiller = _distiller()
+    np.testing.assert_allclose(
+        np.asarray(distiller(x)), np.asarray(distiller.student(x)), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        distiller.predict(x, verbose=0),
+        distiller.student.predict(x, verbose=0),
+        rtol=1e-6,
+    )
+    # A teacher output would differ: the check catches swapped models.
+    assert not np.allclose(np.asarray(distiller(x)), np.asarray(distiller.teacher(x)))
+
+
+def test_fit_reports_losses_and_metrics_and_leaves_teacher_unchanged():
+    x, y = _data()
+    distiller = _distiller()
+    teacher_before = [w.copy() for w in distiller.teacher.get_weights()]
+    student_before = [w.copy() for w in distiller.student.get_weights()]
+    history = distiller.fit(x, y, batch_size=32, epochs=2, verbose=0,
+                            validation_data=(x, y))
+    assert set(history.history) == {
+        "loss", "student_loss", "distillation_loss", "accuracy",
+        "val_loss", "val_student_loss", "val_distillation_loss", "val_accuracy",
+    }
+    for before, after in zip(teacher_before, distiller.teacher.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    assert any(
+        not np.array_equal(b, a)
+        for b, a in zip(student_before, distiller.student.get_weights())
+    )
+    assert distiller.teacher.trainable is False
+    assert len(distiller.trainable_weights) == len(distiller.student.trainable_weights)
+
+
+def test_reported_losses_match_the_formula():
+    x, y = _data(64)
+    distiller = _distiller(temperature=3.0, alpha=0.3)
+    results = distiller.evaluate(x, y, batch_size=64, verbose=0, return_dict=True)
+    s = distiller.student(x)
+    t = distiller.teacher(x)
+    hard = float(np.mean(losses.hard_target_loss(y, s)))
+    soft = float(np.mean(losses.soft_target_loss(t, s, 3.0)))
+    np.testing.assert_allclose(results["student_loss"], hard, rtol=1e-5)
+    np.testing.assert_allclose(results["distillation_loss"], soft, rtol=1e-5)
+    np.testing.assert_allclose(results["loss"], 0.3 * hard + 0.7 * soft, rtol=1e-5)
+
+
+def test_sample_weights_are_honoured():
+    x, y = _data(64)
+    weights = np.where(np.arange(64) % 2 == 0, 1.0, 0.0).astype("float32")
+    distiller = _distiller(alpha=0.5)
+    results = distiller.evaluate(
+        x, y, sample_weight=weights, batch_size=64, verbose=0, return_dict=True
+    )
+    s, t = distiller.student(x), distiller.teacher(x)
+    per_example = np.asarray(losses.knowledge_distillation_loss(y, s, t, 4.0, 0.5))
+    # Keras's "sum_over_batch_size": weighted sum / batch size.
+    np.testing.assert_allclose(
+        results["loss"], np.sum(per_example * weights) / 64, rtol=1e-5
+    )
+
+
+def test_one_hot_labels_train_like_sparse_labels():
+    x, y = _data()
+    runs = []
+    for labels in (y, np.eye(CLASSES, dtype="float32")[y]):
+        distiller = _distiller(teacher=_mlp("teacher"), student=_student())
+        distiller.fit(x, labels, batch_size=32, epochs=1, shuffle=False, verbose=0)
+        runs.append(distiller.student.get_weights())
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("teacher_outputs", ["auto", "probabilities"])
+def test_probability_teacher_trains_like_its_logit_twin(teacher_outputs):
+    x, y = _data()
+    logit_teacher = _mlp("teacher", seed=3)
+    probability_teacher = keras.Sequential(
+        [logit_teacher, keras.layers.Softmax()], name="probability_teacher"
+    )
+    runs = {}
+    for name, teacher, kind in (
+        ("logits", logit_teacher, "logits"),
+        ("probabilities", probability_teacher, teacher_outputs),
+    ):
+        distiller = _distiller(teacher=teacher, student=_student(), teacher_outputs=kind)
+        distiller.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
+        runs[name] = distiller
+    assert runs["probabilities"].resolved_teacher_outputs == "probabilities"
+    for a, b in zip(
+        runs["logits"].student.get_weights(),
+        runs["probabilities"].student.get_weights(),
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_auto_resolves_logit_teachers_as_logits():
+    x, y = _data()
+    distiller = _distiller()
+    distiller.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert distiller.resolved_teacher_outputs == "logits"
+
+
+def test_probabilities_are_detected_inside_the_step_without_preflight():
+    """A generator cannot be peeked at; the step decides per batch."""
+    x, y = _data()
+    logit_teacher = _mlp("teacher", seed=3)
+    probability_teacher = keras.Sequential([logit_teacher, keras.layers.Softmax()])
+    weights = {}
+    for name, teacher in (("logits", logit_teacher), ("probs", probability_teacher)):
+        distiller = _distiller(teacher=teacher, student=_student())
+
+        def batches():
+            for start in range(0, len(x), 32):
+                yield x[start:start + 32], y[start:start + 32]
+
+        distiller.fit(batches(), epochs=1, verbose=0)
+        assert distiller.resolved_teacher_outputs is None
+        weights[name] = distiller.student.get_weights()
+    for a, b in zip(weights["logits"], weights["probs"]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_teacher_with_more_classes_uses_class_indices():
+    x, y = _data()
+    big_teacher = _mlp("teacher", classes=20)
+    indices = [7, 3, 12, 0]
+    distiller = _distiller(teacher=big_teacher, teacher_class_indices=indices)
+    distiller.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    t = distiller.teacher_logits(x[:8])
+    np.testing.assert_allclose(
+        np.asarray(t), np.asarray(big_teacher(x[:8]))[:, indices], rtol=1e-6
+    )
+
+
+def test_class_count_mismatch_is_an_error_before_training():
+    with pytest.raises(ValueError, match="teacher_class_indices.*20 classes.*4"):
+        tfkd.Distiller(teacher=_mlp("teacher", classes=20), student=_student())
+    with pytest.raises(ValueError, match="teacher_class_indices"):
+        tfkd.Distiller(
+            teacher=_mlp("teacher", classes=20),
+            student=_student(),
+            teacher_class_indices=[1, 2, 3],
+        )
+    with pytest.raises(ValueError, match="below the teacher's 20 classes"):
+        tfkd.Distiller(
+            teacher=_mlp("teacher", classes=20),
+            student=_student(),
+            teacher_class_indices=[1, 2, 3, 25],
+        )
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, pattern",
+    [
+        ({"temperature": 0}, ValueError, r"`temperature`. Expected a float > 0. Received: temperature=0"),
+        ({"temperature": -1.0}, ValueError, r"temperature=-1.0"),
+        ({"temperature": float("nan")}, ValueError, r"`temperature`"),
+        ({"alpha": 1.5}, ValueError, r"`alpha`. Expected a float in \[0, 1\]. Received: alpha=1.5"),
+        ({"alpha": "0.1"}, TypeError, r"`alpha`"),
+        ({"teacher_outputs": "softmax"}, ValueError, r"`teacher_outputs`.*'auto', 'logits', 'probabilities'.*softmax"),
+        ({"teacher_class_indices": [1, 1, 2, 3]}, ValueError, r"distinct"),
+        ({"augmentation": "flip"}, TypeError, r"`augmentation`"),
+    ],
+)
+def test_bad_hyper_parameters_are_named(kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        tfkd.Distiller(teacher=_mlp("teacher"), student=_student(), **kwargs)
+
+
+def test_bad_models_are_named():
+    student = _student()
+    with pytest.raises(ValueError, match="`teacher`.*teacher is student"):
+        tfkd.Distiller(teacher=student, student=student)
+    with pytest.raises(TypeError, match="`student`.*keras.Model.*Received"):
+        tfkd.Distiller(teacher=_mlp("teacher"), student=lambda x: x)
+    with pytest.raises(TypeError, match="`teacher`"):
+        tfkd.Distiller(teacher="resnet50", student=student)
+    with pytest.raises(ValueError, match="`student`.*logits.*softmax"):
+        tfkd.Distiller(teacher=_mlp("teacher"), student=_mlp("s", softmax=True))
+    wide_teacher = keras.Sequential([keras.Input((FEATURES + 1,)), keras.layers.Dense(CLASSES)])
+    with pytest.raises(ValueError, match=r"`teacher`.*\(None, 6\).*\(None, 7\)"):
+        tfkd.Distiller(teacher=wide_teacher, student=student)
+    with pytest.raises(TypeError):
+        tfkd.Distiller(_mlp("teacher"), student)  # keyword-only
+
+
+def test_compile_refuses_a_loss():
+    distiller = tfkd.Distiller(teacher=_mlp("teacher"), student=_student())
+    with pytest.raises(ValueError, match="`loss`.*alpha"):
+        distiller.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+
+
+def test_labels_out_of_range_fail_before_any_step():
+    x, y = _data()
+    distiller = _distiller()
+    before = [w.copy() for w in distiller.student.get_weights()]
+    with pytest.raises(ValueError, match=r"class ids in \[0, 3\].*Received: labels from 0 to 9"):
+        distiller.fit(x, np.where(y == 1, 9, y), epochs=1, verbose=0)
+    for b, a in zip(before, distiller.student.get_weights()):
+        np.testing.assert_array_equal(b, a)
+
+
+def test_data_the_teacher_cannot_take_fails_before_training():
+    """A subclassed teacher (no symbolic shapes) is checked on the data."""
+
+    class Picky(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(CLASSES)
+            self.dense.build((None, FEATURES + 2))
+
+        def call(self, x):
+            return self.dense(x)
+
+    x, y = _data()
+    distiller = _distiller(teacher=Picky())
+    with pytest.raises(ValueError, match="`teacher`.*failed on a batch of shape"):
+        distiller.fit(x, y, epochs=1, verbose=0)
+
+
+def test_cached_teacher_logits_replace_the_teacher():
+    x, y = _data()
+    teacher = _mlp("teacher", seed=3)
+    logits = teacher.predict(x, verbose=0)
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (x, tfkd.attach_teacher_logits(y, logits))
+    ).batch(32)
+    cached = tfkd.Distiller(teacher=None, student=_student())
+    cached.compile(optimizer=keras.optimizers.Adam(0.01), metrics=["accuracy"])
+    cached.fit(dataset, epochs=2, verbose=0)
+
+    online = _distiller(teacher=teacher, student=_student())
+    online.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
+    for a, b in zip(cached.student.get_weights(), online.student.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # Evaluating on plain labels without a teacher reports the hard loss.
+    results = cached.evaluate(x, y, verbose=0, return_dict=True)
+    np.testing.assert_allclose(results["loss"], results["student_loss"])
+
+
+def test_no_teacher_signal_is_an_error():
+    x, y = _data()
+    distiller = tfkd.Distiller(teacher=None, student=_student())
+    distiller.compile(optimizer="adam")
+    with pytest.raises(ValueError, match="teacher=None.*teacher_logits"):
+        distiller.fit(x, y, epochs=1, verbose=0)
+
+
+def test_augmentation_is_shared_and_refused_on_cached_logits():
+    x, y = _data()
+    noise = keras.layers.GaussianNoise(0.1, seed=0)
+    distiller = _distiller(augmentation=noise)
+    distiller.fit(x, y, batch_size=32, epochs=1, verbose=0)
+
+    cached = tfkd.Distiller(teacher=None, student=_student(), augmentation=noise)
+    cached.compile(optimizer="adam")
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (x, tfkd.attach_teacher_logits(y, np.zeros((len(x), CLASSES), "float32")))
+    ).batch(32)
+    with pytest.raises(ValueError, match="`augmentation`.*Beyer"):
+        cached.fit(dataset, epochs=1, verbose=0)
+
+
+def test_keras_file_round_trip(tmp_path):
+    x, y = _data()
+    distiller = _distiller(
+        teacher=_mlp("teacher", classes=6),
+        temperature=2.5,
+        alpha=0.25,
+        teacher_class_indices=[5, 4, 3, 2],
+        augmentation=keras.layers.GaussianNoise(0.05),
+    )
+    distiller.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    path = tmp_path / "distiller.keras"
+    distiller.save(path)
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored, tfkd.Distiller)
+    assert restored.temperature == 2.5 and restored.alpha == 0.25
+    assert restored.teacher_class_indices == (5, 4, 3, 2)
+    np.testing.assert_allclose(
+        restored.predict(x, verbose=0), distiller.predict(x, verbose=0), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        np.asarray(restored.teacher_logits(x)),
+        np.asarray(distiller.teacher_logits(x)),
+        rtol=1e-6,
+    )
+    restored.fit(x, y, batch_size=32, epochs=1, verbose=0)  # still trainable
+
+
+def test_student_saved_alone_loads_without_tfkd(tmp_path):
+    x, y = _data()
+    distiller = _distiller()
+    distiller.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    path = tmp_path / "student.keras"
+    distiller.student.save(path)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "expected.npy", distiller.student.predict(x, verbose=0))
+    script = (
+        "import sys, numpy as np, keras\n"
+        "model = keras.saving.load_model(sys.argv[1])\n"
+        "assert 'tfkd' not in sys.modules\n"
+        "got = model.predict(np.load(sys.argv[2]), verbose=0)\n"
+        "np.testing.assert_allclose(got, np.load(sys.argv[3]), rtol=1e-6)\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run(
+        [sys.executable, "-c", script, str(path), str(tmp_path / "x.npy"),
+         str(tmp_path / "expected.npy")],
+        check=True, cwd=tmp_path, env=environment,
+    )
+
+
+def test_jit_compile_gives_the_same_training():
+    x, y = _data()
+    weights = []
+    for jit in (False, True):
+        distiller = tfkd.Distiller(teacher=_mlp("teacher"), student=_student())
+        distiller.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit)
+        distiller.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+        weights.append(distiller.student.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_policies_give_finite_losses(policy):
+    x, y = _data()
+    keras.mixed_precision.set_dtype_policy(policy)
+    teacher, student = _mlp("teacher"), _student()
+    assert student.layers[-1].compute_dtype != "float32"
+    distiller = tfkd.Distiller(teacher=teacher, student=student)
+    distiller.compile(optimizer="adam")
+    if policy == "mixed_float16":
+        assert isinstance(distiller.optimizer, keras.optimizers.LossScaleOptimizer)
+    history = distiller.fit(x, y, batch_size=32, epochs=2, verbose=0)
+    for name in ("loss", "student_loss", "distillation_loss"):
+        assert np.all(np.isfinite(history.history[name])), name

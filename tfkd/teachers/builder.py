@@ -1,0 +1,232 @@
+"""Builds a teacher: a `keras.applications` backbone adapted to the user's data.
+
+The built model takes tfkd's standard input, float32 images in `[0, 1]` of
+shape `(H, W, C)` with `C` in `{1, 3}`, and outputs logits. Inside, in order:
+
+1. `GrayscaleToRGB` if `C == 1` (ImageNet backbones need 3 channels);
+2. `Resizing` to the family's working size (see `resolve_image_size`);
+3. `Rescaling(255)`: keras.applications preprocessing expects `[0, 255]`;
+4. `ApplicationPreprocessing`: the family's own `preprocess_input`;
+5. the backbone, called with `training=False` so its BatchNormalization layers
+   stay in inference mode while frozen *and* after unfreezing (as in the Keras
+   transfer-learning guide; updating ImageNet statistics with a few small
+   batches of a new domain wrecks the features);
+6. a fresh head: global average pooling, dropout, `Dense(num_classes)` logits.
+"""
+
+import keras
+
+from . import layers as teacher_layers
+from . import registry
+from . import weights as weights_lib
+
+# Constructor arguments the builder sets itself.
+_RESERVED_BACKBONE_KWARGS = (
+    "include_top", "weights", "input_shape", "input_tensor", "pooling",
+    "classes", "classifier_activation",
+)
+
+
+def _validate_input_shape(input_shape):
+    valid = (
+        isinstance(input_shape, (tuple, list))
+        and len(input_shape) == 3
+        and all(
+            isinstance(d, int) and not isinstance(d, bool) and d > 0
+            for d in input_shape
+        )
+        and input_shape[-1] in (1, 3)
+    )
+    if not valid:
+        raise ValueError(
+            "Invalid value for argument `input_shape`. Expected a tuple "
+            "(H, W, C) of positive integers with C = 1 (grayscale) or "
+            f"C = 3 (RGB). Received: input_shape={input_shape!r}"
+        )
+    return tuple(input_shape)
+
+
+def resolve_image_size(spec, input_shape, image_size=None):
+    """Returns the `(height, width)` the backbone runs at.
+
+    Args:
+        spec: A `tfkd.teachers.FamilySpec`.
+        input_shape: `(H, W, C)` of the teacher's input.
+        image_size: One of:
+            - `None` or `"auto"`: the smallest size that is at least both the
+              input and the family minimum, per side, i.e.
+              `(max(H, min_size), max(W, min_size))`. It never throws away
+              pixels and keeps CPU cost low: Fashion-MNIST's 28x28 becomes 32x32
+              for most families and 75x75 for InceptionV3.
+            - `"minimum"`: the family minimum (downscales larger inputs).
+            - `"native"`: the resolution the ImageNet weights were trained at
+              (224 for most families, 299 for InceptionV3). Most accurate with
+              `weights="imagenet"`, and (224 / 32)^2 = 49 times the compute of
+              32x32.
+            - an int `n` for `(n, n)`, or a `(height, width)` tuple.
+            Defaults to `None`.
+
+    Returns:
+        A `(height, width)` tuple of ints.
+
+    Raises:
+        ValueError: If `image_size` is malformed or below the family minimum.
+
+    Example:
+
+    >>> spec = registry.get_family("resnet50")
+    >>> resolve_image_size(spec, (28, 28, 1))
+    (32, 32)
+    >>> resolve_image_size(spec, (28, 28, 1), "native")
+    (224, 224)
+    """
+    height, width = input_shape[0], input_shape[1]
+    if image_size is None or image_size == "auto":
+        return (max(height, spec.min_size), max(width, spec.min_size))
+    if image_size == "minimum":
+        return (spec.min_size, spec.min_size)
+    if image_size == "native":
+        return (spec.native_size, spec.native_size)
+    if isinstance(image_size, int) and not isinstance(image_size, bool):
+        size = (image_size, image_size)
+    elif (
+        isinstance(image_size, (tuple, list))
+        and len(image_size) == 2
+        and all(
+            isinstance(d, int) and not isinstance(d, bool) for d in image_size
+        )
+    ):
+        size = tuple(image_size)
+    else:
+        raise ValueError(
+            "Invalid value for argument `image_size`. Expected None, 'auto', "
+            "'minimum', 'native', an int or a (height, width) tuple. "
+            f"Received: image_size={image_size!r}"
+        )
+    if min(size) < spec.min_size:
+        raise ValueError(
+            "Invalid value for argument `image_size`. Expected sides of at "
+            f"least {spec.min_size} (the minimum input size of "
+            f"'{spec.name}'). Received: image_size={image_size!r}"
+        )
+    return size
+
+
+def build(
+    family,
+    num_classes,
+    input_shape,
+    weights="imagenet",
+    image_size=None,
+    dropout=0.2,
+    backbone_kwargs=None,
+    name=None,
+):
+    """Builds a transfer-learning teacher from a `keras.applications` family.
+
+    The result maps tfkd's images (float32 in `[0, 1]`, shape `(H, W, C)`) to
+    logits, with all input adaptation inside the model (see the module
+    docstring), so it saves to `.keras` and loads back with
+    `keras.saving.load_model` once `tfkd.teachers` is imported. The backbone
+    starts frozen; train it with `tfkd.teachers.fine_tune`.
+
+    To use a model that was not built here (your own Keras model, an AutoKeras
+    export) as a teacher, see `tfkd.teachers.as_teacher`.
+
+    Args:
+        family: A registered family name, e.g. `"efficientnetv2b0"`; spelling
+            is forgiving (`"EfficientNetV2B0"`, `"efficientnet_v2_b0"`). See
+            `tfkd.teachers.list_families()`.
+        num_classes: Number of classes, an int >= 2.
+        input_shape: `(H, W, C)` of the images the teacher will receive, with
+            `C` = 1 (grayscale, repeated to RGB inside) or 3.
+        weights: `"imagenet"` (downloaded and cached by Keras in
+            `~/.keras/models`), `None` (random initialization) or the path of a
+            local weights file of the backbone without its top (`.h5` such as
+            Keras's `*_notop.h5`, `.weights.h5` or `.keras`). Defaults to
+            `"imagenet"`.
+        image_size: Size the backbone runs at; see `resolve_image_size`.
+            Defaults to `None` (the smallest size the family accepts that does
+            not shrink the input).
+        dropout: Dropout rate before the logits, in `[0, 1)`. Defaults to `0.2`.
+        backbone_kwargs: Dict of extra arguments for the `keras.applications`
+            constructor, e.g. `{"alpha": 0.75}` for MobileNets. Defaults to
+            `None`.
+        name: Name of the returned model. Defaults to `"<family>_teacher"`.
+
+    Returns:
+        A functional `keras.Model` with output `(batch, num_classes)` logits.
+        Its backbone (a nested model) is frozen (`trainable=False`).
+
+    Raises:
+        ValueError: On an unknown family (the message lists the valid ones) or
+            any invalid argument, before anything is built.
+        RuntimeError: If `weights="imagenet"` and the download failed; the
+            message says how to pass a local weights file instead.
+
+    Example:
+
+    >>> teacher = build("mobilenetv3small", num_classes=10,
+    ...                 input_shape=(28, 28, 1), weights=None)
+    >>> tuple(teacher.output.shape)
+    (None, 10)
+    """
+    spec = registry.get_family(family)
+    if (
+        not isinstance(num_classes, int)
+        or isinstance(num_classes, bool)
+        or num_classes < 2
+    ):
+        raise ValueError(
+            "Invalid value for argument `num_classes`. Expected an int >= 2. "
+            f"Received: num_classes={num_classes!r}"
+        )
+    input_shape = _validate_input_shape(input_shape)
+    weights = weights_lib.validate_weights(weights)
+    size = resolve_image_size(spec, input_shape, image_size)
+    if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(
+            "Invalid value for argument `dropout`. Expected a float in [0, 1). "
+            f"Received: dropout={dropout!r}"
+        )
+    backbone_kwargs = dict(backbone_kwargs or {})
+    reserved = sorted(set(backbone_kwargs) & set(_RESERVED_BACKBONE_KWARGS))
+    if reserved:
+        raise ValueError(
+            "Invalid value for argument `backbone_kwargs`. The builder sets "
+            f"{reserved} itself. Received: backbone_kwargs={backbone_kwargs!r}"
+        )
+    if keras.config.image_data_format() != "channels_last":
+        raise ValueError(
+            "tfkd teachers require keras.config.image_data_format() == "
+            "'channels_last' (images are (H, W, C)). Received: "
+            f"{keras.config.image_data_format()!r}"
+        )
+
+    backbone = weights_lib.instantiate_backbone(
+        spec, size + (3,), weights, **backbone_kwargs
+    )
+    # Stage 1 of fine-tuning trains only the head.
+    backbone.trainable = False
+
+    inputs = keras.Input(shape=input_shape, name="images")  # [0, 1]
+    x = inputs
+    if input_shape[-1] == 1:
+        x = teacher_layers.GrayscaleToRGB(name="grayscale_to_rgb")(x)
+    if size != input_shape[:2]:
+        x = keras.layers.Resizing(*size, interpolation="bilinear",
+                                  name="resize")(x)
+    x = keras.layers.Rescaling(255.0, name="to_0_255")(x)
+    x = teacher_layers.ApplicationPreprocessing(
+        spec.name, name=f"{spec.name}_preprocess"
+    )(x)
+    # training=False keeps the backbone's BatchNorm in inference mode even
+    # when the teacher itself is trained.
+    x = backbone(x, training=False)  # (batch, h, w, features)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if dropout > 0:
+        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    # float32 logits also under a mixed-precision policy, for a stable softmax.
+    outputs = keras.layers.Dense(num_classes, dtype="float32",
+                                 name="logits")(x)  # (batch, num_classes)
+    return keras.Model(inputs, outputs, name=name or f"{spec.name}_teacher")
