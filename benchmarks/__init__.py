@@ -1,0 +1,1 @@
+"""tfkd benchmarks: teacher vs student vs distilled student vs incumbents."""

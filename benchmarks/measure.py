@@ -1,0 +1,126 @@
+"""What the benchmark measures of a trained model: size, latency, speed.
+
+Timings use `time.perf_counter` around a `tf.function` of the model's
+inference, after a warm-up, so Python and tracing overheads stay out of the
+numbers; batch-1 latency is reported as percentiles because single calls
+on a shared CPU are noisy.
+"""
+
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Records the wall time of every epoch (training steps only).
+
+    Attributes:
+        seconds: List of epoch durations in seconds, in order.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        # Validation runs after the last batch; stop the clock there so the
+        # epoch time is the training time alone.
+        self._last_batch_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(self._last_batch_end - self._start)
+
+
+def summarize_seconds(seconds, skip_first=True):
+    """Median/min/max of epoch times; the first (tracing) epoch is dropped.
+
+    Args:
+        seconds: Epoch durations.
+        skip_first: Drop the first epoch when there are at least two, since
+            it includes tracing and graph optimization. Defaults to `True`.
+
+    Returns:
+        A dict with `median`, `min`, `max` and `epochs` (count used).
+    """
+    values = list(seconds)
+    if skip_first and len(values) >= 2:
+        values = values[1:]
+    if not values:
+        return {"median": None, "min": None, "max": None, "epochs": 0}
+    return {
+        "median": float(np.median(values)),
+        "min": float(np.min(values)),
+        "max": float(np.max(values)),
+        "epochs": len(values),
+    }
+
+
+def size_on_disk(model, path):
+    """Saves `model` to `path` (`.keras`) and returns its size in bytes."""
+    model.save(path)
+    return os.path.getsize(path)
+
+
+def _inference_function(model):
+    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+
+def latency_ms(model, example, repeats=200, warmup=10):
+    """Batch-1 inference latency percentiles in milliseconds.
+
+    Args:
+        model: A Keras model.
+        example: One input, shape `(1, ...)`.
+        repeats: Timed calls. Defaults to `200`.
+        warmup: Untimed calls first. Defaults to `10`.
+
+    Returns:
+        A dict with `p50` and `p95`.
+    """
+    infer = _inference_function(model)
+    example = tf.convert_to_tensor(example)
+    for _ in range(warmup):
+        infer(example).numpy()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        infer(example).numpy()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return {
+        "p50": float(np.percentile(times, 50)),
+        "p95": float(np.percentile(times, 95)),
+    }
+
+
+def throughput(model, batch, repeats=5):
+    """Examples per second at the size of `batch` (median of `repeats`)."""
+    infer = _inference_function(model)
+    batch = tf.convert_to_tensor(batch)
+    infer(batch).numpy()
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        infer(batch).numpy()
+        rates.append(batch.shape[0] / (time.perf_counter() - start))
+    return float(np.median(rates))
+
+
+def accuracy_and_predictions(model, images, labels, batch_size=256):
+    """Test accuracy and predicted classes of a logits/probabilities model."""
+    outputs = model.predict(images, batch_size=batch_size, verbose=0)
+    predicted = np.asarray(outputs).argmax(axis=-1)
+    return float(np.mean(predicted == labels)), predicted
+
+
+def confusion_matrix(labels, predicted, num_classes):
+    """Counts with rows = true class, columns = predicted class."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (labels, predicted), 1)
+    return matrix

@@ -1,0 +1,29 @@
+"""README.md's quick start runs as pasted."""
+
+import pathlib
+import re
+import subprocess
+import sys
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _first_python_block():
+    match = re.search(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert match, "README.md has no ```python block"
+    return match.group(1)
+
+
+def test_quick_start_runs_as_pasted(tmp_path):
+    code = _first_python_block()
+    assert len(code.strip().splitlines()) <= 25
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "'accuracy'" in completed.stdout
+    assert (tmp_path / "student.keras").stat().st_size > 0
