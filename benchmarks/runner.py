@@ -427,7 +427,9 @@ def run(
         "arms": {arm_id: _finish_arm(records[arm_id]) for arm_id in records},
     }
     results["derived"] = report.derive(results)
-    report.write_report(results, output)
-    plots.write_all_plots(results, output, grid=_grid(state, records, preset.grid_images))
+    plot_files = plots.write_all_plots(
+        results, output, grid=_grid(state, records, preset.grid_images)
+    )
+    report.write_report(results, output, plot_files=plot_files)
     log(f"benchmark: wrote {output / 'results.md'}")
     return results
