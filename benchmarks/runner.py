@@ -97,6 +97,8 @@ class _Run:
             self.x_test = self.x_test[: preset.test_examples]
             self.y_test = self.y_test[: preset.test_examples]
         self.teacher = None
+        self.cache = None
+        self.cache_build_seconds = None
 
     def evaluate(self, model, arm_id, first_seed):
         accuracy, predicted = measure.accuracy_and_predictions(
@@ -160,15 +162,21 @@ class _Run:
 
     def _cache_dataset(self):
         """The training data with cached teacher logits, built once."""
-        if not hasattr(tfkd, "TeacherCache"):
-            raise RuntimeError("tfkd.TeacherCache is not available in this tfkd")
-        cache = tfkd.TeacherCache.build(
-            self.teacher,
-            self.dataset.train,
-            path=self.store.directory / "teacher-cache",
-            overwrite=True,
-        )
-        return cache.dataset(batch_size=self.preset.batch_size, shuffle=True)
+        if self.cache is None:
+            start = time.perf_counter()
+            self.cache = tfkd.TeacherCache.build(
+                self.teacher,
+                self.dataset.train,
+                path=self.store.directory / "teacher-cache",
+                overwrite=True,
+                verbose=0,
+            )
+            self.cache_build_seconds = time.perf_counter() - start
+            self.log(
+                f"teacher cache: {self.cache.num_examples} examples in "
+                f"{self.cache_build_seconds:.1f} s, {self.cache.nbytes} bytes"
+            )
+        return self.cache.dataset(batch_size=self.preset.batch_size, shuffle=True)
 
     def student_seed(self, seed, arm_ids):
         """Trains the given student arms for one seed, interleaved."""
@@ -221,6 +229,12 @@ class _Run:
                 "train_seconds": run.train_seconds,
                 **self.evaluate(student, run.arm_id, first_seed=seed == self.preset.seeds[0]),
             }
+            if run.arm_id == "tfkd_cached":
+                record["cache"] = {
+                    "build_seconds": self.cache_build_seconds,
+                    "bytes": self.cache.nbytes,
+                    "bytes_per_example": self.cache.nbytes / self.cache.num_examples,
+                }
             self.store.save(f"{run.arm_id}__seed{seed}", record)
             self.log(f"  {run.arm_id}: test accuracy {record['accuracy']:.4f}")
         for arm_id, record in failures.items():
@@ -335,8 +349,9 @@ def _finish_arm(record):
         history=record.get("history", {}),
         confusion_matrix=record.get("confusion_matrix"),
     )
-    if "search" in record:
-        arm["search"] = record["search"]
+    for extra in ("search", "cache"):  # AutoKeras search, teacher cache
+        if extra in record:
+            arm[extra] = record[extra]
     return arm
 
 

@@ -21,17 +21,21 @@ except ImportError as error:  # pragma: no cover - depends on the install
         "(Linux with an NVIDIA GPU; WSL2 on Windows)."
     ) from error
 
+from tfkd import cache
 from tfkd import data
 from tfkd import losses
 from tfkd.distiller import Distiller
+from tfkd.cache import TeacherCache
 from tfkd.losses import KnowledgeDistillation
 from tfkd.teacher_outputs import attach_teacher_logits
 
 __all__ = [
     "Distiller",
     "KnowledgeDistillation",
+    "TeacherCache",
     "__version__",
     "attach_teacher_logits",
+    "cache",
     "data",
     "losses",
 ]

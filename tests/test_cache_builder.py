@@ -1,0 +1,315 @@
+"""Tests of tfkd/cache/builder.py: the streaming, atomic build."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfkd
+from tfkd import data
+from tfkd.cache import InvalidCacheError
+from tfkd.cache import TeacherCache
+from tfkd.cache import format as format_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# float16 keeps 11 significant bits: relative rounding error <= 2**-11.
+FLOAT16_RTOL = 2.0**-11
+
+
+def _images(fashion_mnist, n=96):
+    (x, y), _ = fashion_mnist
+    images, labels = data.preprocess(x[:n, ..., np.newaxis], y[:n])
+    return images.numpy(), labels.numpy()
+
+
+def _dataset(x, y, batch_size=32):
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+
+
+def _cnn(activation=None, classes=10):
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(classes, activation=activation),
+        ]
+    )
+
+
+def test_round_trip_equals_teacher_predict_within_float16(tmp_path, fashion_mnist):
+    x, y = _images(fashion_mnist)
+    teacher = _cnn()
+    teacher.layers[-1].kernel.assign(teacher.layers[-1].kernel * 30.0)
+    cache = TeacherCache.build(
+        teacher, _dataset(x, y), str(tmp_path / "cache"), verbose=0
+    )
+    predicted = teacher.predict(x, verbose=0)
+    inputs, labels, logits = cache.read()
+
+    np.testing.assert_array_equal(inputs, x)  # uint8 storage, bit-exact
+    np.testing.assert_array_equal(labels, y)
+    np.testing.assert_allclose(logits, predicted, rtol=FLOAT16_RTOL, atol=1e-6)
+    assert np.abs(predicted).max() > 1.0  # not a vacuous tolerance
+    metadata = cache.metadata
+    assert metadata["examples"] == len(x) and metadata["classes"] == 10
+    assert metadata["outputs"]["dtype"] == "float16"
+    assert metadata["arrays"]["inputs"]["dtype"] == "|u1"
+    assert metadata["teacher"]["parameters"] == teacher.count_params()
+    assert metadata["tfkd_version"] == tfkd.__version__
+    assert cache.nbytes == len(x) * (28 * 28 + 4 + 2 * 10)
+
+
+def test_float32_outputs_are_exact(tmp_path, fashion_mnist):
+    x, y = _images(fashion_mnist, 40)
+    teacher = _cnn()
+    cache = TeacherCache.build(
+        teacher, _dataset(x, y), str(tmp_path / "c"), dtype="float32", verbose=0
+    )
+    np.testing.assert_allclose(
+        cache.read()[2], teacher.predict(x, verbose=0), rtol=1e-6, atol=1e-7
+    )
+
+
+def test_softmax_teacher_is_stored_as_log_probabilities(tmp_path, fashion_mnist):
+    x, y = _images(fashion_mnist, 40)
+    teacher = _cnn(activation="softmax")
+    cache = TeacherCache.build(teacher, _dataset(x, y), str(tmp_path / "c"), verbose=0)
+    assert cache.teacher_outputs == "probabilities"
+    assert cache.metadata["teacher"]["stored_as"] == "log_probabilities"
+    np.testing.assert_allclose(
+        cache.read()[2],
+        np.log(teacher.predict(x, verbose=0)),
+        rtol=FLOAT16_RTOL,
+        atol=1e-6,
+    )
+
+
+def test_keras_applications_softmax_teacher(tmp_path):
+    teacher = keras.applications.MobileNetV3Small(
+        input_shape=(32, 32, 3),
+        weights=None,
+        classes=10,
+        minimalistic=True,
+        classifier_activation="softmax",
+    )
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 32, 32, 3), dtype=np.float32)
+    cache = TeacherCache.build(
+        teacher, _dataset(x, np.arange(8, dtype=np.int32), 4),
+        str(tmp_path / "c"), verbose=0,
+    )
+    assert cache.metadata["teacher"]["stored_as"] == "log_probabilities"
+    probabilities = np.exp(cache.read()[2].astype(np.float64))
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-2)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # upstream AutoKeras export noise
+def test_autokeras_export_is_cached_as_log_probabilities(tmp_path, fashion_mnist):
+    ak = pytest.importorskip("autokeras")
+    x, y = _images(fashion_mnist, 64)
+    search = ak.AutoModel(
+        inputs=ak.Input(),
+        outputs=ak.ClassificationHead(num_classes=10),
+        max_trials=1,
+        overwrite=True,
+        directory=str(tmp_path / "search"),
+        seed=0,
+    )
+    search.fit(x.reshape(64, -1), y, epochs=1, batch_size=32, verbose=0,
+               validation_split=0.25)
+    teacher = search.export_model()
+    flat = x.reshape(64, -1)
+    cache = TeacherCache.build(
+        teacher, _dataset(flat, y), str(tmp_path / "c"), verbose=0
+    )
+    assert cache.metadata["teacher"]["stored_as"] == "log_probabilities"
+    np.testing.assert_allclose(
+        cache.read()[2],
+        np.log(np.maximum(teacher.predict(flat, verbose=0), 1e-38)),
+        rtol=FLOAT16_RTOL,
+        atol=1e-3,
+    )
+
+
+def _raising_dataset(x, y, fail_after):
+    def batches():
+        for step in range(len(x) // 16):
+            if step == fail_after:
+                raise RuntimeError("simulated failure in the input pipeline")
+            yield x[16 * step : 16 * step + 16], y[16 * step : 16 * step + 16]
+
+    return tf.data.Dataset.from_generator(
+        batches,
+        output_signature=(
+            tf.TensorSpec((None, 28, 28, 1), tf.float32),
+            tf.TensorSpec((None,), tf.int32),
+        ),
+    )
+
+
+def test_failed_build_leaves_nothing_behind(tmp_path, fashion_mnist):
+    x, y = _images(fashion_mnist, 64)
+    path = str(tmp_path / "cache")
+    teacher = _cnn()
+    with pytest.raises(Exception, match="simulated failure"):
+        TeacherCache.build(teacher, _raising_dataset(x, y, 2), path, verbose=0)
+    assert os.listdir(str(tmp_path)) == []  # no cache, no partial directory
+    with pytest.raises(FileNotFoundError, match="No teacher cache"):
+        TeacherCache.open(path)
+    # The same call with good data then succeeds.
+    TeacherCache.build(teacher, _dataset(x, y), path, verbose=0)
+    TeacherCache.open(path)
+
+
+_KILLED_BUILD = textwrap.dedent(
+    """
+    import os, sys, numpy as np, tensorflow as tf, keras
+    from tfkd.cache import TeacherCache
+
+    def batches():
+        for step in range(6):
+            if step == 3:
+                os._exit(17)  # like SIGKILL: no exception handler, no cleanup
+            yield np.full((8, 4), step + 0.5, np.float32), np.zeros(8, np.int32)
+
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=(
+        tf.TensorSpec((None, 4), tf.float32), tf.TensorSpec((None,), tf.int32)))
+    teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    TeacherCache.build(teacher, dataset, sys.argv[1], verbose=0)
+    """
+)
+
+
+def test_killed_build_leaves_nothing_that_opens(tmp_path):
+    path = str(tmp_path / "cache")
+    environment = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    completed = subprocess.run(
+        [sys.executable, "-c", _KILLED_BUILD, path],
+        env=environment,
+        capture_output=True,
+        timeout=120,
+    )
+    assert completed.returncode == 17, completed.stderr.decode()[-2000:]
+    assert not os.path.exists(path)
+    (partial,) = format_lib.leftover_partials(path)
+    assert os.path.exists(os.path.join(partial, "inputs.bin"))  # mid-write
+    with pytest.raises(FileNotFoundError, match="interrupted builds"):
+        TeacherCache.open(path)
+    with pytest.raises(InvalidCacheError, match="never finished"):
+        TeacherCache.open(partial)
+
+
+def test_progress_bar_counts_batches(tmp_path, capsys, fashion_mnist):
+    x, y = _images(fashion_mnist, 64)
+    TeacherCache.build(_cnn(), _dataset(x, y, 16), str(tmp_path / "c"), verbose=1)
+    assert "4/4" in capsys.readouterr().out
+
+
+def test_existing_path_needs_overwrite(tmp_path, fashion_mnist):
+    x, y = _images(fashion_mnist, 32)
+    path = str(tmp_path / "c")
+    teacher = _cnn()
+    TeacherCache.build(teacher, _dataset(x, y), path, verbose=0)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        TeacherCache.build(teacher, _dataset(x, y), path, verbose=0)
+    replaced = TeacherCache.build(
+        teacher, _dataset(x[:16], y[:16]), path, overwrite=True, verbose=0
+    )
+    assert replaced.num_examples == 16
+    assert os.listdir(str(tmp_path)) == ["c"]
+
+
+def test_auto_uint8_refuses_a_later_batch_it_would_change(tmp_path, fashion_mnist):
+    x, y = _images(fashion_mnist, 64)
+    x = x.copy()
+    x[40] += 1e-3  # batch 2 is no longer 8-bit
+    with pytest.raises(ValueError, match="batch 2 holds other values"):
+        TeacherCache.build(_cnn(), _dataset(x, y), str(tmp_path / "c"), verbose=0)
+    assert not os.listdir(str(tmp_path))
+
+
+def test_float16_overflow_is_refused(tmp_path):
+    x = np.ones((4, 2), np.float32)
+    teacher = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+    teacher.layers[0].kernel.assign(np.full((2, 3), 1e5, np.float32))
+    with pytest.raises(ValueError, match="dtype='float32'"):
+        TeacherCache.build(
+            teacher, _dataset(x, np.zeros(4, np.int32)), str(tmp_path / "c"),
+            verbose=0,
+        )
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"dtype": "bfloat16"}, ValueError, "argument `dtype`"),
+        ({"top_k": 0}, ValueError, "argument `top_k`"),
+        ({"top_k_temperature": -1.0}, ValueError, "argument `top_k_temperature`"),
+        ({"views": 3}, TypeError, "argument `augmentation`"),
+        ({"augmentation": keras.layers.RandomFlip()}, ValueError,
+         "argument `augmentation`.*views=K"),
+        ({"teacher_outputs": "soft"}, ValueError, "argument `teacher_outputs`"),
+    ],
+)
+def test_invalid_arguments_are_refused_before_any_work(tmp_path, kwargs, error, match):
+    x = np.zeros((4, 2), np.float32)
+    teacher = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+    with pytest.raises(error, match=match):
+        TeacherCache.build(
+            teacher, _dataset(x, np.zeros(4, np.int32)), str(tmp_path / "c"),
+            verbose=0, **kwargs,
+        )
+    assert not os.listdir(str(tmp_path))
+
+
+def test_dataset_must_be_batches_of_inputs_and_labels(tmp_path):
+    teacher = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+    with pytest.raises(TypeError, match="argument `dataset`"):
+        TeacherCache.build(teacher, np.zeros((4, 2)), str(tmp_path / "c"))
+    endless = _dataset(np.zeros((4, 2), np.float32), np.zeros(4, np.int32)).repeat()
+    with pytest.raises(ValueError, match="a finite dataset"):
+        TeacherCache.build(teacher, endless, str(tmp_path / "c"))
+    only_inputs = tf.data.Dataset.from_tensor_slices(np.zeros((4, 2), np.float32))
+    with pytest.raises(ValueError, match=r"Expected batches `\(inputs, labels\)`"):
+        TeacherCache.build(teacher, only_inputs.batch(2), str(tmp_path / "c"), verbose=0)
+    assert not os.listdir(str(tmp_path))
+
+
+def test_build_streams_batches_to_disk_while_reading(tmp_path):
+    """Memory stays bounded because each batch is on disk before the next
+    few are read: the partial files grow while the dataset is consumed."""
+    path = str(tmp_path / "cache")
+    row_bytes = 1024 * 4  # float32 rows; 16 rows per batch = 64 KiB
+    sizes_seen = []
+
+    def batches():
+        for step in range(6):
+            partials = format_lib.leftover_partials(path)
+            inputs_file = os.path.join(partials[0], "inputs.bin") if partials else ""
+            sizes_seen.append(
+                os.path.getsize(inputs_file) if os.path.exists(inputs_file) else 0
+            )
+            yield np.full((16, 1024), step + 0.5, np.float32), np.zeros(16, np.int32)
+
+    dataset = tf.data.Dataset.from_generator(
+        batches,
+        output_signature=(
+            tf.TensorSpec((None, 1024), tf.float32),
+            tf.TensorSpec((None,), tf.int32),
+        ),
+    )
+    teacher = keras.Sequential([keras.Input((1024,)), keras.layers.Dense(3)])
+    cache = TeacherCache.build(teacher, dataset, path, verbose=0)
+    assert cache.num_examples == 96
+    # When batch i is produced, at least batches 0..i-3 are already written
+    # (two batches of slack for tf.data's read-ahead).
+    for step, size in enumerate(sizes_seen):
+        assert size >= max(0, step - 2) * 16 * row_bytes, sizes_seen
+    assert sizes_seen[-1] > 0

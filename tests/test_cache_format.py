@@ -1,0 +1,148 @@
+"""Tests of tfkd/cache/format.py: raw arrays, metadata, checksums."""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tfkd.cache import errors
+from tfkd.cache import format as format_lib
+
+
+def _write_cache_directory(directory, arrays):
+    """A minimal valid cache directory holding `arrays` (name -> chunks)."""
+    os.makedirs(directory)
+    specs = {}
+    for name, chunks in arrays.items():
+        writer = format_lib.ArrayWriter(directory, name)
+        for chunk in chunks:
+            writer.append(chunk)
+        specs[name] = writer.close()
+    format_lib.write_metadata(
+        directory,
+        {
+            "format": format_lib.FORMAT_NAME,
+            "format_version": format_lib.FORMAT_VERSION,
+            "tfkd_version": "test",
+            "arrays": specs,
+        },
+    )
+    return specs
+
+
+@pytest.fixture
+def cache_dir(tmp_path):
+    directory = str(tmp_path / "cache")
+    rng = np.random.default_rng(0)
+    _write_cache_directory(
+        directory,
+        {
+            "inputs": [rng.integers(0, 255, (5, 3, 2), dtype=np.uint8)] * 2,
+            "logits": [rng.normal(size=(5, 4)).astype(np.float16)] * 2,
+        },
+    )
+    return directory
+
+
+def test_array_writer_round_trips_chunks_and_hashes_the_file(tmp_path):
+    chunks = [np.arange(6, dtype=">f4").reshape(3, 2), np.ones((2, 2), "<f4")]
+    writer = format_lib.ArrayWriter(str(tmp_path), "logits")
+    for chunk in chunks:
+        writer.append(chunk)
+    spec = writer.close()
+
+    assert spec["shape"] == [5, 2]
+    assert spec["dtype"] == "<f4"  # big-endian input stored little-endian
+    path = os.path.join(str(tmp_path), spec["file"])
+    stored = np.memmap(path, dtype=spec["dtype"], mode="r", shape=(5, 2))
+    np.testing.assert_array_equal(stored, np.concatenate(chunks))
+    with open(path, "rb") as handle:
+        assert spec["sha256"] == hashlib.sha256(handle.read()).hexdigest()
+    assert format_lib.file_sha256(path) == spec["sha256"]
+
+
+def test_array_writer_refuses_a_change_of_row_shape(tmp_path):
+    writer = format_lib.ArrayWriter(str(tmp_path), "inputs")
+    writer.append(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match="same inputs shape and dtype"):
+        writer.append(np.zeros((2, 4), np.float32))
+    writer.abort()
+
+
+def test_a_valid_cache_verifies_and_memory_maps(cache_dir):
+    metadata = format_lib.read_metadata(cache_dir)
+    format_lib.verify_arrays(cache_dir, metadata)
+    arrays = format_lib.open_arrays(cache_dir, metadata)
+    assert arrays["inputs"].shape == (10, 3, 2)
+    assert arrays["logits"].dtype == np.float16
+    np.testing.assert_array_equal(arrays["logits"][:5], arrays["logits"][5:])
+
+
+def test_missing_directory_names_leftovers_of_interrupted_builds(tmp_path):
+    path = str(tmp_path / "cache")
+    os.makedirs(format_lib.partial_directory(path, "dead"))
+    with pytest.raises(FileNotFoundError, match="interrupted builds"):
+        format_lib.read_metadata(path)
+
+
+def test_directory_without_metadata_is_an_unfinished_build(tmp_path):
+    path = tmp_path / "cache"
+    path.mkdir()
+    (path / "logits.bin").write_bytes(b"\0" * 8)
+    with pytest.raises(errors.InvalidCacheError, match="never finished"):
+        format_lib.read_metadata(str(path))
+
+
+def test_unreadable_or_foreign_metadata_is_invalid(tmp_path, cache_dir):
+    metadata_path = os.path.join(cache_dir, format_lib.METADATA_FILE)
+    with open(metadata_path, "w") as handle:
+        handle.write('{"format": "tfkd.TeacherCache", "arr')  # torn write
+    with pytest.raises(errors.InvalidCacheError, match="cannot be read"):
+        format_lib.read_metadata(cache_dir)
+    with open(metadata_path, "w") as handle:
+        json.dump({"format": "something else"}, handle)
+    with pytest.raises(errors.InvalidCacheError, match="does not describe"):
+        format_lib.read_metadata(cache_dir)
+
+
+def test_other_format_version_is_invalid(cache_dir):
+    metadata_path = os.path.join(cache_dir, format_lib.METADATA_FILE)
+    with open(metadata_path) as handle:
+        metadata = json.load(handle)
+    metadata["format_version"] = format_lib.FORMAT_VERSION + 1
+    with open(metadata_path, "w") as handle:
+        json.dump(metadata, handle)
+    with pytest.raises(errors.InvalidCacheError, match="format version"):
+        format_lib.read_metadata(cache_dir)
+
+
+def test_truncated_file_is_detected_without_reading_it(cache_dir):
+    path = os.path.join(cache_dir, "logits.bin")
+    size = os.path.getsize(path)
+    with open(path, "r+b") as handle:
+        handle.truncate(size - 3)
+    metadata = format_lib.read_metadata(cache_dir)
+    with pytest.raises(errors.InvalidCacheError, match="truncated"):
+        format_lib.verify_arrays(cache_dir, metadata, checksums=False)
+
+
+def test_one_flipped_byte_fails_the_checksum(cache_dir):
+    path = os.path.join(cache_dir, "inputs.bin")
+    with open(path, "r+b") as handle:
+        handle.seek(17)
+        byte = handle.read(1)
+        handle.seek(17)
+        handle.write(bytes([byte[0] ^ 0x01]))
+    metadata = format_lib.read_metadata(cache_dir)
+    format_lib.verify_arrays(cache_dir, metadata, checksums=False)  # same size
+    with pytest.raises(errors.InvalidCacheError, match="checksum of 'inputs.bin'"):
+        format_lib.verify_arrays(cache_dir, metadata)
+
+
+def test_missing_array_file_is_invalid(cache_dir):
+    os.remove(os.path.join(cache_dir, "logits.bin"))
+    metadata = format_lib.read_metadata(cache_dir)
+    with pytest.raises(errors.InvalidCacheError, match="is missing"):
+        format_lib.verify_arrays(cache_dir, metadata)

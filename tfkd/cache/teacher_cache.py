@@ -1,0 +1,610 @@
+"""`TeacherCache`: a teacher's outputs computed once, streamed every epoch."""
+
+import copy
+import numbers
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfkd import _validation
+from tfkd import teacher_outputs as teacher_outputs_lib
+from tfkd.cache import builder
+from tfkd.cache import codec as codec_lib
+from tfkd.cache import errors
+from tfkd.cache import fingerprint
+from tfkd.cache import format as format_lib
+from tfkd.cache import stream
+from tfkd.cache import topk
+from tfkd.cache import views as views_lib
+
+#: Storage dtypes of the teacher's outputs.
+OUTPUT_DTYPES = ("float16", "float32")
+#: The values `TeacherCache.open(on_stale=...)` accepts.
+ON_STALE = ("raise", "rebuild")
+# Settings a rebuild takes from the stale cache's metadata when not given.
+_REBUILD_SETTINGS = ("dtype", "top_k", "top_k_temperature", "views")
+# Options of `build` that `open(..., on_stale="rebuild")` passes on.
+_BUILD_OPTIONS = (
+    "dtype",
+    "top_k",
+    "top_k_temperature",
+    "teacher_outputs",
+    "input_dtype",
+    "views",
+    "augmentation",
+)
+
+
+def _check_dataset(dataset):
+    if not isinstance(dataset, tf.data.Dataset):
+        raise _validation.invalid_type(
+            "dataset",
+            "a `tf.data.Dataset` of `(inputs, labels)` batches (wrap arrays "
+            "with tf.data.Dataset.from_tensor_slices((x, y)).batch(256))",
+            dataset,
+        )
+    if int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
+        raise _validation.invalid_value(
+            "dataset",
+            "a finite dataset (one pass is read; remove `.repeat()`)",
+            dataset,
+        )
+    return dataset
+
+
+def _check_top_k_temperature(value):
+    try:
+        return _validation.check_temperature(value)
+    except TypeError:
+        raise _validation.invalid_type(
+            "top_k_temperature", "a float > 0", value
+        ) from None
+    except ValueError:
+        raise _validation.invalid_value(
+            "top_k_temperature", "a float > 0", value
+        ) from None
+
+
+def _numpy_batches(dataset):
+    for step, element in enumerate(dataset, start=1):
+        yield builder.split_batch(element, step)
+
+
+class TeacherCache:
+    """A teacher's outputs on a dataset, computed once and stored on disk.
+
+    Distillation runs the teacher on every batch of every epoch. A cache
+    runs it once: `build` streams the dataset through the teacher, storing
+    the inputs, the labels and the teacher's logits; `dataset()` then
+    streams `(x, {"labels": y, "teacher_logits": t})` batches, on which a
+    `tfkd.Distiller(teacher=None)` trains the student without a teacher.
+    Each epoch then costs about as much as training the student alone.
+
+    On disk (see `tfkd.cache.format`): raw memory-mappable arrays and a
+    `metadata.json` holding the counts, the classes, the dtypes, a
+    fingerprint of the teacher's weights and of the input data, a sha256
+    of every file and the tfkd version. `open` verifies all of it: a
+    truncated, corrupted or stale cache is an error (or is rebuilt on
+    request), never a silent mismatch.
+
+    Outputs are stored as logits, float16 by default. A teacher ending in a
+    softmax (`keras.applications`, AutoKeras exports) is detected from the
+    first batch and stored as log-probabilities (logits of the same
+    distribution), flagged as `teacher.stored_as` in the metadata. With many
+    classes, `top_k` keeps only the k largest logits per example and a fill
+    value for the rest (`tfkd.cache.topk` documents the error this adds to
+    the KD loss).
+
+    Augmentation must be consistent (Beyer et al., 2022, "Knowledge
+    distillation: A good teacher is patient and consistent"): a cached
+    output is only a valid target for the exact view the teacher saw.
+    Either distil online with `Distiller(teacher=..., augmentation=...)`,
+    or cache `views=K` augmented views per example; a `Distiller` with
+    `augmentation` refuses batches that carry cached logits.
+
+    Create caches with `TeacherCache.build` or `TeacherCache.open`, not
+    with the constructor.
+
+    Example:
+
+    >>> import numpy as np, keras, tensorflow as tf, tfkd, tempfile, os
+    >>> x = np.random.rand(64, 8).astype("float32")
+    >>> y = np.random.randint(0, 3, size=64).astype("int32")
+    >>> train_ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    >>> teacher = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+    >>> path = os.path.join(tempfile.mkdtemp(), "cache")
+    >>> cache = tfkd.TeacherCache.build(teacher, train_ds, path, verbose=0)
+    >>> student = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+    >>> distiller = tfkd.Distiller(student=student, teacher=None)
+    >>> distiller.compile(optimizer="adam")
+    >>> history = distiller.fit(cache.dataset(batch_size=16), epochs=1,
+    ...                         verbose=0)
+    """
+
+    def __init__(self, path, metadata):
+        self._path = os.fspath(path)
+        self._metadata = metadata
+        self._arrays = format_lib.open_arrays(self._path, metadata)
+        self._codec = codec_lib.InputCodec.from_config(metadata["inputs"])
+
+    # -- creation ------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        teacher,
+        dataset,
+        path,
+        *,
+        dtype="float16",
+        top_k=None,
+        top_k_temperature=1.0,
+        teacher_outputs="auto",
+        input_dtype="auto",
+        views=1,
+        augmentation=None,
+        overwrite=False,
+        verbose=1,
+    ):
+        """Runs the teacher once over `dataset` and stores its outputs.
+
+        One streaming pass of batched inference: memory is bounded by a
+        few batches, not by the dataset. A progress bar shows the batches
+        done. The cache is written to a temporary sibling directory and
+        renamed to `path` at the end, so an interrupted build leaves
+        nothing at `path`.
+
+        Args:
+            teacher: A trained `keras.Model` with one input and outputs of
+                shape `(batch, classes)`: logits or softmax probabilities.
+            dataset: A `tf.data.Dataset` of `(inputs, labels)` batches. Its
+                order does not matter (the cache stores each input with its
+                outputs); random augmentation in it does (use `views`).
+            path: Directory to create.
+            dtype: Storage dtype of the outputs, `"float16"` (half the
+                bytes; KD loss within 0.03 %) or `"float32"`. Defaults to
+                `"float16"`.
+            top_k: Optional int k < classes: store only the k largest
+                logits per example (see `tfkd.cache.topk`). Defaults to
+                `None` (all logits).
+            top_k_temperature: Float > 0, the temperature at which top-k
+                storage keeps the tail's probability mass exact; use the
+                temperature you distil with. Defaults to `1.0`.
+            teacher_outputs: `"logits"`, `"probabilities"` (stored as
+                log-probabilities) or `"auto"` to tell from the first batch.
+                Defaults to `"auto"`.
+            input_dtype: Storage of the inputs: `"auto"` (uint8 for 8-bit
+                images scaled to [0, 1], bit-exact; the inputs' own dtype
+                otherwise), `"uint8"`, `"float16"` or `"float32"`. Lossy
+                choices stay consistent: the teacher runs on the stored
+                inputs. Defaults to `"auto"`.
+            views: Int K >= 1, augmented views stored per example. Defaults
+                to `1` (the inputs as given).
+            augmentation: A `keras.layers.Layer` drawing one random view of
+                a batch; required when `views > 1`. Defaults to `None`.
+            overwrite: Whether to replace an existing directory at `path`.
+                Defaults to `False`.
+            verbose: `0` (silent) or `1` (progress bar). Defaults to `1`.
+
+        Returns:
+            The opened `TeacherCache`.
+
+        Raises:
+            TypeError: if `teacher` is not a `keras.Model`, `dataset` not a
+                `tf.data.Dataset`, or an argument has the wrong type.
+            ValueError: for an argument out of range, batches that are not
+                `(inputs, labels)`, non-finite teacher outputs, or logits
+                beyond float16's range with `dtype="float16"`.
+            FileExistsError: if `path` exists and `overwrite` is False.
+
+        Example:
+
+        >>> cache = tfkd.TeacherCache.build(  # doctest: +SKIP
+        ...     teacher, train_ds, "cache/fmnist-cnn")
+        >>> cache.num_examples, cache.num_classes  # doctest: +SKIP
+        (54000, 10)
+        """
+        _validation.check_keras_model("teacher", teacher)
+        _check_dataset(dataset)
+        _validation.check_choice("dtype", dtype, OUTPUT_DTYPES)
+        if top_k is not None:
+            _validation.check_positive_int("top_k", top_k)
+        top_k_temperature = _check_top_k_temperature(top_k_temperature)
+        _validation.check_choice(
+            "teacher_outputs",
+            teacher_outputs,
+            teacher_outputs_lib.TEACHER_OUTPUT_KINDS,
+        )
+        _validation.check_choice(
+            "input_dtype", input_dtype, codec_lib.INPUT_DTYPES
+        )
+        views = _validation.check_positive_int("views", views)
+        if views > 1 and not isinstance(augmentation, keras.layers.Layer):
+            raise _validation.invalid_type(
+                "augmentation",
+                "a `keras.layers.Layer` drawing random views when views > 1",
+                augmentation,
+            )
+        if views == 1 and augmentation is not None:
+            raise _validation.invalid_value(
+                "augmentation",
+                "None when views=1 (a cache stores fixed views only: pass "
+                "views=K to store K augmented views, or give the "
+                "augmentation to the Distiller for online distillation)",
+                augmentation,
+            )
+        if verbose not in (0, 1, 2):
+            raise _validation.invalid_value("verbose", "0, 1 or 2", verbose)
+        metadata = builder.build(
+            teacher,
+            dataset,
+            path,
+            dtype=dtype,
+            top_k=top_k,
+            top_k_temperature=top_k_temperature,
+            teacher_outputs=teacher_outputs,
+            input_dtype=input_dtype,
+            views=views,
+            augmentation=augmentation,
+            overwrite=overwrite,
+            verbose=verbose,
+        )
+        return cls(path, metadata)
+
+    @classmethod
+    def open(
+        cls,
+        path,
+        *,
+        teacher=None,
+        dataset=None,
+        on_stale="raise",
+        checksums=True,
+        verbose=1,
+        **build_kwargs,
+    ):
+        """Opens and verifies a cache; optionally checks it is not stale.
+
+        Verification reads the metadata, checks every file's size and, with
+        `checksums`, its sha256. Given a `teacher`, its weights must be
+        those the cache was built from; given a `dataset`, its examples
+        must be the same (one pass over the data, no teacher inference;
+        order does not matter, see `tfkd.cache.fingerprint`).
+
+        Args:
+            path: The cache directory.
+            teacher: Optional `keras.Model` to check the cache against.
+                Defaults to `None` (not checked).
+            dataset: Optional `tf.data.Dataset` of `(inputs, labels)`
+                batches to check the cache against. Defaults to `None`.
+            on_stale: `"raise"`, or `"rebuild"` to build the cache afresh
+                from `teacher` and `dataset` (both then required) when it
+                is missing, incomplete, corrupted or stale. Defaults to
+                `"raise"`.
+            checksums: Whether to verify every file's sha256 (reads the
+                whole cache once) rather than only its size. Defaults to
+                `True`.
+            verbose: `0` or `1`: progress bars of a data check or rebuild.
+                Defaults to `1`.
+            **build_kwargs: Options of `build` (`dtype`, `top_k`,
+                `top_k_temperature`, `teacher_outputs`, `input_dtype`,
+                `views`, `augmentation`), only with `on_stale="rebuild"`;
+                `dtype`, `top_k`, `top_k_temperature` and `views` not
+                given are taken from the old cache's metadata when it is
+                readable.
+
+        Returns:
+            The verified (or rebuilt) `TeacherCache`.
+
+        Raises:
+            TypeError: for an unknown keyword argument.
+            ValueError: for an invalid `on_stale`, a rebuild without
+                `teacher` and `dataset`, or build options without a rebuild.
+            FileNotFoundError: if nothing is at `path` (the message names
+                leftovers of interrupted builds).
+            InvalidCacheError: if the cache is incomplete, truncated or
+                corrupted.
+            StaleCacheError: if the teacher or the data changed.
+
+        Example:
+
+        >>> cache = tfkd.TeacherCache.open(  # doctest: +SKIP
+        ...     "cache/fmnist-cnn", teacher=teacher, dataset=train_ds,
+        ...     on_stale="rebuild")
+        """
+        _validation.check_choice("on_stale", on_stale, ON_STALE)
+        _validation.check_keras_model("teacher", teacher, allow_none=True)
+        if dataset is not None:
+            _check_dataset(dataset)
+        unknown = sorted(set(build_kwargs) - set(_BUILD_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"TeacherCache.open() got unexpected keyword arguments "
+                f"{unknown}. Expected the arguments of `open` or, for a "
+                f"rebuild, options of `build`: {list(_BUILD_OPTIONS)}"
+            )
+        if build_kwargs and on_stale != "rebuild":
+            raise _validation.invalid_value(
+                "on_stale",
+                "'rebuild' when `build` options are given (they only apply "
+                f"to a rebuild; got {sorted(build_kwargs)})",
+                on_stale,
+            )
+        if on_stale == "rebuild" and (teacher is None or dataset is None):
+            raise _validation.invalid_value(
+                "on_stale",
+                "'raise' unless both `teacher` and `dataset` are given "
+                "(a rebuild needs them)",
+                on_stale,
+            )
+        try:
+            metadata = format_lib.read_metadata(path)
+            format_lib.verify_arrays(path, metadata, checksums=checksums)
+            cache = cls(path, metadata)
+            cache.check_fresh(teacher=teacher, dataset=dataset, verbose=verbose)
+            return cache
+        except (FileNotFoundError, errors.InvalidCacheError):
+            if on_stale == "raise":
+                raise
+        options = cls._recorded_settings(path)
+        options.update(build_kwargs)
+        return cls.build(
+            teacher, dataset, path, overwrite=True, verbose=verbose, **options
+        )
+
+    @staticmethod
+    def _recorded_settings(path):
+        """Build settings of a (possibly broken) cache, where readable."""
+        try:
+            metadata = format_lib.read_metadata(path)
+        except (OSError, errors.InvalidCacheError):
+            return {}
+        outputs = metadata.get("outputs", {})
+        recorded = {
+            "dtype": outputs.get("dtype"),
+            "top_k": outputs.get("top_k"),
+            "top_k_temperature": outputs.get("top_k_temperature"),
+            "views": metadata.get("views"),
+        }
+        return {
+            key: value
+            for key, value in recorded.items()
+            if key in _REBUILD_SETTINGS and value is not None
+        }
+
+    # -- checks --------------------------------------------------------------
+
+    def verify(self, checksums=True):
+        """Re-checks the files on disk against the metadata.
+
+        Args:
+            checksums: Whether to compare sha256 digests too. Defaults to
+                `True`.
+
+        Raises:
+            InvalidCacheError: if a file is missing, truncated or corrupted.
+
+        Example:
+
+        >>> cache.verify()  # doctest: +SKIP
+        """
+        format_lib.verify_arrays(self._path, self._metadata, checksums)
+
+    def check_fresh(self, teacher=None, dataset=None, verbose=1):
+        """Raises if `teacher` or `dataset` differ from the cache's own.
+
+        Args:
+            teacher: Optional `keras.Model`. Defaults to `None`.
+            dataset: Optional `tf.data.Dataset` of `(inputs, labels)`
+                batches; one pass over it is made. Defaults to `None`.
+            verbose: `0` or `1`, a progress bar over the data. Defaults
+                to `1`.
+
+        Raises:
+            StaleCacheError: naming what changed.
+
+        Example:
+
+        >>> cache.check_fresh(teacher=teacher)  # doctest: +SKIP
+        """
+        hint = (
+            "Rebuild it with TeacherCache.open(path, teacher=..., "
+            "dataset=..., on_stale='rebuild') or TeacherCache.build(..., "
+            "overwrite=True)."
+        )
+        if teacher is not None:
+            recorded = self._metadata["teacher"]["fingerprint"]
+            current = fingerprint.teacher_fingerprint(teacher)
+            if current != recorded:
+                raise errors.StaleCacheError(
+                    f"Stale teacher cache at {self._path!r}: the teacher's "
+                    f"weights differ from those it was built with (teacher "
+                    f"{teacher.name!r} has fingerprint {current[:19]}..., "
+                    f"the cache {recorded[:19]}...), so the stored outputs "
+                    f"are another model's. {hint}"
+                )
+        if dataset is not None:
+            _check_dataset(dataset)
+            progbar = (
+                keras.utils.Progbar(
+                    target=(
+                        None
+                        if int(dataset.cardinality()) < 0
+                        else int(dataset.cardinality())
+                    ),
+                    unit_name="batch",
+                )
+                if verbose
+                else None
+            )
+            current = fingerprint.dataset_fingerprint(
+                _numpy_batches(dataset), progbar
+            )
+            recorded = self._metadata["data"]["fingerprint"]
+            if current.hexdigest() != recorded:
+                raise errors.StaleCacheError(
+                    f"Stale teacher cache at {self._path!r}: the dataset "
+                    f"differs from the one it was built from ({current.count} "
+                    f"examples now, {self.num_examples} in the cache; same "
+                    "count means changed values, labels, dtype or shape). "
+                    f"{hint}"
+                )
+
+    # -- reading -------------------------------------------------------------
+
+    def dataset(
+        self,
+        batch_size=128,
+        *,
+        shuffle=True,
+        seed=None,
+        drop_remainder=False,
+        views="random",
+        reshuffle_each_iteration=True,
+    ):
+        """Streams `(x, {"labels": y, "teacher_logits": t})` batches.
+
+        The format the `Distiller` recognises: it then skips the teacher.
+        Inputs, labels and outputs are gathered at the same rows, so
+        shuffling cannot misalign them. `t` is float32 logits over the
+        teacher's classes (dense even for a top-k cache).
+
+        Args:
+            batch_size: Examples per batch (global batch under
+                `tf.distribute`). Defaults to `128`.
+            shuffle: Whether to shuffle all examples each epoch. Defaults
+                to `True`.
+            seed: Optional int seed of the shuffle and view choice.
+                Defaults to `None`.
+            drop_remainder: Whether to drop a last, smaller batch.
+                Defaults to `False`.
+            views: For a cache of K > 1 views: `"random"` (each epoch shows
+                every example once, in one random stored view) or `"all"`
+                (every stored view once, K times the examples). Defaults to
+                `"random"`.
+            reshuffle_each_iteration: Whether each epoch draws a new order
+                (and new views). Defaults to `True`.
+
+        Returns:
+            A prefetching `tf.data.Dataset`.
+
+        Example:
+
+        >>> train = cache.dataset(batch_size=128, seed=0)  # doctest: +SKIP
+        >>> distiller.fit(train, epochs=20)  # doctest: +SKIP
+        """
+        batch_size = _validation.check_positive_int("batch_size", batch_size)
+        if seed is not None and (
+            not isinstance(seed, numbers.Integral) or isinstance(seed, bool)
+        ):
+            raise _validation.invalid_type("seed", "an int or None", seed)
+        _validation.check_choice("views", views, views_lib.VIEW_MODES)
+        return stream.make_dataset(
+            self._arrays,
+            self._metadata,
+            self._codec,
+            batch_size=batch_size,
+            shuffle=bool(shuffle),
+            seed=seed,
+            drop_remainder=bool(drop_remainder),
+            views=views,
+            reshuffle_each_iteration=bool(reshuffle_each_iteration),
+        )
+
+    def read(self, start=0, stop=None):
+        """Reads stored rows `[start, stop)` as NumPy arrays.
+
+        Rows are examples, or with K views `example * K + view`.
+
+        Args:
+            start: First row. Defaults to `0`.
+            stop: Row after the last. Defaults to `None` (all rows).
+
+        Returns:
+            A tuple `(inputs, labels, teacher_logits)`, decoded as the
+            stream yields them (teacher logits float32, dense).
+
+        Example:
+
+        >>> inputs, labels, logits = cache.read(0, 8)  # doctest: +SKIP
+        >>> logits.shape  # doctest: +SKIP
+        (8, 10)
+        """
+        rows = slice(start, stop)
+        inputs = self._codec.decode(np.asarray(self._arrays[format_lib.INPUTS][rows]))
+        labels = np.asarray(self._arrays[format_lib.LABELS][rows])
+        if self.top_k is None:
+            logits = np.asarray(
+                self._arrays[format_lib.LOGITS][rows], dtype=np.float32
+            )
+        else:
+            logits = topk.reconstruct(
+                self._arrays[format_lib.TOP_K_VALUES][rows],
+                self._arrays[format_lib.TOP_K_INDICES][rows],
+                self._arrays[format_lib.TOP_K_FILL][rows],
+                self.num_classes,
+            )
+        return inputs, labels, logits
+
+    # -- properties ----------------------------------------------------------
+
+    @property
+    def path(self):
+        """The cache directory."""
+        return self._path
+
+    @property
+    def metadata(self):
+        """A copy of the cache's metadata (see `tfkd.cache.format`)."""
+        return copy.deepcopy(self._metadata)
+
+    @property
+    def num_examples(self):
+        """Examples the cache was built from."""
+        return self._metadata["examples"]
+
+    @property
+    def num_views(self):
+        """Stored views per example (1 without augmentation)."""
+        return self._metadata["views"]
+
+    @property
+    def num_classes(self):
+        """Classes of the teacher's outputs."""
+        return self._metadata["classes"]
+
+    @property
+    def top_k(self):
+        """k of a top-k cache, or `None` when all logits are stored."""
+        return self._metadata["outputs"]["top_k"]
+
+    @property
+    def teacher_outputs(self):
+        """What the teacher emitted: `"logits"` or `"probabilities"`."""
+        return self._metadata["teacher"]["outputs"]
+
+    @property
+    def nbytes(self):
+        """Bytes of all array files (the metadata's few KB excluded)."""
+        return int(
+            sum(
+                int(np.prod(spec["shape"])) * np.dtype(spec["dtype"]).itemsize
+                for spec in self._metadata["arrays"].values()
+            )
+        )
+
+    def __len__(self):
+        return self.num_examples
+
+    def __repr__(self):
+        outputs = self._metadata["outputs"]
+        storage = (
+            f"top_k={outputs['top_k']}" if outputs["top_k"] else "dense"
+        )
+        return (
+            f"<TeacherCache {self._path!r}: {self.num_examples} examples x "
+            f"{self.num_views} view(s), {self.num_classes} classes, "
+            f"{outputs['dtype']} {storage}, {self.nbytes / 1e6:.1f} MB>"
+        )
