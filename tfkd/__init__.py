@@ -22,20 +22,28 @@ except ImportError as error:  # pragma: no cover - depends on the install
     ) from error
 
 from tfkd import cache
+from tfkd import callbacks
+from tfkd import checkpointing
 from tfkd import data
 from tfkd import losses
-from tfkd.distiller import Distiller
 from tfkd.cache import TeacherCache
+from tfkd.distiller import Distiller
+from tfkd.doctor import doctor
 from tfkd.losses import KnowledgeDistillation
+from tfkd.preflight import DistillationWarning
 from tfkd.teacher_outputs import attach_teacher_logits
 
 __all__ = [
+    "DistillationWarning",
     "Distiller",
     "KnowledgeDistillation",
     "TeacherCache",
     "__version__",
     "attach_teacher_logits",
     "cache",
+    "callbacks",
+    "checkpointing",
     "data",
+    "doctor",
     "losses",
 ]

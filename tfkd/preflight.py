@@ -228,8 +228,9 @@ def _check_finite_inputs(inputs, where="the first batch"):
 
 
 def _batch_size(structure):
-    parts = tf.nest.flatten(structure)
-    return None if not parts else parts[0].shape[0]
+    if structure is None:
+        return None
+    return tf.nest.flatten(structure)[0].shape[0]
 
 
 def _check_batch_sizes(inputs, labels, cached_logits):
@@ -342,7 +343,7 @@ def teacher_accuracy(distiller, inputs, labels, cached_logits=None):
 
 
 def _check_validation_data(distiller, validation_data, num_classes):
-    """Input/label checks on `validation_data` and the teacher-chance warning."""
+    """Input and label checks of `validation_data`, and the chance warning."""
     sample = _validation_sample(validation_data)
     if sample is None:
         return

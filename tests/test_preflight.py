@@ -1,0 +1,420 @@
+"""Tests of tfkd/preflight.py: every bad input fails before training starts.
+
+Each test builds tiny real Keras models and data that carry exactly one
+mistake and checks the message the user sees.
+"""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfkd
+from tfkd import preflight
+from tfkd import teacher_outputs as teacher_outputs_lib
+
+FEATURES = 4
+CLASSES = 3
+
+
+def make_data(n=96, seed=0):
+    """Inputs whose label is the argmax of their first three features."""
+    x = np.random.default_rng(seed).normal(size=(n, FEATURES))
+    x = x.astype("float32")
+    return x, np.argmax(x[:, :CLASSES], axis=-1).astype("int32")
+
+
+def oracle_teacher(activation=None):
+    """A teacher that is always right on `make_data`: it reads x[:, :3]."""
+    kernel = np.eye(FEATURES, CLASSES, dtype="float32")
+    return keras.Sequential(
+        [
+            keras.Input((FEATURES,)),
+            keras.layers.Dense(
+                CLASSES,
+                use_bias=False,
+                activation=activation,
+                kernel_initializer=keras.initializers.Constant(kernel),
+            ),
+        ],
+        name="oracle",
+    )
+
+
+def make_student(features=FEATURES, classes=CLASSES):
+    return keras.Sequential(
+        [keras.Input((features,)), keras.layers.Dense(classes)],
+        name="student",
+    )
+
+
+def make_distiller(teacher=None, **kwargs):
+    teacher = oracle_teacher() if teacher is None else teacher
+    distiller = tfkd.Distiller(
+        teacher=teacher, student=make_student(), **kwargs
+    )
+    distiller.compile(optimizer="sgd")
+    return distiller
+
+
+class TwoLayerTeacher(keras.Model):
+    """Subclassed: no symbolic input shape, so only data can reveal it."""
+
+    def __init__(self, features, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(CLASSES)
+        self.build((None, features))
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+        self.built = True
+
+    def call(self, x):
+        return self.dense(x)
+
+
+def cached_dataset(x, labels, logits, batch_sizes=(16, 16, 16)):
+    """`(x, {"labels", "teacher_logits"})` batches, each part batched alone."""
+    part = tf.data.Dataset.from_tensor_slices
+    return tf.data.Dataset.zip(
+        (
+            part(x).batch(batch_sizes[0]),
+            {
+                "labels": part(labels).batch(batch_sizes[1]),
+                "teacher_logits": part(logits).batch(batch_sizes[2]),
+            },
+        )
+    )
+
+
+# -- labels ------------------------------------------------------------------
+
+
+def test_labels_out_of_range():
+    x, y = make_data()
+    y[5] = CLASSES  # one label past the last class
+    with pytest.raises(ValueError, match=r"Expected class ids in \[0, 2\]"):
+        make_distiller().fit(x, y, epochs=1, verbose=0)
+
+
+def test_negative_labels():
+    x, y = make_data()
+    y[0] = -1
+    with pytest.raises(ValueError, match="Received: labels from -1 to"):
+        make_distiller().fit(x, y, epochs=1, verbose=0)
+
+
+def test_non_integer_labels():
+    x, y = make_data()
+    with pytest.raises(ValueError, match="Expected integer class ids"):
+        make_distiller().fit(x, y + 0.5, epochs=1, verbose=0)
+
+
+def test_labels_of_wrong_shape():
+    x, y = make_data()
+    wrong = np.stack([y, y], axis=-1)  # (batch, 2): neither ids nor one-hot
+    with pytest.raises(ValueError, match=r"labels of shape \(64, 2\)"):
+        make_distiller().fit(x, wrong, epochs=1, verbose=0)
+
+
+def test_one_hot_labels_pass():
+    x, y = make_data()
+    one_hot = np.eye(CLASSES, dtype="float32")[y]
+    history = make_distiller().fit(x, one_hot, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+# -- non-finite values ---------------------------------------------------------
+
+
+def test_nan_inputs_in_arrays():
+    x, y = make_data()
+    x[3, 1] = np.nan
+    with pytest.raises(ValueError, match="Invalid inputs in the first batch"):
+        make_distiller().fit(x, y, epochs=1, verbose=0)
+
+
+def test_inf_inputs_in_a_dataset():
+    x, y = make_data()
+    x[0, 0] = np.inf
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    with pytest.raises(ValueError, match=r"1 NaN/inf value\(s\)"):
+        make_distiller().fit(dataset, epochs=1, verbose=0)
+
+
+def test_non_finite_teacher_outputs():
+    x, y = make_data()
+    teacher = keras.Sequential(
+        [
+            keras.Input((FEATURES,)),
+            keras.layers.Dense(
+                CLASSES, kernel_initializer=keras.initializers.Constant(np.nan)
+            ),
+        ]
+    )
+    with pytest.raises(ValueError, match="Invalid teacher outputs"):
+        make_distiller(teacher).fit(x, y, epochs=1, verbose=0)
+
+
+def test_non_finite_cached_logits():
+    x, y = make_data(n=32)
+    logits = np.zeros((32, CLASSES), "float32")
+    logits[2, 0] = np.nan
+    dataset = cached_dataset(x, y, logits)
+    distiller = tfkd.Distiller(student=make_student())
+    distiller.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match="Invalid teacher outputs"):
+        distiller.fit(dataset, epochs=1, verbose=0)
+
+
+# -- shapes ------------------------------------------------------------------
+
+
+def test_declared_input_shapes_that_differ():
+    teacher = keras.Sequential([keras.Input((5,)), keras.layers.Dense(CLASSES)])
+    with pytest.raises(ValueError, match="takes the same input batches"):
+        tfkd.Distiller(teacher=teacher, student=make_student())
+
+
+def test_teacher_that_cannot_take_the_data():
+    # The subclassed teacher declares no input shape; it was built for 5
+    # features and the data has 4, which only the first batch reveals.
+    x, y = make_data()
+    distiller = make_distiller(TwoLayerTeacher(features=5, name="wide"))
+    with pytest.raises(ValueError) as error:
+        distiller.fit(x, y, epochs=1, verbose=0)
+    message = str(error.value)
+    assert "Invalid value for argument `teacher`" in message
+    assert "'wide' failed on a batch of shape (64, 4)" in message
+
+
+def test_student_that_cannot_take_the_data():
+    x, y = make_data()
+    distiller = make_distiller()
+    images = np.zeros((8, 2, 2), "float32")  # (batch, 2, 2), not (batch, 4)
+    with pytest.raises(ValueError, match="argument `student`"):
+        distiller.fit(images, y[:8], epochs=1, verbose=0)
+
+
+# -- cached teacher logits -----------------------------------------------------
+
+
+def test_cached_logits_with_another_class_count():
+    x, y = make_data(n=32)
+    logits = np.zeros((32, CLASSES + 1), "float32")
+    distiller = tfkd.Distiller(student=make_student())
+    distiller.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match="teacher predicts 4 classes"):
+        distiller.fit(cached_dataset(x, y, logits), epochs=1, verbose=0)
+
+
+def test_cached_logits_of_another_batch_size():
+    x, y = make_data(n=48)
+    logits = np.zeros((48, CLASSES), "float32")
+    dataset = cached_dataset(x, y, logits, batch_sizes=(16, 16, 12))
+    distiller = tfkd.Distiller(student=make_student())
+    distiller.compile(optimizer="sgd")
+    with pytest.raises(ValueError) as error:
+        distiller.fit(dataset, epochs=1, verbose=0)
+    assert "inputs=16, labels=16, teacher_logits=12" in str(error.value)
+
+
+def test_cached_probabilities_are_refused():
+    x, y = make_data(n=32)
+    probabilities = keras.ops.convert_to_numpy(
+        keras.ops.softmax(oracle_teacher()(x))
+    )
+    distiller = tfkd.Distiller(student=make_student())
+    distiller.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match="probabilities_to_logits"):
+        distiller.fit(cached_dataset(x, y, probabilities), epochs=1, verbose=0)
+
+
+def test_cached_log_probabilities_train():
+    x, y = make_data(n=32)
+    log_probabilities = keras.ops.convert_to_numpy(
+        keras.ops.log_softmax(oracle_teacher()(x))
+    )
+    distiller = tfkd.Distiller(student=make_student())
+    distiller.compile(optimizer="sgd")
+    history = distiller.fit(
+        cached_dataset(x, y, log_probabilities), epochs=1, verbose=0
+    )
+    assert np.isfinite(history.history["distillation_loss"][0])
+
+
+def test_augmentation_with_cached_logits():
+    x, y = make_data(n=32)
+    distiller = tfkd.Distiller(
+        student=make_student(), augmentation=keras.layers.GaussianNoise(0.1)
+    )
+    distiller.compile(optimizer="sgd")
+    logits = np.zeros((32, CLASSES), "float32")
+    with pytest.raises(ValueError, match="argument `augmentation`"):
+        distiller.fit(cached_dataset(x, y, logits), epochs=1, verbose=0)
+
+
+def test_no_teacher_and_plain_labels():
+    x, y = make_data()
+    distiller = tfkd.Distiller(student=make_student())
+    distiller.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match="no teacher signal"):
+        distiller.fit(x, y, epochs=1, verbose=0)
+
+
+def test_empty_dataset():
+    x, y = make_data()
+    empty = tf.data.Dataset.from_tensor_slices((x, y)).take(0).batch(8)
+    with pytest.raises(ValueError, match="at least one batch"):
+        make_distiller().fit(empty, epochs=1, verbose=0)
+
+
+# -- teacher outputs -----------------------------------------------------------
+
+
+def test_auto_resolves_a_softmax_teacher_to_probabilities():
+    x, y = make_data()
+    distiller = make_distiller(oracle_teacher(activation="softmax"))
+    distiller.fit(x, y, epochs=1, verbose=0)
+    assert distiller.resolved_teacher_outputs == "probabilities"
+
+
+def test_auto_resolves_a_logits_teacher_to_logits():
+    x, y = make_data()
+    distiller = make_distiller()
+    distiller.fit(x, y, epochs=1, verbose=0)
+    assert distiller.resolved_teacher_outputs == "logits"
+
+
+def test_softmax_teacher_declared_as_logits_warns():
+    x, y = make_data()
+    distiller = make_distiller(
+        oracle_teacher(activation="softmax"), teacher_outputs="logits"
+    )
+    with pytest.warns(preflight.DistillationWarning, match="'probabilities'"):
+        distiller.fit(x, y, epochs=1, verbose=0)
+
+
+# -- validation data -----------------------------------------------------------
+
+
+def test_teacher_near_chance_on_validation_tuple_warns():
+    x, y = make_data()
+    shifted = (y + 1) % CLASSES  # labels in another class order
+    with pytest.warns(preflight.DistillationWarning) as record:
+        make_distiller().fit(
+            x, y, validation_data=(x, shifted), epochs=1, verbose=0
+        )
+    message = str(record[0].message)
+    assert "accuracy on the first 64 validation examples is 0.0%" in message
+    assert "teacher_class_indices" in message
+
+
+def test_teacher_near_chance_on_validation_dataset_warns():
+    # Batches of 8: the check reads batches until it has 64 examples.
+    x, y = make_data()
+    validation = tf.data.Dataset.from_tensor_slices(
+        (x, (y + 1) % CLASSES)
+    ).batch(8)
+    with pytest.warns(preflight.DistillationWarning, match="near chance"):
+        preflight.check_first_batch(
+            make_distiller(), x, y, validation_data=validation
+        )
+
+
+def test_teacher_near_chance_with_cached_validation_logits_warns():
+    x, y = make_data(n=64)
+    logits = keras.ops.convert_to_numpy(oracle_teacher()(x))
+    train = cached_dataset(x, y, logits)
+    validation = cached_dataset(x, (y + 1) % CLASSES, logits)
+    distiller = tfkd.Distiller(student=make_student())
+    with pytest.warns(preflight.DistillationWarning, match="near chance"):
+        preflight.check_first_batch(
+            distiller, train, validation_data=validation
+        )
+
+
+def test_accurate_teacher_does_not_warn():
+    x, y = make_data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", preflight.DistillationWarning)
+        preflight.check_first_batch(
+            make_distiller(), x, y, validation_data=(x, y)
+        )
+
+
+def test_too_few_validation_examples_do_not_warn():
+    x, y = make_data()
+    few = (x[:16], (y[:16] + 1) % CLASSES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", preflight.DistillationWarning)
+        preflight.check_first_batch(make_distiller(), x, y, validation_data=few)
+
+
+def test_validation_labels_out_of_range():
+    x, y = make_data()
+    bad = y.copy()
+    bad[0] = 7
+    with pytest.raises(ValueError, match="labels in the first validation"):
+        make_distiller().fit(
+            x, y, validation_data=(x, bad), epochs=1, verbose=0
+        )
+
+
+def test_validation_inputs_non_finite():
+    x, y = make_data()
+    bad = x.copy()
+    bad[1, 1] = np.nan
+    with pytest.raises(ValueError, match="inputs in the first validation"):
+        make_distiller().fit(
+            x, y, validation_data=(bad, y), epochs=1, verbose=0
+        )
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+def test_near_chance_accuracy_limits():
+    assert preflight.near_chance_accuracy(10, 64) == pytest.approx(0.15)
+    # Two classes: bounded by two binomial standard deviations, not 75%.
+    assert preflight.near_chance_accuracy(2, 64) == pytest.approx(0.625)
+    assert preflight.near_chance_accuracy(1000, 64) == pytest.approx(0.0015)
+
+
+def test_teacher_accuracy_uses_class_indices():
+    # A 5-class teacher whose classes 4, 0, 2 are the student's 0, 1, 2.
+    x, y = make_data()
+    kernel = np.zeros((FEATURES, 5), "float32")
+    for student_class, teacher_class in enumerate((4, 0, 2)):
+        kernel[student_class, teacher_class] = 1.0
+    teacher = keras.Sequential(
+        [
+            keras.Input((FEATURES,)),
+            keras.layers.Dense(
+                5,
+                use_bias=False,
+                kernel_initializer=keras.initializers.Constant(kernel),
+            ),
+        ]
+    )
+    distiller = make_distiller(teacher, teacher_class_indices=[4, 0, 2])
+    assert preflight.teacher_accuracy(distiller, x, y) == 1.0
+    one_hot = np.eye(CLASSES)[y]
+    assert preflight.teacher_accuracy(distiller, x, one_hot) == 1.0
+
+
+def test_first_batch_returns_a_head_of_the_batch():
+    x, y = make_data()
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(80)
+    inputs, labels, weights = preflight.first_batch(dataset)
+    assert inputs.shape == (preflight.PREFLIGHT_EXAMPLES, FEATURES)
+    assert labels.shape == (preflight.PREFLIGHT_EXAMPLES,)
+    assert weights is None
+    assert preflight.first_batch(iter([(x, y)])) is None  # not peekable
+
+
+def test_split_targets_names_the_expected_keys():
+    with pytest.raises(ValueError, match="'labels' and 'teacher_logits'"):
+        teacher_outputs_lib.split_targets({"labels": 1, "logits": 2})
