@@ -5,6 +5,8 @@ import tensorflow as tf
 from keras import ops
 
 from tfkd import _validation
+from tfkd import distillation_terms
+from tfkd import feature_views
 from tfkd import losses
 from tfkd import model_checks
 from tfkd import preflight
@@ -28,6 +30,17 @@ class Distiller(keras.Model):
     the labels and the teacher's softened predictions. Per batch:
 
         loss = α · CE(labels, s) + (1 − α) · T² · KL(softmax(t/T) ‖ softmax(s/T))
+               + Σ_k weight_k · term_k
+
+    The optional `extra_losses` terms go beyond the logits: FitNets hints
+    (`tfkd.FitNetHint`), attention transfer (`tfkd.AttentionTransfer`),
+    relational KD (`tfkd.RKDDistance`, `tfkd.RKDAngle`) and decoupled KD
+    (`tfkd.DecoupledKD`; with `alpha=1.0` it replaces the KL term). Terms
+    that read intermediate layers get them from one multi-output view of
+    each model (`tfkd.feature_views`), built once here, so each model still
+    runs exactly once per step. Learnable parts of the terms (FitNets
+    connectors) train with the student and are saved with the Distiller,
+    but are never part of `distiller.student`.
 
     The teacher runs with `training=False` outside the gradient tape, so it
     costs one inference per step and is never updated. The KL is computed
@@ -37,8 +50,9 @@ class Distiller(keras.Model):
     is not run at all, and `teacher` may be `None`.
 
     `fit` reports `loss`, `student_loss` (the hard-label CE),
-    `distillation_loss` (the T²-scaled KL) and the compiled metrics, computed
-    on the student's predictions. `predict`, `evaluate` and `__call__`
+    `distillation_loss` (the T²-scaled KL), each extra term's unweighted
+    value under its name, and the compiled metrics, computed on the
+    student's predictions. `predict`, `evaluate` and `__call__`
     behave as the student; `distiller.student` is a plain Keras model to
     save and ship.
 
@@ -71,6 +85,13 @@ class Distiller(keras.Model):
             "consistent teaching" of Beyer et al., 2022). Not allowed with
             precomputed teacher logits, which were computed on other views.
             Defaults to `None`.
+        extra_losses: List of `tfkd.DistillationTerm`s added to the loss,
+            each times its own `weight`; their names must differ. Terms
+            that read teacher layers need a `teacher` model (cached logits
+            carry no features; with a cache and a teacher, the teacher runs
+            for the features and the cached logits are used as logits).
+            Layer names need functional or `keras.Input`-started
+            Sequential models. Defaults to `None` (logit KD only).
         name: Defaults to `"distiller"`.
         **kwargs: Passed on to `keras.Model`.
 
@@ -78,8 +99,10 @@ class Distiller(keras.Model):
         TypeError: if `student` or `teacher` is not a `keras.Model`, or a
             hyper-parameter has the wrong type.
         ValueError: for a hyper-parameter out of range, `teacher is
-            student`, a student ending in softmax, or teacher and student
-            shapes that cannot work together.
+            student`, a student ending in softmax, teacher and student
+            shapes that cannot work together, or `extra_losses` that name
+            unknown layers, layers of a subclassed model, or layers whose
+            shapes the term cannot compare.
 
     Example:
 
@@ -106,6 +129,7 @@ class Distiller(keras.Model):
         teacher_outputs="auto",
         teacher_class_indices=None,
         augmentation=None,
+        extra_losses=None,
         name="distiller",
         **kwargs,
     ):
@@ -134,12 +158,14 @@ class Distiller(keras.Model):
             raise _validation.invalid_type(
                 "augmentation", "a `keras.layers.Layer` or None", augmentation
             )
+        terms = distillation_terms.check_terms(extra_losses)
         model_checks.check_student_outputs_logits(student)
         if teacher is not None:
             model_checks.check_compatible_inputs(teacher, student)
             model_checks.check_compatible_classes(
                 teacher, student, teacher_class_indices
             )
+        _refuse_teacher_features_without_teacher(terms, teacher)
 
         super().__init__(name=name, **kwargs)
         self.student = student
@@ -162,6 +188,28 @@ class Distiller(keras.Model):
         self.distillation_loss_tracker = keras.metrics.Mean(
             name="distillation_loss"
         )
+        # Tracked after the student, so that `trainable_variables` lists the
+        # student's weights first and the terms' (connectors) after, the
+        # order `train_step` optimizes them in: optimizer slots saved in a
+        # `.keras` file then load back onto the right variables.
+        self.extra_losses = terms
+        self.term_loss_trackers = [
+            keras.metrics.Mean(name=term.name) for term in terms
+        ]
+        # Plain Python objects, deliberately untracked: the views share the
+        # models' layers, which are saved (once) under `student`/`teacher`.
+        requested = ", ".join(repr(term.name) for term in terms)
+        self._student_view = feature_views.FeatureView(
+            student, [t.student_layer for t in terms], "student", requested
+        )
+        self._teacher_view = (
+            None
+            if teacher is None
+            else feature_views.FeatureView(
+                teacher, [t.teacher_layer for t in terms], "teacher", requested
+            )
+        )
+        self._build_terms()
         if student.built:
             self.built = True
 
@@ -226,34 +274,54 @@ class Distiller(keras.Model):
             preflight.refuse_augmentation_on_cached(self, cached_logits)
             # One random view per batch, shared by teacher and student.
             x = self.augmentation(x, training=True)
-        teacher_logits = self.teacher_logits(x, cached_logits, training=True)
+        teacher_logits, teacher_features = self._run_teacher(
+            x, cached_logits, training=True
+        )
 
         with tf.GradientTape() as tape:
-            student_logits = self.student(x, training=True)
-            total, hard, soft = self._loss_terms(
-                labels, student_logits, teacher_logits, sample_weight
+            # One forward pass gives the logits and every requested layer.
+            student_logits, student_features = self._student_view(
+                x, training=True
+            )
+            total, hard, soft, terms = self._loss_terms(
+                labels,
+                student_logits,
+                teacher_logits,
+                sample_weight,
+                student_features=student_features,
+                teacher_features=teacher_features,
             )
             # Each replica's gradient is summed across replicas, so each
-            # replica's loss carries 1 / replicas of the global mean.
+            # replica's loss (extra terms included) carries 1 / replicas of
+            # the global mean.
             scaled = self.optimizer.scale_loss(total / _num_replicas_in_sync())
 
-        variables = self.student.trainable_weights
+        variables = self._optimized_variables()
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
         return self._update_metrics(
-            x, labels, student_logits, sample_weight, total, hard, soft
+            x, labels, student_logits, sample_weight, total, hard, soft, terms
         )
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         labels, cached_logits = teacher_outputs_lib.split_targets(y)
-        teacher_logits = self.teacher_logits(x, cached_logits, training=False)
-        student_logits = self.student(x, training=False)
-        total, hard, soft = self._loss_terms(
-            labels, student_logits, teacher_logits, sample_weight
+        teacher_logits, teacher_features = self._run_teacher(
+            x, cached_logits, training=False
+        )
+        student_logits, student_features = self._student_view(
+            x, training=False
+        )
+        total, hard, soft, terms = self._loss_terms(
+            labels,
+            student_logits,
+            teacher_logits,
+            sample_weight,
+            student_features=student_features,
+            teacher_features=teacher_features,
         )
         return self._update_metrics(
-            x, labels, student_logits, sample_weight, total, hard, soft
+            x, labels, student_logits, sample_weight, total, hard, soft, terms
         )
 
     # -- pieces --------------------------------------------------------------
@@ -280,22 +348,91 @@ class Distiller(keras.Model):
         """
         if cached_logits is not None:
             # Caches store logits (log-probabilities for softmax teachers).
-            logits = ops.cast(cached_logits, "float32")
-        elif self.teacher is not None:
+            return self._as_student_logits(cached_logits, "logits")
+        if self.teacher is not None:
             outputs = self.teacher(x, training=False)
-            kind = self.resolved_teacher_outputs or "auto"
-            logits = teacher_outputs_lib.to_logits(outputs, kind)
-        elif training:
+            return self._as_student_logits(outputs, None)
+        if training:
             raise preflight.no_teacher_signal_error()
-        else:
-            return None
+        return None
+
+    def _as_student_logits(self, outputs, kind):
+        """Teacher outputs -> float32 logits over the student's classes."""
+        kind = kind or self.resolved_teacher_outputs or "auto"
+        logits = teacher_outputs_lib.to_logits(outputs, kind)
         logits = teacher_outputs_lib.select_classes(
             logits, self.teacher_class_indices
-        )
+        )  # (batch, student classes)
         return ops.stop_gradient(logits)
 
-    def _loss_terms(self, labels, student_logits, teacher_logits, sample_weight):
-        """Returns the per-replica mean `(total, hard, soft)` losses."""
+    def _run_teacher(self, x, cached_logits, training):
+        """`(teacher logits or None, {layer: teacher features})` for `x`.
+
+        The teacher runs once, through its multi-output view when terms
+        read its layers; with cached logits and no such terms it does not
+        run at all.
+        """
+        view = self._teacher_view
+        if view is None or (
+            cached_logits is not None and not view.is_multi_output
+        ):
+            return self.teacher_logits(x, cached_logits, training), {}
+        outputs, features = view(x, training=False)
+        if cached_logits is not None:
+            logits = self._as_student_logits(cached_logits, "logits")
+        else:
+            logits = self._as_student_logits(outputs, None)
+        features = {
+            name: ops.stop_gradient(value) for name, value in features.items()
+        }
+        return logits, features
+
+    def _optimized_variables(self):
+        """The student's trainable weights, then the terms' (connectors)."""
+        variables = list(self.student.trainable_weights)
+        for term in self.extra_losses:
+            variables.extend(term.trainable_weights)
+        return variables
+
+    def _build_terms(self):
+        """Builds each term from the static shapes of the tensors it reads.
+
+        Terms with weights (FitNets connectors) create them here, before
+        training, so the optimizer, `summary` and `.keras` files see them,
+        and a shape mismatch is an error now rather than in the first step.
+        """
+        classes = model_checks.output_classes(self.student)
+        if self.teacher_class_indices is not None:
+            classes = len(self.teacher_class_indices)
+        logits_shape = (None, classes)  # teacher logits, over student classes
+        for term in self.extra_losses:
+            if term.built:
+                continue
+            teacher_shape = (
+                logits_shape
+                if term.teacher_layer is None
+                else self._teacher_view.feature_shape(term.teacher_layer)
+            )
+            student_shape = (
+                self._student_view.feature_shape(term.student_layer)
+                or logits_shape
+            )
+            term.build(teacher_shape, student_shape)
+
+    def _loss_terms(
+        self,
+        labels,
+        student_logits,
+        teacher_logits,
+        sample_weight,
+        student_features=None,
+        teacher_features=None,
+    ):
+        """Returns the per-replica mean `(total, hard, soft, terms)` losses.
+
+        `terms` maps each extra term's name to its unweighted value; it is
+        empty when there is no teacher signal (evaluation without teacher).
+        """
         hard = losses.hard_target_loss(labels, student_logits)  # (batch,)
         if teacher_logits is None:
             soft = None
@@ -311,13 +448,25 @@ class Distiller(keras.Model):
         batch_size = ops.cast(ops.shape(hard)[0], "float32")
         hard = ops.sum(hard) / batch_size
         if soft is None:
-            return hard, hard, None
+            return hard, hard, None, {}
         soft = ops.sum(soft) / batch_size
         total = self.alpha * hard + (1.0 - self.alpha) * soft
-        return total, hard, soft
+        student_features = student_features or {}
+        teacher_features = teacher_features or {}
+        terms = {}
+        for term in self.extra_losses:
+            value = term(
+                teacher_features.get(term.teacher_layer, teacher_logits),
+                student_features.get(term.student_layer, student_logits),
+                labels=labels,
+                sample_weight=sample_weight,
+            )  # float32 scalar over this replica's batch
+            terms[term.name] = value
+            total = total + term.weight * value
+        return total, hard, soft, terms
 
     def _update_metrics(
-        self, x, labels, student_logits, sample_weight, total, hard, soft
+        self, x, labels, student_logits, sample_weight, total, hard, soft, terms
     ):
         batch_size = ops.shape(student_logits)[0]
         self._loss_tracker.update_state(total, sample_weight=batch_size)
@@ -326,6 +475,11 @@ class Distiller(keras.Model):
             self.distillation_loss_tracker.update_state(
                 soft, sample_weight=batch_size
             )
+        for tracker in self.term_loss_trackers:
+            if tracker.name in terms:
+                tracker.update_state(
+                    terms[tracker.name], sample_weight=batch_size
+                )
         return self.compute_metrics(
             x, labels, student_logits, sample_weight=sample_weight
         )
@@ -354,6 +508,7 @@ class Distiller(keras.Model):
                     if self.augmentation is None
                     else serialize(self.augmentation)
                 ),
+                "extra_losses": [serialize(term) for term in self.extra_losses],
             }
         )
         return config
@@ -365,4 +520,21 @@ class Distiller(keras.Model):
         for key in ("student", "teacher", "augmentation"):
             if config.get(key) is not None:
                 config[key] = deserialize(config[key])
+        if config.get("extra_losses"):
+            config["extra_losses"] = [
+                deserialize(term) for term in config["extra_losses"]
+            ]
         return cls(**config)
+
+
+def _refuse_teacher_features_without_teacher(terms, teacher):
+    """Raises if a term reads teacher layers but there is no teacher model."""
+    readers = [term.name for term in terms if term.teacher_layer is not None]
+    if teacher is None and readers:
+        raise ValueError(
+            "Invalid value for argument `teacher`. Expected a teacher model: "
+            f"the extra losses {readers} read teacher layers, and "
+            "precomputed teacher logits carry no features. Received: "
+            "teacher=None. Pass the teacher, or use terms on the logits "
+            "only (teacher_layer=None, e.g. tfkd.DecoupledKD)."
+        )
