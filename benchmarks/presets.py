@@ -17,6 +17,9 @@ class Preset:
         train_examples: Training examples (class-balanced subset), or
             `None` for the whole training split.
         test_examples: Test examples evaluated, or `None` for all.
+        validation_examples: Validation examples used during training
+            (the Distiller runs the teacher on them every epoch), or `None`
+            for the whole validation split.
         batch_size: Batch size of every arm.
         teacher_epochs: Epochs of teacher training.
         student_epochs: Epochs of every student arm.
@@ -25,6 +28,8 @@ class Preset:
         alpha: Weight of the hard-label loss.
         learning_rate: Adam learning rate of the students.
         teacher_width: Width of the reference teacher CNN.
+        teacher_dense_units: Units of the teacher's dense head (`None`:
+            8 x width).
         student_width: Width of the reference student CNN.
         autokeras_trials: AutoKeras `max_trials` (0 skips the arm).
         autokeras_epochs: Epochs of each AutoKeras trial.
@@ -36,6 +41,7 @@ class Preset:
     name: str
     train_examples: int | None
     test_examples: int | None
+    validation_examples: int | None
     batch_size: int
     teacher_epochs: int
     student_epochs: int
@@ -44,6 +50,7 @@ class Preset:
     alpha: float = 0.1
     learning_rate: float = 2e-3
     teacher_width: int = 32
+    teacher_dense_units: int | None = None
     student_width: int = 8
     autokeras_trials: int = 1
     autokeras_epochs: int = 2
@@ -63,6 +70,7 @@ PRESETS = {
         name="smoke",
         train_examples=256,
         test_examples=256,
+        validation_examples=256,
         batch_size=64,
         teacher_epochs=1,
         student_epochs=2,
@@ -79,10 +87,13 @@ PRESETS = {
         name="quick",
         train_examples=6_000,
         test_examples=None,
+        validation_examples=1_000,
         batch_size=128,
         teacher_epochs=4,
-        student_epochs=8,
+        student_epochs=6,
         seeds=(0, 1),
+        teacher_width=16,
+        teacher_dense_units=512,
         autokeras_trials=1,
         autokeras_epochs=4,
         autokeras_seconds=240.0,
@@ -91,6 +102,7 @@ PRESETS = {
         name="full",
         train_examples=None,
         test_examples=None,
+        validation_examples=None,
         batch_size=128,
         teacher_epochs=20,
         student_epochs=30,

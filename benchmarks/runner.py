@@ -92,6 +92,11 @@ class _Run:
         self.store = store
         self.verbose = verbose
         self.log = log
+        self.validation = dataset.validation
+        if preset.validation_examples is not None:
+            self.validation = dataset.validation.unbatch().take(
+                preset.validation_examples
+            ).batch(preset.batch_size).cache()
         self.x_test, self.y_test = _arrays(dataset.test)
         if preset.test_examples is not None:
             self.x_test = self.x_test[: preset.test_examples]
@@ -130,13 +135,14 @@ class _Run:
             self.dataset.input_shape,
             self.dataset.num_classes,
             width=self.preset.teacher_width,
+            dense_units=self.preset.teacher_dense_units,
         )
         arms_lib.compile_classifier(teacher, self.preset)
         timer = measure.EpochTimer()
         start = time.perf_counter()
         history = teacher.fit(
             self.dataset.train,
-            validation_data=self.dataset.validation,
+            validation_data=self.validation,
             epochs=self.preset.teacher_epochs,
             callbacks=[timer],
             verbose=self.verbose,
@@ -205,7 +211,7 @@ class _Run:
                         arm_id=arm_id,
                         trainer=arms_lib.trainer(arm_id, student, teacher, self.preset),
                         train_data=train_data,
-                        validation_data=self.dataset.validation,
+                        validation_data=self.validation,
                     )
                 )
             except Exception as error:  # recorded in the results, run goes on
@@ -290,7 +296,7 @@ class _Run:
         )
         try:
             x_train, y_train = _arrays(self.dataset.train)
-            x_val, y_val = _arrays(self.dataset.validation)
+            x_val, y_val = _arrays(self.validation)
             model, info = automl.search(
                 x_train, y_train, x_val, y_val, self.preset,
                 self.store.directory / "autokeras-trials",

@@ -26,20 +26,34 @@ from tfkd import callbacks
 from tfkd import checkpointing
 from tfkd import data
 from tfkd import losses
+from tfkd.born_again import born_again
 from tfkd.cache import TeacherCache
+from tfkd.decoupled import DecoupledKD
+from tfkd.distillation_terms import DistillationTerm
 from tfkd.distiller import Distiller
 from tfkd.doctor import doctor
+from tfkd.feature_losses import AttentionTransfer
+from tfkd.feature_losses import FitNetHint
 from tfkd.losses import KnowledgeDistillation
 from tfkd.preflight import DistillationWarning
+from tfkd.relation_losses import RKDAngle
+from tfkd.relation_losses import RKDDistance
 from tfkd.teacher_outputs import attach_teacher_logits
 
 __all__ = [
+    "AttentionTransfer",
+    "DecoupledKD",
+    "DistillationTerm",
     "DistillationWarning",
     "Distiller",
+    "FitNetHint",
     "KnowledgeDistillation",
+    "RKDAngle",
+    "RKDDistance",
     "TeacherCache",
     "__version__",
     "attach_teacher_logits",
+    "born_again",
     "cache",
     "callbacks",
     "checkpointing",

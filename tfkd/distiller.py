@@ -21,6 +21,32 @@ def _num_replicas_in_sync():
     return context.num_replicas_in_sync
 
 
+def _reduces_logs_across_workers():
+    """Whether Keras averages each step's logs across worker processes."""
+    strategy = tf.distribute.get_strategy()
+    in_multi_worker_mode = getattr(
+        strategy.extended, "_in_multi_worker_mode", None
+    )
+    return (
+        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and in_multi_worker_mode is not None
+        and in_multi_worker_mode()
+    )
+
+
+def _step_logs(logs):
+    """The logs a step returns, in a shape Keras can reduce across workers.
+
+    Under MultiWorkerMirroredStrategy, Keras 3.12 averages step outputs
+    with `strategy.reduce("MEAN", value, axis=0)`, which fails on the
+    scalar losses and metrics every step returns (keras-team/keras#20585);
+    one-element vectors average to the same scalar.
+    """
+    if not _reduces_logs_across_workers():
+        return logs
+    return {name: ops.reshape(value, (1,)) for name, value in logs.items()}
+
+
 @keras.saving.register_keras_serializable(package="tfkd")
 class Distiller(keras.Model):
     """Trains a `student` to match a `teacher` and the labels.
@@ -265,6 +291,25 @@ class Distiller(keras.Model):
         preflight.check_first_batch(self, x, y, training=False)
         return super().evaluate(x, y, *args, **kwargs)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3.12 builds a model created under a strategy from its first
+        # distributed batch, `strategy.reduce`d to one tensor, which
+        # MultiWorkerMirroredStrategy cannot do for a nested batch
+        # (keras-team/keras#20585). Building needs only shapes and dtypes,
+        # so this worker's first replica's slice serves as well.
+        if iterator is not None and self._distribute_strategy is not None:
+            strategy = self.distribute_strategy
+            for _, _, replica_iterator in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda value: strategy.experimental_local_results(value)[0],
+                    next(replica_iterator),
+                )
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(
+            iterator=iterator, data_batch=data_batch
+        )
+
     # -- steps ---------------------------------------------------------------
 
     def train_step(self, data):
@@ -480,8 +525,10 @@ class Distiller(keras.Model):
                 tracker.update_state(
                     terms[tracker.name], sample_weight=batch_size
                 )
-        return self.compute_metrics(
-            x, labels, student_logits, sample_weight=sample_weight
+        return _step_logs(
+            self.compute_metrics(
+                x, labels, student_logits, sample_weight=sample_weight
+            )
         )
 
     # -- serialization -------------------------------------------------------

@@ -1,0 +1,498 @@
+"""Experiment `capacity`: how small can the student be before accuracy falls off?
+
+Students of growing width (`benchmarks.models.student_cnn`, five sizes from
+about 2 k to 200 k parameters on 28x28x1 images) are each trained twice
+from the same initial weights: from scratch on the labels, and distilled
+from one teacher (`tfkd.Distiller`, logit KD of Hinton et al., 2015). The
+table and the plot give test accuracy against parameters and the KD gain
+at each size, and the report names the smallest student within 1
+percentage point of the best of its kind.
+
+    python -m benchmarks capacity --preset quick   # ~12 min on 2 CPU cores
+    python -m benchmarks.experiments.capacity --preset smoke   # seconds
+
+Presets: `smoke` (what the tests run: 2 sizes, 256 examples, 1 epoch),
+`quick` (4,000 examples, the teacher of the main benchmark, 1 seed; about
+12 minutes on 2 shared CPU cores) and `full` (the whole training split,
+3 seeds; for a GPU). Output: `benchmarks/results/capacity-<preset>/` with
+`results.json`, `results.md` and `capacity.png`; a rerun resumes after the
+last finished student (`--fresh` starts over).
+"""
+
+import argparse
+import dataclasses
+import sys
+
+import numpy as np
+
+from benchmarks import measure
+from benchmarks import report
+from benchmarks import store as store_lib
+from benchmarks.experiments import common
+from tfkd import _validation
+
+#: Student widths: 1.76 k, 6.79 k, 20.5 k, 59.7 k and 200 k parameters for
+#: 28x28x1 inputs and 10 classes (410·w² + 56·w + 10), about 3.3x apart.
+WIDTHS = (2, 4, 7, 12, 22)
+#: "Falls off": more than this below the best student of the same kind.
+TOLERANCE = 0.01
+ARMS = ("scratch", "distilled")
+LABELS = {"scratch": "From scratch", "distilled": "Distilled (tfkd)"}
+PLOT_NAME = "capacity.png"
+
+
+@dataclasses.dataclass(frozen=True)
+class CapacityPreset:
+    """Sizes of one capacity run.
+
+    Attributes:
+        name: Preset name.
+        train_examples: Training examples (class-balanced), or `None` for
+            the whole training split.
+        test_examples: Test examples evaluated, or `None` for all.
+        validation_fraction: Share of the training split held out (unused
+            for training here; it keeps the split the other benchmarks use).
+        batch_size: Batch size.
+        teacher_width: Width of `teacher_cnn`.
+        teacher_epochs: Epochs of the teacher.
+        student_epochs: Epochs of every student.
+        widths: Student widths, small to large.
+        seeds: Seeds; accuracy is the mean ± std over them.
+        temperature: KD temperature T.
+        alpha: Weight of the hard-label loss.
+        learning_rate: Adam learning rate of every model.
+    """
+
+    name: str
+    train_examples: int | None
+    test_examples: int | None
+    validation_fraction: float
+    batch_size: int
+    teacher_width: int
+    teacher_epochs: int
+    student_epochs: int
+    widths: tuple = WIDTHS
+    seeds: tuple = (0,)
+    temperature: float = 4.0
+    alpha: float = 0.1
+    learning_rate: float = 2e-3
+
+
+PRESETS = {
+    "smoke": CapacityPreset(
+        name="smoke",
+        train_examples=256,
+        test_examples=256,
+        validation_fraction=0.01,
+        batch_size=64,
+        teacher_width=8,
+        teacher_epochs=1,
+        student_epochs=1,
+        widths=(2, 4),
+    ),
+    "quick": CapacityPreset(
+        name="quick",
+        train_examples=4_000,
+        test_examples=None,
+        validation_fraction=0.1,
+        batch_size=128,
+        teacher_width=32,
+        teacher_epochs=4,
+        student_epochs=8,
+    ),
+    "full": CapacityPreset(
+        name="full",
+        train_examples=None,
+        test_examples=None,
+        validation_fraction=0.1,
+        batch_size=128,
+        teacher_width=32,
+        teacher_epochs=20,
+        student_epochs=30,
+        seeds=(0, 1, 2),
+    ),
+}
+
+
+def run(
+    preset="quick",
+    dataset="fashion_mnist",
+    output=None,
+    fresh=False,
+    temperature=None,
+    alpha=None,
+    widths=None,
+    verbose=0,
+    log=print,
+):
+    """Runs the capacity experiment; writes results.json, results.md, PNG.
+
+    Args:
+        preset: `"smoke"`, `"quick"` or `"full"`. Defaults to `"quick"`.
+        dataset: `"fashion_mnist"` (offline) or a tfds image dataset name.
+            Defaults to `"fashion_mnist"`.
+        output: Output directory. Defaults to
+            `benchmarks/results/capacity-<preset>` (with the dataset name
+            when it is not Fashion-MNIST).
+        fresh: Ignore finished students of an earlier run. Defaults to
+            `False` (resume).
+        temperature: T of the distilled students. Defaults to `None` (the
+            preset's, 4.0).
+        alpha: α of the distilled students. Defaults to `None` (the
+            preset's, 0.1).
+        widths: Student widths to run. Defaults to `None` (the preset's).
+        verbose: Keras verbosity of the teacher's training. Defaults to `0`.
+        log: Where progress lines go. Defaults to `print`.
+
+    Returns:
+        The results dict (also written as `results.json`).
+
+    Raises:
+        ValueError: for an unknown preset or an invalid override, before
+            anything is trained.
+        RuntimeError: if the dataset cannot be loaded.
+    """
+    preset = common.get_preset(PRESETS, preset)
+    changes = {}
+    if temperature is not None:
+        changes["temperature"] = _validation.check_temperature(temperature)
+    if alpha is not None:
+        changes["alpha"] = _validation.check_alpha(alpha)
+    if widths is not None:
+        changes["widths"] = _check_widths(widths)
+    preset = dataclasses.replace(preset, **changes)
+    output = common.default_output("capacity", preset.name, [dataset]) \
+        if output is None else output
+    store = store_lib.ResultStore(output, fresh=fresh)
+    log(f"capacity: {dataset}, preset {preset.name}, output {output}")
+
+    data = common.load_data(
+        dataset,
+        batch_size=preset.batch_size,
+        train_examples=preset.train_examples,
+        validation_fraction=preset.validation_fraction,
+    )
+    test = common.arrays(data.test, preset.test_examples)
+    teacher, teacher_record = common.teacher(
+        data, width=preset.teacher_width, epochs=preset.teacher_epochs,
+        learning_rate=preset.learning_rate, store=store, key="teacher",
+        test=test, log=log, verbose=verbose,
+    )
+    cache = None  # the teacher's logits, computed only if a student needs them
+    rows = []
+    for width in preset.widths:
+        build = common.student_builder(data, width)
+        parameters = int(build().count_params())
+        per_arm = {arm: [] for arm in ARMS}
+        for seed in preset.seeds:
+            records = {arm: store.load(f"w{width}__{arm}__seed{seed}") for arm in ARMS}
+            if all(r is not None and r.get("status") == "done" for r in records.values()):
+                log(f"width {width}, seed {seed}: loaded from an earlier run")
+            else:
+                if cache is None:
+                    cache = common.teacher_logits(teacher, data, log)
+                weights = common.initial_weights(build, seed)
+                for arm in ARMS:
+                    student, seconds = common.train_student(
+                        arm, build, weights, data=data, cache=cache,
+                        epochs=preset.student_epochs,
+                        learning_rate=preset.learning_rate, seed=seed,
+                        temperature=preset.temperature, alpha=preset.alpha,
+                    )
+                    accuracy, _ = measure.accuracy_and_predictions(
+                        student, *test
+                    )
+                    records[arm] = {"status": "done", "accuracy": accuracy,
+                                    "train_seconds": seconds}
+                    store.save(f"w{width}__{arm}__seed{seed}", records[arm])
+                log(
+                    f"width {width} ({report.format_count(parameters)} params), "
+                    f"seed {seed}: scratch {records['scratch']['accuracy']:.4f}, "
+                    f"distilled {records['distilled']['accuracy']:.4f}"
+                )
+            for arm in ARMS:
+                per_arm[arm].append(records[arm])
+        row = {"width": width, "parameters": parameters}
+        for arm in ARMS:
+            row[arm] = common.mean_std([r["accuracy"] for r in per_arm[arm]])
+            row[f"{arm}_train_seconds"] = float(
+                np.mean([r["train_seconds"] for r in per_arm[arm]])
+            )
+        row["kd_gain"] = row["distilled"]["mean"] - row["scratch"]["mean"]
+        rows.append(row)
+
+    results = common.results_skeleton("capacity", preset)
+    results.update(
+        dataset=dataset,
+        num_examples=dict(data.num_examples),
+        test_examples_evaluated=int(len(test[1])),
+        teacher={key: teacher_record[key]
+                 for key in ("accuracy", "parameters", "train_seconds", "width")},
+        rows=rows,
+    )
+    results["derived"] = derive(results)
+    plot_path = plot_capacity(results, store.directory / PLOT_NAME)
+    common.write_outputs(results, markdown(results, [plot_path]), store.directory)
+    log(f"capacity: wrote {store.directory / 'results.md'}")
+    return results
+
+
+def derive(results, tolerance=TOLERANCE):
+    """Where accuracy falls off, per kind of student.
+
+    For each arm: the best mean accuracy over the sizes, and the smallest
+    student whose mean accuracy is within `tolerance` of it (below that
+    size, accuracy "falls off"). Also the mean KD gain over the sizes.
+
+    Args:
+        results: A capacity results dict (its `rows`).
+        tolerance: Accuracy (fraction) below the best that still counts as
+            "as good". Defaults to `TOLERANCE` (1 percentage point).
+
+    Returns:
+        A dict `{"tolerance", "mean_kd_gain", "scratch": {...},
+        "distilled": {...}}`, each arm with `best_accuracy`,
+        `smallest_width` and `smallest_parameters`.
+
+    Example:
+
+    >>> rows = [{"width": w, "parameters": p, "kd_gain": 0.0,
+    ...          "scratch": {"mean": a}, "distilled": {"mean": a}}
+    ...         for w, p, a in [(2, 1762, .70), (4, 6794, .79), (8, 26698, .80)]]
+    >>> derive({"rows": rows})["distilled"]["smallest_width"]
+    4
+    """
+    rows = results["rows"]
+    derived = {
+        "tolerance": tolerance,
+        "mean_kd_gain": float(np.mean([row["kd_gain"] for row in rows])) if rows else None,
+    }
+    for arm in ARMS:
+        if not rows:
+            derived[arm] = None
+            continue
+        best = max(row[arm]["mean"] for row in rows)
+        smallest = min(
+            (row for row in rows if row[arm]["mean"] >= best - tolerance - 1e-12),
+            key=lambda row: row["parameters"],
+        )
+        derived[arm] = {
+            "best_accuracy": best,
+            "smallest_width": smallest["width"],
+            "smallest_parameters": smallest["parameters"],
+        }
+    return derived
+
+
+def markdown(results, plot_files=(PLOT_NAME,)):
+    """The capacity report as Markdown.
+
+    Args:
+        results: A capacity results dict.
+        plot_files: Plots to link (base names are used). Defaults to the
+            capacity plot.
+
+    Returns:
+        The report, ending with a newline.
+    """
+    import os
+
+    config = results["config"]
+    teacher = results["teacher"]
+    lines = common.header(
+        "student capacity", results["preset"], results["environment"],
+        results["created"],
+    )
+    lines += [
+        f"{results['dataset']}: {results['num_examples']['train']} training "
+        f"examples, {results['test_examples_evaluated']} test examples. "
+        f"Students trained {common.plural(config['student_epochs'], 'epoch')} (Adam "
+        f"{config['learning_rate']:g}, batch {config['batch_size']}), seeds "
+        f"{config['seeds']}; distilled with T={config['temperature']:g}, "
+        f"α={config['alpha']:g} from teacher_cnn(width="
+        f"{teacher['width']}), {report.format_count(teacher['parameters'])} "
+        f"parameters, {common.plural(config['teacher_epochs'], 'epoch')}, test accuracy "
+        f"{report.format_percent(teacher['accuracy'])}.",
+        "",
+        "## Accuracy by student size",
+        "",
+        "| Width | Parameters | From scratch | Distilled | KD gain "
+        "| Distilled, kept vs teacher |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in results["rows"]:
+        kept = row["distilled"]["mean"] / teacher["accuracy"] if teacher["accuracy"] else None
+        lines.append(
+            f"| {row['width']} | {report.format_count(row['parameters'])} "
+            f"| {common.format_accuracy(row['scratch'])} "
+            f"| {common.format_accuracy(row['distilled'])} "
+            f"| {report.format_points(row['kd_gain'])} "
+            f"| {report.format_percent(kept, 1)} |"
+        )
+    derived = results["derived"]
+    lines += [
+        "",
+        "Accuracy: test set, mean ± std over seeds. KD gain: distilled minus "
+        "from scratch, in percentage points, same initial weights.",
+        "",
+        "## Where accuracy falls off",
+        "",
+    ]
+    for arm in ARMS:
+        entry = derived.get(arm)
+        if entry is None:
+            continue
+        lines.append(
+            f"- {LABELS[arm]}: the smallest student within "
+            f"{100 * derived['tolerance']:g} pp of the best "
+            f"({report.format_percent(entry['best_accuracy'])}) has width "
+            f"{entry['smallest_width']} "
+            f"({report.format_count(entry['smallest_parameters'])} parameters)."
+        )
+    if derived.get("mean_kd_gain") is not None:
+        lines.append(
+            f"- Mean KD gain over the sizes: "
+            f"{report.format_points(derived['mean_kd_gain'])}."
+        )
+    lines += ["", "## Plot", ""]
+    for path in plot_files:
+        lines += [f"![Accuracy vs student size]({os.path.basename(str(path))})", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def plot_capacity(results, path):
+    """Test accuracy vs parameters (log x): from scratch and distilled.
+
+    One line per kind of student with ± std error bars, the teacher as a
+    dashed horizontal line, and the KD gain written above each size.
+
+    Args:
+        results: A capacity results dict.
+        path: Where to write the PNG.
+
+    Returns:
+        `path`, as a string.
+    """
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    figure = common.new_figure((8, 5.5))
+    axes = figure.add_subplot()
+    rows = results["rows"]
+    xs = [row["parameters"] for row in rows]
+    for arm, color, marker in (("scratch", common.SCRATCH_COLOR, "s"),
+                               ("distilled", common.DISTILLED_COLOR, "o")):
+        means = [100 * row[arm]["mean"] for row in rows]
+        stds = [100 * row[arm]["std"] for row in rows]
+        axes.errorbar(xs, means, yerr=stds, color=color, marker=marker,
+                      markersize=7, capsize=4, linewidth=1.8, label=LABELS[arm])
+    teacher = results["teacher"]
+    axes.axhline(100 * teacher["accuracy"], color=common.TEACHER_COLOR,
+                 linestyle="--", linewidth=1.2,
+                 label=f"Teacher ({report.format_count(teacher['parameters'])} "
+                       f"params): {100 * teacher['accuracy']:.1f} %")
+    for row in rows:
+        top = 100 * max(row["scratch"]["mean"] + row["scratch"]["std"],
+                        row["distilled"]["mean"] + row["distilled"]["std"])
+        gain = row["kd_gain"]
+        axes.annotate(
+            f"KD {report.format_points(gain)}", xy=(row["parameters"], top),
+            xytext=(0, 8), textcoords="offset points", ha="center",
+            fontsize=9, color="#2ca02c" if gain >= 0 else "#d62728",
+        )
+    axes.set_xscale("log")
+    axes.xaxis.set_major_locator(FixedLocator(xs))
+    axes.xaxis.set_minor_locator(NullLocator())
+    widths = {row["parameters"]: row["width"] for row in rows}
+    axes.xaxis.set_major_formatter(FuncFormatter(
+        lambda value, _: f"{report.format_count(value)}\n"
+                         f"width {widths.get(int(round(value)), '?')}"
+    ))
+    if xs:
+        axes.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
+    values = [100 * row[arm]["mean"] for row in rows for arm in ARMS]
+    values.append(100 * teacher["accuracy"])
+    low, high = min(values), max(values)
+    span = max(high - low, 2.0)
+    axes.set_ylim(low - 0.15 * span, high + 0.2 * span)
+    axes.set_xlabel("Student parameters (log scale)")
+    axes.set_ylabel("Test accuracy (%)")
+    axes.set_title(
+        f"How small can the student be? {results['dataset']}, "
+        f"preset {results['preset']}"
+    )
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="best", fontsize=9)
+    return common.save_figure(figure, path)
+
+
+def _check_widths(widths):
+    values = tuple(widths)
+    if not values or any(
+        not isinstance(w, int) or isinstance(w, bool) or w <= 0 for w in values
+    ):
+        raise ValueError(
+            "Invalid value for argument `widths`. Expected a non-empty "
+            f"sequence of ints > 0. Received: widths={widths!r}"
+        )
+    return tuple(sorted(set(values)))
+
+
+def add_arguments(parser):
+    """Adds the capacity experiment's options to an argparse parser."""
+    parser.add_argument("--preset", default="quick", choices=sorted(PRESETS),
+                        help="smoke: seconds; quick: ~12 min on 2 CPU cores; "
+                             "full: GPU")
+    parser.add_argument("--dataset", default="fashion_mnist",
+                        help="fashion_mnist (offline) or a tfds image dataset name")
+    parser.add_argument("--output", default=None,
+                        help="output directory (default "
+                             "benchmarks/results/capacity-<preset>)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="KD temperature T (default: the preset's, 4.0)")
+    parser.add_argument("--alpha", type=float, default=None,
+                        help="weight of the hard-label loss (default 0.1)")
+    parser.add_argument("--widths", default=None,
+                        help="comma-separated student widths (default 2,4,7,12,22)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start over instead of resuming finished students")
+    parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2),
+                        help="Keras verbosity of the teacher's training")
+    return parser
+
+
+def run_from_args(args):
+    """Calls `run` with parsed command-line arguments."""
+    return run(
+        preset=args.preset,
+        dataset=args.dataset,
+        output=args.output,
+        fresh=args.fresh,
+        temperature=args.temperature,
+        alpha=args.alpha,
+        widths=(
+            None if args.widths is None
+            else [int(w) for w in args.widths.split(",") if w.strip()]
+        ),
+        verbose=args.verbose,
+    )
+
+
+def main(argv=None, prog="python -m benchmarks.experiments.capacity"):
+    """Entry point of the `capacity` command line; returns the exit code.
+
+    Args:
+        argv: Arguments without the program name. Defaults to `None`
+            (`sys.argv[1:]`).
+        prog: Program name shown in `--help`. Defaults to the module's.
+    """
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Accuracy of students of growing size, from scratch and "
+                    "distilled.",
+    )
+    run_from_args(add_arguments(parser).parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
