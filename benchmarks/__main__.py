@@ -1,12 +1,22 @@
 """Command line of the benchmarks: `python -m benchmarks run ...`.
 
-This file only parses arguments; the logic lives in `benchmarks.runner`.
+This file only parses arguments; the logic lives in `benchmarks.runner`
+and, for `transfer` and `capacity`, in `benchmarks.experiments`.
 """
 
 import argparse
+import importlib
 import sys
 
 from benchmarks import presets
+
+#: Subcommands implemented in `benchmarks.experiments.<name>`.
+EXPERIMENTS = {
+    "transfer": "tune T and α on one task, transfer them to another "
+                "(--source, --target)",
+    "capacity": "accuracy of students of growing size, from scratch and "
+                "distilled",
+}
 
 
 def parse_args(argv=None):
@@ -37,12 +47,26 @@ def parse_args(argv=None):
                      help="start over instead of resuming finished arms")
     run.add_argument("--verbose", type=int, default=None, choices=(0, 1, 2),
                      help="Keras verbosity of teacher and AutoKeras training")
-    return parser.parse_args(argv)
+    # The experiments parse their own options (`python -m benchmarks
+    # transfer --help`), so that this parser stays free of TensorFlow.
+    for name, summary in EXPERIMENTS.items():
+        commands.add_parser(name, help=summary, add_help=False)
+    args, options = parser.parse_known_args(argv)
+    if args.command in EXPERIMENTS:
+        args.options = options
+    elif options:
+        parser.error(f"unrecognized arguments: {' '.join(options)}")
+    return args
 
 
 def main(argv=None):
     """Entry point; returns the process exit code."""
     args = parse_args(argv)
+    if args.command in EXPERIMENTS:
+        module = importlib.import_module(f"benchmarks.experiments.{args.command}")
+        return module.main(
+            args.options, prog=f"python -m benchmarks {args.command}"
+        )
     from benchmarks import runner
 
     if args.command == "run":

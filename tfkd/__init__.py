@@ -26,6 +26,7 @@ from tfkd import callbacks
 from tfkd import checkpointing
 from tfkd import data
 from tfkd import losses
+from tfkd import tuning
 from tfkd.born_again import born_again
 from tfkd.cache import TeacherCache
 from tfkd.decoupled import DecoupledKD
@@ -60,4 +61,5 @@ __all__ = [
     "data",
     "doctor",
     "losses",
+    "tuning",
 ]

@@ -8,12 +8,12 @@ table and the plot give test accuracy against parameters and the KD gain
 at each size, and the report names the smallest student within 1
 percentage point of the best of its kind.
 
-    python -m benchmarks capacity --preset quick   # ~12 min on 2 CPU cores
+    python -m benchmarks capacity --preset quick   # ~13 min on 2 CPU cores
     python -m benchmarks.experiments.capacity --preset smoke   # seconds
 
 Presets: `smoke` (what the tests run: 2 sizes, 256 examples, 1 epoch),
-`quick` (4,000 examples, the teacher of the main benchmark, 1 seed; about
-12 minutes on 2 shared CPU cores) and `full` (the whole training split,
+`quick` (4,000 examples, the teacher of the main benchmark, 1 seed; 13
+minutes measured on 2 CPU cores shared with other jobs) and `full` (the whole training split,
 3 seeds; for a GPU). Output: `benchmarks/results/capacity-<preset>/` with
 `results.json`, `results.md` and `capacity.png`; a rerun resumes after the
 last finished student (`--fresh` starts over).
@@ -440,7 +440,7 @@ def _check_widths(widths):
 def add_arguments(parser):
     """Adds the capacity experiment's options to an argparse parser."""
     parser.add_argument("--preset", default="quick", choices=sorted(PRESETS),
-                        help="smoke: seconds; quick: ~12 min on 2 CPU cores; "
+                        help="smoke: seconds; quick: ~13 min on 2 CPU cores; "
                              "full: GPU")
     parser.add_argument("--dataset", default="fashion_mnist",
                         help="fashion_mnist (offline) or a tfds image dataset name")

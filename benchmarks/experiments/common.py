@@ -144,11 +144,16 @@ def teacher(data, *, width, epochs, learning_rate, store, key, test, log,
         `parameters` and `train_seconds`.
     """
     record = store.load(key)
-    # Weights only: the architecture is `teacher_cnn(width)`, and a `.keras`
-    # file would also carry Adam's two slots per weight (3x the size).
+    # Weights only, of an uncompiled model: the architecture is
+    # `teacher_cnn(width)`, and a compiled model's file would also carry
+    # Adam's two slots per weight (3x the size).
     path = store.models / f"{key}.weights.h5"
+
+    def build():
+        return models.teacher_cnn(data.input_shape, data.num_classes, width=width)
+
     keras.utils.set_random_seed(0)
-    model = models.teacher_cnn(data.input_shape, data.num_classes, width=width)
+    model = build()
     if record is not None and record.get("status") == "done" and path.exists():
         log(f"{key}: loaded from an earlier run")
         model.load_weights(path)
@@ -172,7 +177,9 @@ def teacher(data, *, width, epochs, learning_rate, store, key, test, log,
         "width": width,
         "epochs": epochs,
     }
-    model.save_weights(path)
+    plain = build()
+    plain.set_weights(model.get_weights())
+    plain.save_weights(path)
     store.save(key, record)
     log(f"{key}: test accuracy {accuracy:.4f} ({report.format_duration(seconds)})")
     return model, record
