@@ -26,6 +26,7 @@ from tfkd import callbacks
 from tfkd import checkpointing
 from tfkd import data
 from tfkd import losses
+from tfkd import teachers
 from tfkd import tuning
 from tfkd.born_again import born_again
 from tfkd.cache import TeacherCache
@@ -61,5 +62,6 @@ __all__ = [
     "data",
     "doctor",
     "losses",
+    "teachers",
     "tuning",
 ]

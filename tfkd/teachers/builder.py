@@ -7,10 +7,12 @@ shape `(H, W, C)` with `C` in `{1, 3}`, and outputs logits. Inside, in order:
 2. `Resizing` to the family's working size (see `resolve_image_size`);
 3. `Rescaling(255)`: keras.applications preprocessing expects `[0, 255]`;
 4. `ApplicationPreprocessing`: the family's own `preprocess_input`;
-5. the backbone, called with `training=False` so its BatchNormalization layers
-   stay in inference mode while frozen *and* after unfreezing (as in the Keras
-   transfer-learning guide; updating ImageNet statistics with a few small
-   batches of a new domain wrecks the features);
+5. the backbone (layer name `"backbone"`). With pretrained weights it is
+   wrapped in `InferenceMode` so its BatchNormalization layers stay in
+   inference mode while frozen *and* after unfreezing, as the Keras
+   transfer-learning guide intends: updating ImageNet statistics with a few
+   small batches of a new domain wrecks the features. With `weights=None`
+   there are no statistics to protect; they must be learned;
 6. a fresh head: global average pooling, dropout, `Dense(num_classes)` logits.
 """
 
@@ -119,6 +121,7 @@ def build(
     weights="imagenet",
     image_size=None,
     dropout=0.2,
+    inference_mode=None,
     backbone_kwargs=None,
     name=None,
 ):
@@ -149,6 +152,13 @@ def build(
             Defaults to `None` (the smallest size the family accepts that does
             not shrink the input).
         dropout: Dropout rate before the logits, in `[0, 1)`. Defaults to `0.2`.
+        inference_mode: Whether the backbone always runs in inference mode
+            (BatchNorm on its stored statistics, its internal dropout off),
+            even while the teacher trains. Defaults to `None`: `True` when
+            weights are loaded (`"imagenet"` or a file), `False` for
+            `weights=None`, where a random backbone's statistics must be
+            learned (see "Training from scratch" in
+            `tfkd.teachers.fine_tune`).
         backbone_kwargs: Dict of extra arguments for the `keras.applications`
             constructor, e.g. `{"alpha": 0.75}` for MobileNets. Defaults to
             `None`.
@@ -156,7 +166,9 @@ def build(
 
     Returns:
         A functional `keras.Model` with output `(batch, num_classes)` logits.
-        Its backbone (a nested model) is frozen (`trainable=False`).
+        Its backbone, `tfkd.teachers.find_backbone(teacher)` (the layer
+        named `"backbone"`, or the model inside it), is frozen
+        (`trainable=False`).
 
     Raises:
         ValueError: On an unknown family (the message lists the valid ones) or
@@ -184,6 +196,13 @@ def build(
     input_shape = _validate_input_shape(input_shape)
     weights = weights_lib.validate_weights(weights)
     size = resolve_image_size(spec, input_shape, image_size)
+    if inference_mode is None:
+        inference_mode = weights is not None
+    if not isinstance(inference_mode, bool):
+        raise ValueError(
+            "Invalid value for argument `inference_mode`. Expected None, True "
+            f"or False. Received: inference_mode={inference_mode!r}"
+        )
     if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ValueError(
             "Invalid value for argument `dropout`. Expected a float in [0, 1). "
@@ -220,9 +239,14 @@ def build(
     x = teacher_layers.ApplicationPreprocessing(
         spec.name, name=f"{spec.name}_preprocess"
     )(x)
-    # training=False keeps the backbone's BatchNorm in inference mode even
-    # when the teacher itself is trained.
-    x = backbone(x, training=False)  # (batch, h, w, features)
+    if inference_mode:
+        # Not `backbone(x, training=False)`: Keras 3.12 overrides that flag
+        # with the outer call's `training` (see `InferenceMode`).
+        x = teacher_layers.InferenceMode(backbone, name="backbone")(x)
+    else:
+        backbone.name = "backbone"
+        x = backbone(x)
+    # x: (batch, h, w, features)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if dropout > 0:
         x = keras.layers.Dropout(dropout, name="head_dropout")(x)

@@ -94,3 +94,42 @@ class ApplicationPreprocessing(keras.layers.Layer):
         config = super().get_config()
         config.update({"family": self.family})
         return config
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class InferenceMode(keras.layers.Wrapper):
+    """Always calls the wrapped layer (a backbone) with `training=False`.
+
+    Keeps a pretrained backbone's BatchNormalization layers on their ImageNet
+    statistics and its internal dropout off, even after it is unfrozen and
+    while the rest of the model trains, as the Keras transfer-learning guide
+    intends. The guide's recipe, `x = backbone(x, training=False)` inside a
+    functional model, does not do this in Keras 3.12: the functional model
+    replaces the recorded `training=False` with the outer call's `training`
+    (fixed upstream in keras-team/keras#23364). A wrapper whose `call` passes
+    `training=False` itself works in every version.
+
+    Args:
+        layer: The layer to wrap, typically a `keras.applications` model.
+        **kwargs: Standard `keras.layers.Layer` arguments (`name`, `dtype`).
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> inputs = keras.Input((4,))
+    >>> inner = keras.Model(inputs, keras.layers.BatchNormalization()(inputs))
+    >>> outer_inputs = keras.Input((4,))
+    >>> outer = keras.Model(outer_inputs, InferenceMode(inner)(outer_inputs))
+    >>> _ = outer(np.full((8, 4), 5.0, "float32"), training=True)
+    >>> float(inner.layers[-1].moving_mean.numpy().max())
+    0.0
+    """
+
+    def call(self, inputs, training=None):
+        # `training` is accepted so Keras passes it here instead of guessing,
+        # and deliberately ignored.
+        del training
+        return self.layer(inputs, training=False)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)

@@ -17,7 +17,7 @@ from . import stage_rules
 
 @dataclasses.dataclass(frozen=True)
 class FamilySpec:
-    """Everything tfkd needs to turn a `keras.applications` family into a teacher.
+    """What tfkd needs to turn a `keras.applications` family into a teacher.
 
     Args:
         name: Canonical lower-case name, e.g. `"efficientnetv2b0"`.
@@ -29,8 +29,8 @@ class FamilySpec:
         min_size: Smallest height/width the architecture accepts.
         native_size: Height/width the ImageNet weights were trained at.
         stage_patterns: `(regex, to_stage)` pairs for
-            `tfkd.teachers.stage_rules.assign_stages`. Defaults to `()`, in which
-            case every layer with weights is its own stage.
+            `tfkd.teachers.stage_rules.assign_stages`. Defaults to `()`, in
+            which case every layer with weights is its own stage.
 
     Example:
 
@@ -197,7 +197,9 @@ def get_family(name):
     return _REGISTRY[key]
 
 
-def _register_builtin(name, constructor, module, min_size, native_size, patterns):
+def _register_builtin(
+    name, constructor, module, min_size, native_size, patterns
+):
     register_family(
         FamilySpec(
             name=name,

@@ -60,7 +60,7 @@ def assign_stages(layer_names, patterns):
 
 
 def number_minus(offset):
-    """Returns a `to_stage` callable: the first regex group as int, minus `offset`.
+    """Returns a `to_stage` callable: the first regex group minus `offset`.
 
     Args:
         offset: Integer subtracted from the captured number.
@@ -131,8 +131,9 @@ CONVNEXT_PATTERNS = (
 )
 # InceptionV3 names its convolutions generically (`conv2d_17`), but every
 # Inception module ends in a concatenation `mixedN`, so the layers of a module
-# follow the stage of the module before it. The grid reductions (`mixed3`: 35->17,
-# `mixed8`: 17->8) therefore close stages 0 and 1; `mixed9`, `mixed10` form stage 2.
+# follow the stage of the module before it. The grid reductions (`mixed3`:
+# 35->17, `mixed8`: 17->8) therefore close stages 0 and 1; `mixed9` and
+# `mixed10` form stage 2.
 INCEPTION_V3_PATTERNS = (
     (r"^mixed(\d+)$", block_table((0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2))),
 )

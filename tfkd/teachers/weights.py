@@ -1,12 +1,13 @@
 """Instantiates a backbone with `weights=None`, `"imagenet"` or a local file.
 
-`"imagenet"` goes through Keras's own download-and-cache (`keras.utils.get_file`,
-cached under `$KERAS_HOME/models`, by default `~/.keras/models`). Machines
-without internet cannot download, so the failure is turned into an error that
-says how to pass the same file from disk instead.
+`"imagenet"` goes through Keras's own download-and-cache
+(`keras.utils.get_file`, cached under `$KERAS_HOME/models`, by default
+`~/.keras/models`). Machines without internet cannot download, so the failure
+is turned into an error that says how to pass the same file from disk instead.
 """
 
 import os
+import re
 import urllib.error
 
 # Suffixes `keras.Model.load_weights` understands: `.weights.h5` (Keras 3),
@@ -82,7 +83,8 @@ def _is_download_failure(error):
     # `keras.utils.get_file` re-raises network errors as a bare `Exception`
     # whose message starts with "URL fetch failure"; a truncated download fails
     # its hash check with "Incomplete or corrupted file".
-    if isinstance(error, (urllib.error.URLError, ConnectionError, TimeoutError)):
+    network_errors = (urllib.error.URLError, ConnectionError, TimeoutError)
+    if isinstance(error, network_errors):
         return True
     message = str(error)
     return "URL fetch failure" in message or "corrupted file" in message
@@ -92,8 +94,8 @@ def download_failure_message(family, cause):
     """Explains how to supply ImageNet weights when the download failed.
 
     Args:
-        family: Registered family name, used to name the file to look for.
-        cause: The original exception (its text is quoted).
+        family: Registered family name, used in the suggested call.
+        cause: The original exception; the URL Keras tried is taken from it.
 
     Returns:
         The error message string.
@@ -103,18 +105,30 @@ def download_failure_message(family, cause):
     >>> "weights=" in download_failure_message("resnet50", OSError("offline"))
     True
     """
+    url = re.search(r"https?://\S+?\.h5", str(cause))
+    if url:
+        where = (
+            f"  1. download {url.group(0)} on a machine with internet and "
+            f"copy it into {keras_cache_dir()}, where Keras looks before "
+            "downloading; or\n"
+        )
+        example_path = f"/path/to/{url.group(0).rsplit('/', 1)[-1]}"
+    else:
+        where = (
+            "  1. copy the Keras weights file of the backbone without its top "
+            f"from a machine with internet into {keras_cache_dir()}, where "
+            "Keras looks before downloading; or\n"
+        )
+        example_path = "/path/to/backbone_notop.h5"
     return (
         f"Could not download the ImageNet weights for '{family}' "
         f"(weights='imagenet'): {cause}\n"
         "This machine seems to have no internet access. Either:\n"
-        f"  1. copy the Keras weights file of the backbone without its top "
-        f"(its name ends in '_notop.h5'; Keras prints the URL above) from a "
-        f"machine with internet into {keras_cache_dir()}, where Keras looks "
-        "before downloading; or\n"
-        "  2. pass the file directly: "
-        f"tfkd.teachers.build('{family}', ..., weights='/path/to/"
-        "backbone_notop.h5'). Any `.h5`, `.weights.h5` or `.keras` file "
-        "with the backbone's weights works, e.g. one written by "
+        + where
+        + "  2. pass the file directly: "
+        f"tfkd.teachers.build('{family}', ..., weights='{example_path}'). "
+        "Any `.h5`, `.weights.h5` or `.keras` file with the weights of the "
+        "backbone without its top works, e.g. one written by "
         "`backbone.save_weights('backbone.weights.h5')`; or\n"
         "  3. use weights=None to train from scratch."
     )

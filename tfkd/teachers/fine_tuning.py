@@ -1,0 +1,368 @@
+"""The two-stage fine-tuning recipe for teachers.
+
+Stage 1 trains only the new head, the backbone frozen: a random head would
+otherwise send large, random gradients into the pretrained features. Stage 2
+unfreezes the top backbone groups and trains them at a lower rate, with the
+ULMFiT options of Howard & Ruder (2018): slanted triangular learning rates,
+discriminative rates (group `i` at `lr / 2.6**i`) and gradual unfreezing.
+The BatchNorm statistics of a pretrained backbone never move in either stage.
+"""
+
+import keras
+import tensorflow as tf
+
+from . import discriminative
+from . import layer_groups as groups_lib
+from . import layers as teacher_layers
+from . import schedules
+from . import unfreezing
+
+
+class FineTuneHistory(keras.callbacks.History):
+    """History of both fine-tuning stages, merged as if from one `fit` call.
+
+    `history` maps each metric to one value per epoch of stage 1 followed by
+    stage 2 (so `len(history["loss"]) == sum(epochs)`); `epoch` lists the global
+    epoch indices `0 .. sum(epochs) - 1`; `stages` holds the two `History`
+    objects returned by `fit` (`None` for a stage with 0 epochs) and
+    `stage_of_epoch` says which stage (1 or 2) each epoch belongs to.
+
+    Args:
+        model: The fine-tuned model.
+        stages: Pair of `keras.callbacks.History` or `None`.
+
+    Example:
+
+    ```python
+    history = tfkd.teachers.fine_tune(teacher, train_ds, val_ds, epochs=(3, 10))
+    plt.plot(history.epoch, history.history["val_accuracy"])
+    ```
+    """
+
+    def __init__(self, model, stages):
+        super().__init__()
+        self.set_model(model)
+        self.stages = tuple(stages)
+        self.epoch = []
+        self.history = {}
+        self.stage_of_epoch = []
+        self.params = {}
+        for stage_number, stage in enumerate(self.stages, start=1):
+            if stage is None:
+                continue
+            self.params = dict(stage.params or {})
+            self.epoch.extend(stage.epoch)
+            self.stage_of_epoch.extend([stage_number] * len(stage.epoch))
+            for key, values in stage.history.items():
+                self.history.setdefault(key, []).extend(values)
+
+
+def _validate_pair(value, argument, check, expected):
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or not all(check(v) for v in value)
+    ):
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. Expected a pair "
+            f"(stage 1, stage 2) of {expected}. Received: {argument}={value!r}"
+        )
+    return tuple(value)
+
+
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_rate(value):
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and value > 0
+    )
+
+
+def _infer_steps_per_epoch(train_ds, steps_per_epoch):
+    if steps_per_epoch is not None:
+        return steps_per_epoch
+    if isinstance(train_ds, tf.data.Dataset):
+        cardinality = int(train_ds.cardinality())
+        if cardinality > 0:
+            return cardinality
+    elif hasattr(train_ds, "__len__"):
+        return len(train_ds)
+    raise ValueError(
+        "Cannot infer the number of steps per epoch of `train_ds` (its "
+        "cardinality is unknown or infinite), which the slanted triangular "
+        "schedule needs. Pass `steps_per_epoch=` or `schedule='constant'`. "
+        f"Received: train_ds={train_ds!r}"
+    )
+
+
+def _stage_learning_rate(rate, schedule, epochs, steps, cut_frac, ratio):
+    if schedule == "constant":
+        return float(rate)
+    return schedules.SlantedTriangularLR(
+        float(rate), total_steps=max(1, epochs * steps), cut_frac=cut_frac,
+        ratio=ratio,
+    )
+
+
+def _template(optimizer, learning_rate):
+    """A fresh copy of `optimizer` with `learning_rate`, per stage."""
+    optimizer = keras.optimizers.get(optimizer)
+    config = optimizer.get_config()
+    config["learning_rate"] = learning_rate
+    config.pop("name", None)
+    return optimizer.__class__.from_config(config)
+
+
+def _built_from_scratch(teacher):
+    # `build` wraps the backbone in InferenceMode exactly when it loaded
+    # weights; its preprocessing layer marks a teacher built by tfkd.
+    built_here = any(
+        isinstance(layer, teacher_layers.ApplicationPreprocessing)
+        for layer in teacher.layers
+    )
+    protected = any(
+        isinstance(layer, teacher_layers.InferenceMode)
+        for layer in teacher.layers
+    )
+    return built_here and not protected
+
+
+def fine_tune(
+    teacher,
+    train_ds,
+    val_ds=None,
+    epochs=(3, 10),
+    learning_rate=(1e-3, 1e-4),
+    optimizer="adam",
+    unfreeze=2,
+    num_groups=None,
+    discriminative_factor=2.6,
+    gradual_unfreezing=False,
+    schedule="stlr",
+    cut_frac=0.1,
+    ratio=32.0,
+    train_batchnorm=None,
+    loss=None,
+    metrics=("accuracy",),
+    callbacks=None,
+    steps_per_epoch=None,
+    jit_compile="auto",
+    run_eagerly=False,
+    verbose="auto",
+):
+    """Fine-tunes a teacher in two stages: head first, then the top blocks.
+
+    Stage 1 (`epochs[0]` epochs) freezes everything but the head (layer group 0)
+    and trains it at `learning_rate[0]`. Stage 2 (`epochs[1]` epochs) also
+    unfreezes the top `unfreeze` backbone groups and trains them at
+    `learning_rate[1]`, group `i` at `learning_rate[1] / discriminative_factor
+    ** i` (`tfkd.teachers.DiscriminativeOptimizer`). With
+    `gradual_unfreezing=True`, stage 2 starts with the head and the top group
+    and adds one deeper group per epoch (`tfkd.teachers.GradualUnfreezing`).
+    With `schedule="stlr"` each stage follows a slanted triangular schedule
+    peaking at its rate (`tfkd.teachers.SlantedTriangularLR`). The BatchNorm
+    layers of a pretrained backbone stay in inference mode throughout, so
+    their statistics never move.
+
+    Training from scratch (`build(..., weights=None)`, e.g. offline): a frozen
+    random backbone is useless, so skip stage 1 and train everything,
+    `fine_tune(teacher, train_ds, val_ds, epochs=(0, 20), unfreeze="all",
+    discriminative_factor=None, learning_rate=(1e-3, 1e-3))`; BatchNorm then
+    trains by default (see `train_batchnorm`). Keras's MobileNets and
+    EfficientNets use BatchNorm momentum 0.99-0.999, so their validation
+    accuracy stays at chance for the first few thousand steps, until the
+    moving statistics catch up, even while training accuracy rises.
+
+    Works for teachers from `tfkd.teachers.build` and for any Keras classifier
+    prepared with `tfkd.teachers.as_teacher` (then a "group" is a layer; see
+    `tfkd.teachers.layer_groups`). The teacher is compiled here (loss on
+    logits) and is left compiled, with its stage-2 trainable state.
+
+    Args:
+        teacher: A built `keras.Model` that outputs logits.
+        train_ds: Training data as `model.fit` accepts it, typically a
+            `tf.data.Dataset` of `(images, labels)` batches from `tfkd.data`.
+        val_ds: Validation data, or `None`. Defaults to `None`.
+        epochs: Pair `(stage 1 epochs, stage 2 epochs)` of ints >= 0.
+            Defaults to `(3, 10)`.
+        learning_rate: Pair of peak rates `(head stage, fine-tuning stage)`.
+            Defaults to `(1e-3, 1e-4)`.
+        optimizer: Optimizer identifier or instance used as a template; each
+            stage gets a fresh copy with its own rate. Defaults to `"adam"`.
+        unfreeze: Number of backbone groups unfrozen in stage 2 (top first),
+            an int >= 1, or `"all"`. Defaults to `2`.
+        num_groups: Passed to `tfkd.teachers.layer_groups`: the number of groups
+            including the head, or `None` for one per backbone stage. Defaults
+            to `None`.
+        discriminative_factor: Rate ratio between consecutive groups in stage 2,
+            a float > 0, or `None` for one rate everywhere. Defaults to `2.6`.
+        gradual_unfreezing: Whether stage 2 unfreezes one group per epoch.
+            Defaults to `False`.
+        schedule: `"stlr"` (slanted triangular) or `"constant"`. Defaults to
+            `"stlr"`.
+        cut_frac: STLR rise fraction. Defaults to `0.1`.
+        ratio: STLR peak-to-floor ratio. Defaults to `32.0`.
+        train_batchnorm: Whether BatchNorm layers of unfrozen groups train:
+            their scale and offset, and, unless the backbone runs in
+            `InferenceMode`, their statistics. Defaults to `None`: `True` for
+            a teacher from `build(..., weights=None)` (nothing pretrained to
+            protect), `False` otherwise.
+        loss: Loss on logits. Defaults to `None`:
+            `keras.losses.SparseCategoricalCrossentropy(from_logits=True)` for
+            integer labels.
+        metrics: Metrics for `compile`. Defaults to `("accuracy",)`.
+        callbacks: List of callbacks used in both stages. Defaults to `None`.
+        steps_per_epoch: Steps per epoch; needed with `schedule="stlr"` if
+            `train_ds` has no known length. Defaults to `None`.
+        jit_compile: Passed to `compile`. Defaults to `"auto"`.
+        run_eagerly: Passed to `compile`. Tracing the train step of a large
+            backbone takes tens of seconds on a CPU; for runs of a few steps
+            (smoke tests, debugging) eager execution is faster. Defaults to
+            `False`.
+        verbose: Passed to `fit`. Defaults to `"auto"`.
+
+    Returns:
+        A `tfkd.teachers.FineTuneHistory`: `history.history` holds every metric
+        for all `sum(epochs)` epochs, stage 1 first; `history.stages` holds the
+        two per-stage `History` objects.
+
+    Raises:
+        ValueError: On invalid arguments, before any training.
+
+    Example:
+
+    ```python
+    teacher = tfkd.teachers.build("efficientnetv2b0", num_classes=10,
+                                  input_shape=(28, 28, 1), weights="imagenet")
+    history = tfkd.teachers.fine_tune(teacher, train_ds, val_ds, epochs=(3, 10))
+    print(history.history["val_accuracy"][-1])
+    ```
+    """
+    if not isinstance(teacher, keras.Model) or not teacher.built:
+        raise ValueError(
+            "Invalid value for argument `teacher`. Expected a built "
+            f"`keras.Model`. Received: teacher={teacher!r}"
+        )
+    epochs = _validate_pair(epochs, "epochs", _is_count, "ints >= 0")
+    learning_rate = _validate_pair(
+        learning_rate, "learning_rate", _is_rate, "floats > 0"
+    )
+    if schedule not in ("stlr", "constant"):
+        raise ValueError(
+            "Invalid value for argument `schedule`. Expected 'stlr' or "
+            f"'constant'. Received: schedule={schedule!r}"
+        )
+    if discriminative_factor is not None and not _is_rate(
+        discriminative_factor
+    ):
+        raise ValueError(
+            "Invalid value for argument `discriminative_factor`. Expected None "
+            "or a float > 0. "
+            f"Received: discriminative_factor={discriminative_factor!r}"
+        )
+    groups = groups_lib.layer_groups(teacher, num_groups=num_groups)
+    num_backbone_groups = len(groups) - 1
+    if unfreeze == "all":
+        unfreeze = num_backbone_groups
+    if (
+        not isinstance(unfreeze, int)
+        or isinstance(unfreeze, bool)
+        or not 1 <= unfreeze <= num_backbone_groups
+    ):
+        raise ValueError(
+            "Invalid value for argument `unfreeze`. Expected 'all' or an int "
+            f"in [1, {num_backbone_groups}] (the backbone groups of "
+            f"{teacher.name!r}). Received: unfreeze={unfreeze!r}"
+        )
+    keras.optimizers.get(optimizer)  # fail early on an unknown identifier
+    if steps_per_epoch is not None and (
+        not isinstance(steps_per_epoch, int)
+        or isinstance(steps_per_epoch, bool)
+        or steps_per_epoch < 1
+    ):
+        raise ValueError(
+            "Invalid value for argument `steps_per_epoch`. Expected None or "
+            f"an int >= 1. Received: steps_per_epoch={steps_per_epoch!r}"
+        )
+    if train_batchnorm is None:
+        train_batchnorm = _built_from_scratch(teacher)
+    steps = (
+        _infer_steps_per_epoch(train_ds, steps_per_epoch)
+        if schedule == "stlr" else steps_per_epoch
+    )
+    if loss is None:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    metrics = list(metrics or [])
+    callbacks = list(callbacks or [])
+
+    def fit(stage_epochs, initial_epoch, stage_callbacks):
+        return teacher.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=initial_epoch + stage_epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=callbacks + stage_callbacks,
+            verbose=verbose,
+        )
+
+    # Stage 1: the head alone, backbone frozen.
+    stage1 = None
+    if epochs[0] > 0:
+        unfreezing.set_trainable_groups(
+            teacher, groups, 1, train_batchnorm=train_batchnorm
+        )
+        teacher.compile(
+            optimizer=_template(
+                optimizer,
+                _stage_learning_rate(learning_rate[0], schedule, epochs[0],
+                                     steps, cut_frac, ratio),
+            ),
+            loss=loss,
+            metrics=metrics,
+            jit_compile=jit_compile,
+            run_eagerly=run_eagerly,
+        )
+        stage1 = fit(epochs[0], 0, [])
+
+    # Stage 2: head + top `unfreeze` groups, deeper groups at lower rates.
+    stage2 = None
+    if epochs[1] > 0:
+        trainable_groups = groups[: unfreeze + 1]
+        stage_callbacks = []
+        if gradual_unfreezing:
+            # The head was trained in stage 1: start with it and the top group.
+            stage_callbacks.append(
+                unfreezing.GradualUnfreezing(
+                    trainable_groups,
+                    initial_groups=min(2, len(trainable_groups)),
+                    train_batchnorm=train_batchnorm,
+                )
+            )
+        unfreezing.set_trainable_groups(
+            teacher,
+            groups,
+            len(trainable_groups),
+            train_batchnorm=train_batchnorm,
+        )
+        teacher.compile(
+            optimizer=discriminative.DiscriminativeOptimizer(
+                _template(
+                    optimizer,
+                    _stage_learning_rate(learning_rate[1], schedule,
+                                         epochs[1], steps, cut_frac, ratio),
+                ),
+                groups,
+                factor=discriminative_factor or 1.0,
+            ),
+            loss=loss,
+            metrics=metrics,
+            jit_compile=jit_compile,
+            run_eagerly=run_eagerly,
+        )
+        stage2 = fit(epochs[1], epochs[0], stage_callbacks)
+    return FineTuneHistory(teacher, (stage1, stage2))
