@@ -72,7 +72,8 @@ def size_on_disk(model, path):
     same architecture and weights.
     """
     try:
-        copy = keras.models.clone_model(model)
+        # Not keras.models.clone_model: its copy keeps the optimizer.
+        copy = type(model).from_config(model.get_config())
         copy.set_weights(model.get_weights())
     except Exception:  # a layer that cannot be cloned: keep the optimizer
         copy = model
