@@ -49,3 +49,21 @@ def fashion_mnist():
     from tfkd import data
 
     return data.load_fashion_mnist_arrays(download=False)
+
+
+def two_replica_strategy():
+    """A `MirroredStrategy` over the two logical CPUs (skips without them).
+
+    Cross-replica sums go through `ReductionToOneDevice`: the default
+    collective all-reduce keys its collective instances per strategy
+    object, and a second strategy in the same process then collides with
+    the first one's instances ("Shape mismatch in the collective instance").
+    GPU users keep the default (NCCL); the arithmetic is the same.
+    """
+    devices = tf.config.list_logical_devices("CPU")
+    if len(devices) < 2:
+        pytest.skip("needs two logical CPU devices (see tests/conftest.py)")
+    return tf.distribute.MirroredStrategy(
+        [d.name for d in devices[:2]],
+        cross_device_ops=tf.distribute.ReductionToOneDevice(),
+    )

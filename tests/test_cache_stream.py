@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import conftest
 import tfkd
 from tfkd.cache import TeacherCache
 
@@ -98,9 +99,7 @@ def test_invalid_stream_arguments(cache):
 
 
 def _two_replicas():
-    if len(tf.config.list_logical_devices("CPU")) < 2:
-        pytest.skip("needs two logical CPU devices (tests/conftest.py)")
-    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    return conftest.two_replica_strategy()
 
 
 def test_distributed_batches_stay_aligned_per_replica(cache, teacher):

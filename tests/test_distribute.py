@@ -6,13 +6,11 @@ import pytest
 import tensorflow as tf
 
 import tfkd
+import conftest
 
 
 def _two_replica_strategy():
-    devices = tf.config.list_logical_devices("CPU")
-    if len(devices) < 2:
-        pytest.skip("needs two logical CPU devices (see tests/conftest.py)")
-    return tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+    return conftest.two_replica_strategy()
 
 
 def _data():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import conftest
 import tfkd
 from tfkd import feature_losses
 from tfkd.decoupled import DecoupledKD
@@ -318,10 +319,7 @@ def _train_with_hint(strategy):
 
 
 def test_two_replicas_match_one_device_with_a_connector():
-    devices = tf.config.list_logical_devices("CPU")
-    if len(devices) < 2:
-        pytest.skip("needs two logical CPU devices (see tests/conftest.py)")
-    strategy = tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+    strategy = conftest.two_replica_strategy()
     single_history, single_weights = _train_with_hint(tf.distribute.get_strategy())
     mirrored_history, mirrored_weights = _train_with_hint(strategy)
     for name in ("loss", "fitnet_loss", "distillation_loss"):
