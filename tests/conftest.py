@@ -67,3 +67,20 @@ def two_replica_strategy():
         [d.name for d in devices[:2]],
         cross_device_ops=tf.distribute.ReductionToOneDevice(),
     )
+
+
+def assert_each_rejected(function, base, cases, errors=ValueError):
+    """Calls `function(**base, **kwargs)` for each case; expects an error.
+
+    One test for many cheap argument checks, none worth a Keras reset.
+    Each case is `(kwargs, regex the error message must match)`.
+    """
+    import re
+
+    for kwargs, match in cases:
+        try:
+            function(**{**base, **kwargs})
+        except errors as error:
+            assert re.search(match, str(error)), (kwargs, str(error))
+        else:
+            pytest.fail(f"{function.__name__} accepted {kwargs}")

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+import conftest
 from tfkd.teachers import DiscriminativeOptimizer
 from tfkd.teachers import SlantedTriangularLR
 
@@ -154,19 +155,7 @@ def test_variable_unfrozen_inside_a_built_group_is_rejected():
         optimizer.build(model.trainable_weights)
 
 
-def _assert_each_rejected(function, base, cases, errors=ValueError):
-    """Calls `function(**base, **kwargs)` for each case; expects an error.
-
-    One test for all cases: each is a cheap check, not worth a Keras reset.
-    """
-    for kwargs, match in cases:
-        try:
-            function(**{**base, **kwargs})
-        except errors as error:
-            assert re.search(match, str(error)), (kwargs, str(error))
-        else:
-            pytest.fail(f"{function.__name__} accepted {kwargs}")
-
+_assert_each_rejected = conftest.assert_each_rejected
 
 def test_invalid_arguments():
     _assert_each_rejected(

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import conftest
 from tfkd.teachers import DiscriminativeOptimizer
 from tfkd.teachers import FineTuneHistory
 from tfkd.teachers import build
@@ -165,19 +166,7 @@ def test_stage_with_zero_epochs_is_skipped():
     assert history.epoch == [0] and history.stage_of_epoch == [2]
 
 
-def _assert_each_rejected(function, base, cases, errors=ValueError):
-    """Calls `function(**base, **kwargs)` for each case; expects an error.
-
-    One test for all cases: each is a cheap check, not worth a Keras reset.
-    """
-    for kwargs, match in cases:
-        try:
-            function(**{**base, **kwargs})
-        except errors as error:
-            assert re.search(match, str(error)), (kwargs, str(error))
-        else:
-            pytest.fail(f"{function.__name__} accepted {kwargs}")
-
+_assert_each_rejected = conftest.assert_each_rejected
 
 def test_invalid_arguments_fail_before_training():
     model = _small_cnn()

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+import conftest
 from tfkd.teachers import SlantedTriangularLR
 
 
@@ -91,19 +92,7 @@ def test_round_trips_inside_an_optimizer():
     assert float(restored.learning_rate) == pytest.approx(1e-3 / 32)
 
 
-def _assert_each_rejected(function, base, cases, errors=ValueError):
-    """Calls `function(**base, **kwargs)` for each case; expects an error.
-
-    One test for all cases: each is a cheap check, not worth a Keras reset.
-    """
-    for kwargs, match in cases:
-        try:
-            function(**{**base, **kwargs})
-        except errors as error:
-            assert re.search(match, str(error)), (kwargs, str(error))
-        else:
-            pytest.fail(f"{function.__name__} accepted {kwargs}")
-
+_assert_each_rejected = conftest.assert_each_rejected
 
 def test_invalid_arguments():
     _assert_each_rejected(

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+import conftest
 from tfkd.teachers import DiscriminativeOptimizer
 from tfkd.teachers import GradualUnfreezing
 from tfkd.teachers import layer_groups
@@ -133,19 +134,7 @@ def test_plain_optimizer_is_rejected_at_fit_start():
                   callbacks=[GradualUnfreezing(groups)])
 
 
-def _assert_each_rejected(function, base, cases, errors=ValueError):
-    """Calls `function(**base, **kwargs)` for each case; expects an error.
-
-    One test for all cases: each is a cheap check, not worth a Keras reset.
-    """
-    for kwargs, match in cases:
-        try:
-            function(**{**base, **kwargs})
-        except errors as error:
-            assert re.search(match, str(error)), (kwargs, str(error))
-        else:
-            pytest.fail(f"{function.__name__} accepted {kwargs}")
-
+_assert_each_rejected = conftest.assert_each_rejected
 
 def test_invalid_arguments():
     model = _small_cnn()
