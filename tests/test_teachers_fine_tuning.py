@@ -1,6 +1,5 @@
 """Tests for tfkd/teachers/fine_tuning.py."""
 
-import re
 
 import keras
 import numpy as np

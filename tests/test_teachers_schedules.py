@@ -1,7 +1,6 @@
 """Tests for tfkd/teachers/schedules.py."""
 
 import math
-import re
 
 import keras
 import numpy as np
