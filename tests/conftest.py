@@ -84,3 +84,21 @@ def assert_each_rejected(function, base, cases, errors=ValueError):
             assert re.search(match, str(error)), (kwargs, str(error))
         else:
             pytest.fail(f"{function.__name__} accepted {kwargs}")
+
+
+def small_conv_bn_model():
+    """A small user model with conv/BatchNorm pairs and no nested backbone.
+
+    Layers: conv_a, bn_a, conv_b, bn_b, pooling, hidden, head (3 logits);
+    input (8, 8, 1). Seeded, so every call gives the same weights.
+    """
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, name="conv_a")(inputs)
+    x = keras.layers.BatchNormalization(name="bn_a")(x)
+    x = keras.layers.Conv2D(4, 3, name="conv_b")(x)
+    x = keras.layers.BatchNormalization(name="bn_b")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(6, name="hidden")(x)
+    outputs = keras.layers.Dense(3, name="head")(x)
+    return keras.Model(inputs, outputs)

@@ -22,17 +22,7 @@ def _dataset(shape, num_classes=3, count=16, batch=8, seed=0):
     return tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch)
 
 
-def _small_cnn():
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((8, 8, 1))
-    x = keras.layers.Conv2D(4, 3, name="conv_a")(inputs)
-    x = keras.layers.BatchNormalization(name="bn_a")(x)
-    x = keras.layers.Conv2D(4, 3, name="conv_b")(x)
-    x = keras.layers.BatchNormalization(name="bn_b")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dense(6, name="hidden")(x)
-    outputs = keras.layers.Dense(3, name="head")(x)
-    return keras.Model(inputs, outputs)
+_small_cnn = conftest.small_conv_bn_model
 
 
 class _Snapshots(keras.callbacks.Callback):

@@ -3,6 +3,7 @@
 import keras
 import pytest
 
+import conftest
 from tfkd.teachers import build
 from tfkd.teachers import find_backbone
 from tfkd.teachers import layer_groups
@@ -15,17 +16,7 @@ def resnet50_teacher():
     return build("resnet50", 10, (32, 32, 3), weights=None)
 
 
-def _small_cnn():
-    """A user model: conv/BN pairs, no nested backbone."""
-    inputs = keras.Input((8, 8, 1))
-    x = keras.layers.Conv2D(4, 3, name="conv_a")(inputs)
-    x = keras.layers.BatchNormalization(name="bn_a")(x)
-    x = keras.layers.Conv2D(4, 3, name="conv_b")(x)
-    x = keras.layers.BatchNormalization(name="bn_b")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dense(6, name="hidden")(x)
-    outputs = keras.layers.Dense(3, name="head")(x)
-    return keras.Model(inputs, outputs)
+_small_cnn = conftest.small_conv_bn_model
 
 
 def _names(groups):

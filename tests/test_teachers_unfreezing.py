@@ -13,17 +13,7 @@ from tfkd.teachers import layer_groups
 from tfkd.teachers import set_trainable_groups
 
 
-def _small_cnn():
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((8, 8, 1))
-    x = keras.layers.Conv2D(4, 3, name="conv_a")(inputs)
-    x = keras.layers.BatchNormalization(name="bn_a")(x)
-    x = keras.layers.Conv2D(4, 3, name="conv_b")(x)
-    x = keras.layers.BatchNormalization(name="bn_b")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dense(6, name="hidden")(x)
-    outputs = keras.layers.Dense(3, name="head")(x)
-    return keras.Model(inputs, outputs)
+_small_cnn = conftest.small_conv_bn_model
 
 
 def _trainable_layer_names(model):
