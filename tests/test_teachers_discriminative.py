@@ -1,6 +1,5 @@
 """Tests for tfkd/teachers/discriminative.py."""
 
-import re
 
 import keras
 import numpy as np
