@@ -13,7 +13,6 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 import tfkd
 from benchmarks import arms as arms_lib
