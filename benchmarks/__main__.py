@@ -1,7 +1,7 @@
 """Command line of the benchmarks: `python -m benchmarks run ...`.
 
 This file only parses arguments; the logic lives in `benchmarks.runner`
-and, for `transfer` and `capacity`, in `benchmarks.experiments`.
+and, for `transfer`, `capacity` and `teachers`, in `benchmarks.experiments`.
 """
 
 import argparse
@@ -16,6 +16,8 @@ EXPERIMENTS = {
                 "(--source, --target)",
     "capacity": "accuracy of students of growing size, from scratch and "
                 "distilled",
+    "teachers": "accuracy, size and speed of keras.applications teachers "
+                "(tfkd.teachers)",
 }
 
 

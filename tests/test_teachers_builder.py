@@ -115,6 +115,38 @@ def test_random_backbone_learns_its_statistics_by_default():
                for v, old in zip(statistics, before))
 
 
+def _batchnorm_momenta(model):
+    return {layer.momentum for layer in model._flatten_layers()
+            if isinstance(layer, keras.layers.BatchNormalization)}
+
+
+def test_random_backbone_gets_fast_batchnorm_momentum():
+    # keras.applications' MobileNetV3 uses 0.999: validation stays at chance
+    # for thousands of steps when training from scratch.
+    family = build("mobilenetv3small", 3, (32, 32, 3), weights=None,
+                   batchnorm_momentum="family")
+    assert _batchnorm_momenta(family) == {0.999}
+    teacher = build("mobilenetv3small", 3, (32, 32, 3), weights=None)
+    assert _batchnorm_momenta(teacher) == {0.9}
+    explicit = build("mobilenetv3small", 3, (32, 32, 3), weights=None,
+                     batchnorm_momentum=0.95)
+    assert _batchnorm_momenta(explicit) == {0.95}
+    # The momentum really drives the update: from moving_mean 0, one training
+    # call on the same images leaves (1 - momentum) * the batch mean, 100x
+    # more with 0.9 than with 0.999.
+    teacher.set_weights(family.get_weights())
+    images = np.random.default_rng(4).random((8, 32, 32, 3)).astype("float32")
+    moved = []
+    for model in (teacher, family):
+        find_backbone(model).trainable = True
+        model(images, training=True)
+        first = next(layer for layer in find_backbone(model)._flatten_layers()
+                     if isinstance(layer, keras.layers.BatchNormalization))
+        moved.append(first.moving_mean.numpy())
+    assert np.abs(moved[1]).max() > 0
+    np.testing.assert_allclose(moved[0], 100 * moved[1], rtol=1e-3, atol=1e-7)
+
+
 def test_saves_to_keras_and_loads_back(tmp_path):
     teacher = build("mobilenetv3small", 4, (28, 28, 1), weights=None)
     path = str(tmp_path / "teacher.keras")
@@ -126,6 +158,7 @@ def test_saves_to_keras_and_loads_back(tmp_path):
         keras.ops.convert_to_numpy(teacher(images)), rtol=1e-6, atol=1e-6)
     assert [layer.name for layer in restored.layers] == [
         layer.name for layer in teacher.layers]
+    assert _batchnorm_momenta(restored) == {0.9}
 
 
 def test_dropout_zero_omits_layer_and_name_is_used():
@@ -152,6 +185,9 @@ INVALID_BUILD_ARGUMENTS = [
     ({"image_size": "huge"}, "image_size"),
     ({"dropout": 1.0}, "dropout"),
     ({"inference_mode": "yes"}, "inference_mode"),
+    ({"batchnorm_momentum": 1.0}, "batchnorm_momentum"),
+    ({"batchnorm_momentum": "fast"}, "batchnorm_momentum"),
+    ({"batchnorm_momentum": True}, "batchnorm_momentum"),
     ({"backbone_kwargs": {"include_top": True}}, "include_top"),
     ({"weights": "missing.weights.h5"}, "No file exists"),
 ]

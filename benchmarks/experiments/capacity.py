@@ -19,7 +19,6 @@ minutes measured on 2 CPU cores shared with other jobs) and `full` (the whole tr
 last finished student (`--fresh` starts over).
 """
 
-import argparse
 import dataclasses
 import sys
 
@@ -439,24 +438,17 @@ def _check_widths(widths):
 
 def add_arguments(parser):
     """Adds the capacity experiment's options to an argparse parser."""
-    parser.add_argument("--preset", default="quick", choices=sorted(PRESETS),
-                        help="smoke: seconds; quick: ~13 min on 2 CPU cores; "
-                             "full: GPU")
-    parser.add_argument("--dataset", default="fashion_mnist",
-                        help="fashion_mnist (offline) or a tfds image dataset name")
-    parser.add_argument("--output", default=None,
-                        help="output directory (default "
-                             "benchmarks/results/capacity-<preset>)")
+    common.add_common_arguments(
+        parser, experiment="capacity", presets=PRESETS,
+        preset_help="smoke: seconds; quick: ~13 min on 2 CPU cores; full: GPU",
+        verbose_help="Keras verbosity of the teacher's training",
+    )
     parser.add_argument("--temperature", type=float, default=None,
                         help="KD temperature T (default: the preset's, 4.0)")
     parser.add_argument("--alpha", type=float, default=None,
                         help="weight of the hard-label loss (default 0.1)")
     parser.add_argument("--widths", default=None,
                         help="comma-separated student widths (default 2,4,7,12,22)")
-    parser.add_argument("--fresh", action="store_true",
-                        help="start over instead of resuming finished students")
-    parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2),
-                        help="Keras verbosity of the teacher's training")
     return parser
 
 
@@ -485,13 +477,12 @@ def main(argv=None, prog="python -m benchmarks.experiments.capacity"):
             (`sys.argv[1:]`).
         prog: Program name shown in `--help`. Defaults to the module's.
     """
-    parser = argparse.ArgumentParser(
-        prog=prog,
+    return common.command_line_main(
+        argv, prog=prog,
         description="Accuracy of students of growing size, from scratch and "
                     "distilled.",
+        add_arguments=add_arguments, run_from_args=run_from_args,
     )
-    run_from_args(add_arguments(parser).parse_args(argv))
-    return 0
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Every unit of work (a teacher, one student of one seed) is saved through
 same command resumes; the final JSON and Markdown are written atomically.
 """
 
+import argparse
 import dataclasses
 import datetime
 import os
@@ -347,6 +348,57 @@ def save_figure(figure, path):
 def plural(count, noun):
     """`"1 epoch"`, `"6 epochs"`."""
     return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def add_common_arguments(parser, *, experiment, presets, preset_help,
+                         verbose_help, dataset=True):
+    """Adds the options every experiment has to an argparse parser.
+
+    `--preset`, `--dataset` (unless `dataset=False`), `--output`, `--fresh`
+    and `--verbose`.
+
+    Args:
+        parser: An `argparse.ArgumentParser`.
+        experiment: The experiment's name, for the default output directory.
+        presets: Its dict of presets (their names are the choices).
+        preset_help: Help text of `--preset`.
+        verbose_help: What `--verbose` controls.
+        dataset: Whether to add `--dataset`. Defaults to `True`.
+
+    Returns:
+        `parser`.
+    """
+    parser.add_argument("--preset", default="quick", choices=sorted(presets),
+                        help=preset_help)
+    if dataset:
+        parser.add_argument("--dataset", default=OFFLINE_DATASET,
+                            help="fashion_mnist (offline) or a tfds image "
+                                 "dataset name")
+    parser.add_argument("--output", default=None,
+                        help="output directory (default "
+                             f"benchmarks/results/{experiment}-<preset>)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start over instead of resuming")
+    parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2),
+                        help=verbose_help)
+    return parser
+
+
+def command_line_main(argv, *, prog, description, add_arguments,
+                      run_from_args):
+    """Parses `argv` with an experiment's options and runs it; returns 0.
+
+    Args:
+        argv: Arguments without the program name, or `None` for
+            `sys.argv[1:]`.
+        prog: Program name shown in `--help`.
+        description: Description shown in `--help`.
+        add_arguments: The experiment's `add_arguments(parser)`.
+        run_from_args: The experiment's `run_from_args(args)`.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    run_from_args(add_arguments(parser).parse_args(argv))
+    return 0
 
 
 def _write_atomic(path, text):

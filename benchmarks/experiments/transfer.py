@@ -32,7 +32,6 @@ Output: `benchmarks/results/transfer-<preset>/` with `results.json`,
 `--fresh` starts over.
 """
 
-import argparse
 import dataclasses
 import sys
 
@@ -540,22 +539,18 @@ def plot_transfer(results, path):
 
 def add_arguments(parser):
     """Adds the transfer experiment's options to an argparse parser."""
-    parser.add_argument("--preset", default="quick", choices=sorted(PRESETS),
-                        help="smoke: about a minute; quick: ~15 min on 2 CPU "
-                             "cores; full: GPU")
+    common.add_common_arguments(
+        parser, experiment="transfer", presets=PRESETS,
+        preset_help="smoke: about a minute; quick: ~15 min on 2 CPU cores; "
+                    "full: GPU",
+        verbose_help="keras-tuner and teacher verbosity", dataset=False,
+    )
     parser.add_argument("--source", default="fashion_mnist",
                         help="dataset tuned on first (default fashion_mnist; "
                              "e.g. mnist, with internet)")
     parser.add_argument("--target", default="fashion_mnist",
                         help="dataset the values are transferred to (default "
                              "fashion_mnist; e.g. cifar10, with internet)")
-    parser.add_argument("--output", default=None,
-                        help="output directory (default "
-                             "benchmarks/results/transfer-<preset>)")
-    parser.add_argument("--fresh", action="store_true",
-                        help="start over instead of resuming")
-    parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2),
-                        help="keras-tuner and teacher verbosity")
     return parser
 
 
@@ -573,13 +568,12 @@ def main(argv=None, prog="python -m benchmarks.experiments.transfer"):
             (`sys.argv[1:]`).
         prog: Program name shown in `--help`. Defaults to the module's.
     """
-    parser = argparse.ArgumentParser(
-        prog=prog,
+    return common.command_line_main(
+        argv, prog=prog,
         description="Tune T and α on a source task, transfer them to a "
                     "target task, and compare with defaults and target tuning.",
+        add_arguments=add_arguments, run_from_args=run_from_args,
     )
-    run_from_args(add_arguments(parser).parse_args(argv))
-    return 0
 
 
 if __name__ == "__main__":

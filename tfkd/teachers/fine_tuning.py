@@ -8,6 +8,8 @@ discriminative rates (group `i` at `lr / 2.6**i`) and gradual unfreezing.
 The BatchNorm statistics of a pretrained backbone never move in either stage.
 """
 
+import warnings
+
 import keras
 import tensorflow as tf
 
@@ -131,6 +133,31 @@ def _built_from_scratch(teacher):
     return built_here and not protected
 
 
+def _warn_about_random_backbone(epochs, unfreeze, num_backbone_groups):
+    """Warns when a random backbone would stay (partly) frozen."""
+    problems = []
+    if epochs[0] > 0:
+        problems.append(
+            f"stage 1 trains the head for {epochs[0]} epoch(s) on the frozen "
+            "random backbone's features"
+        )
+    if epochs[1] > 0 and unfreeze < num_backbone_groups:
+        problems.append(
+            f"stage 2 unfreezes only the top {unfreeze} of "
+            f"{num_backbone_groups} backbone groups, so the others stay random"
+        )
+    if problems:
+        warnings.warn(
+            "This teacher was built with `weights=None`, so its backbone is "
+            "randomly initialized: " + "; ".join(problems) + ". To train it "
+            "from scratch, call `fine_tune(teacher, ..., epochs=(0, N), "
+            "unfreeze='all', discriminative_factor=None, "
+            "learning_rate=(1e-3, 1e-3))`.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def fine_tune(
     teacher,
     train_ds,
@@ -172,10 +199,12 @@ def fine_tune(
     random backbone is useless, so skip stage 1 and train everything,
     `fine_tune(teacher, train_ds, val_ds, epochs=(0, 20), unfreeze="all",
     discriminative_factor=None, learning_rate=(1e-3, 1e-3))`; BatchNorm then
-    trains by default (see `train_batchnorm`). Keras's MobileNets and
-    EfficientNets use BatchNorm momentum 0.99-0.999, so their validation
-    accuracy stays at chance for the first few thousand steps, until the
-    moving statistics catch up, even while training accuracy rises.
+    trains by default (see `train_batchnorm`), with the momentum 0.9 that
+    `build` sets for `weights=None`. (With keras.applications' own 0.999, a
+    MobileNetV3Small trained this way on 6,000 Fashion-MNIST images stayed at
+    10.1 % validation accuracy for 4 epochs while its training accuracy rose
+    to 86 %; with 0.9 it reached 73.7 % after the first epoch and 80.1 %
+    after the fourth.)
 
     Works for teachers from `tfkd.teachers.build` and for any Keras classifier
     prepared with `tfkd.teachers.as_teacher` (then a "group" is a layer; see
@@ -288,8 +317,11 @@ def fine_tune(
             "Invalid value for argument `steps_per_epoch`. Expected None or "
             f"an int >= 1. Received: steps_per_epoch={steps_per_epoch!r}"
         )
+    from_scratch = _built_from_scratch(teacher)
+    if from_scratch:
+        _warn_about_random_backbone(epochs, unfreeze, num_backbone_groups)
     if train_batchnorm is None:
-        train_batchnorm = _built_from_scratch(teacher)
+        train_batchnorm = from_scratch
     steps = (
         _infer_steps_per_epoch(train_ds, steps_per_epoch)
         if schedule == "stlr" else steps_per_epoch
