@@ -384,21 +384,33 @@ def add_common_arguments(parser, *, experiment, presets, preset_help,
     return parser
 
 
-def command_line_main(argv, *, prog, description, add_arguments,
-                      run_from_args):
-    """Parses `argv` with an experiment's options and runs it; returns 0.
+def make_main(experiment, description, add_arguments, run_from_args):
+    """The command-line entry point of an experiment.
 
     Args:
-        argv: Arguments without the program name, or `None` for
-            `sys.argv[1:]`.
-        prog: Program name shown in `--help`.
+        experiment: The experiment's module name, e.g. `"capacity"`.
         description: Description shown in `--help`.
         add_arguments: The experiment's `add_arguments(parser)`.
         run_from_args: The experiment's `run_from_args(args)`.
+
+    Returns:
+        `main(argv=None, prog=...)`: parses `argv` (arguments without the
+        program name; `None` for `sys.argv[1:]`), runs the experiment and
+        returns the exit code, 0. `prog` is the program name shown in
+        `--help`.
     """
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    run_from_args(add_arguments(parser).parse_args(argv))
-    return 0
+    default_prog = f"python -m benchmarks.experiments.{experiment}"
+
+    def main(argv=None, prog=default_prog):
+        parser = argparse.ArgumentParser(prog=prog, description=description)
+        run_from_args(add_arguments(parser).parse_args(argv))
+        return 0
+
+    main.__doc__ = (
+        f"Entry point of the `{experiment}` command line; returns the exit "
+        "code.\n\n    See `benchmarks.experiments.common.make_main`.\n    "
+    )
+    return main
 
 
 def _write_atomic(path, text):

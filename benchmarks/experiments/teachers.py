@@ -669,20 +669,13 @@ def run_from_args(args):
     )
 
 
-def main(argv=None, prog="python -m benchmarks.experiments.teachers"):
-    """Entry point of the `teachers` command line; returns the exit code.
-
-    Args:
-        argv: Arguments without the program name. Defaults to `None`
-            (`sys.argv[1:]`).
-        prog: Program name shown in `--help`. Defaults to the module's.
-    """
-    return common.command_line_main(
-        argv, prog=prog,
-        description="Accuracy, size and speed of keras.applications teachers "
-                    "built and fine-tuned with tfkd.teachers.",
-        add_arguments=add_arguments, run_from_args=run_from_args,
-    )
+main = common.make_main(
+    "teachers",
+    "Accuracy, size and speed of keras.applications teachers "
+    "built and fine-tuned with tfkd.teachers.",
+    add_arguments,
+    run_from_args,
+)
 
 
 if __name__ == "__main__":

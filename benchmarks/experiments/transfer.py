@@ -560,20 +560,13 @@ def run_from_args(args):
                output=args.output, fresh=args.fresh, verbose=args.verbose)
 
 
-def main(argv=None, prog="python -m benchmarks.experiments.transfer"):
-    """Entry point of the `transfer` command line; returns the exit code.
-
-    Args:
-        argv: Arguments without the program name. Defaults to `None`
-            (`sys.argv[1:]`).
-        prog: Program name shown in `--help`. Defaults to the module's.
-    """
-    return common.command_line_main(
-        argv, prog=prog,
-        description="Tune T and α on a source task, transfer them to a "
-                    "target task, and compare with defaults and target tuning.",
-        add_arguments=add_arguments, run_from_args=run_from_args,
-    )
+main = common.make_main(
+    "transfer",
+    "Tune T and α on a source task, transfer them to a "
+    "target task, and compare with defaults and target tuning.",
+    add_arguments,
+    run_from_args,
+)
 
 
 if __name__ == "__main__":
