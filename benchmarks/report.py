@@ -9,11 +9,11 @@ import datetime
 import json
 import math
 import os
-import tempfile
 
 import numpy as np
 
 from benchmarks import schema
+from tfkd import _files
 
 TEACHER = "teacher"
 SCRATCH = "scratch"
@@ -219,8 +219,7 @@ def write_report(results, directory, plot_files=None):
 
     Example:
 
-    >>> import tempfile
-    >>> from benchmarks import report, schema
+    >>>     >>> from benchmarks import report, schema
     >>> directory = tempfile.mkdtemp()
     >>> json_path, md_path = report.write_report(schema.example_results(), directory)
     >>> report.load_results(json_path)["dataset"]
@@ -234,14 +233,14 @@ def write_report(results, directory, plot_files=None):
         schema.validate(plain)
     except ValueError as error:
         invalid_path = os.path.join(directory, "results.invalid.json")
-        _write_atomic(invalid_path, json.dumps(plain, indent=2, default=repr))
+        _files.write_text_atomically(invalid_path, json.dumps(plain, indent=2, default=repr))
         raise ValueError(
             f"Invalid results, saved unvalidated to {invalid_path}: {error}"
         ) from error
     json_path = os.path.join(directory, "results.json")
     markdown_path = os.path.join(directory, "results.md")
-    _write_atomic(json_path, json.dumps(plain, indent=2, allow_nan=False) + "\n")
-    _write_atomic(markdown_path, markdown(plain, plot_files=plot_files))
+    _files.write_text_atomically(json_path, json.dumps(plain, indent=2, allow_nan=False) + "\n")
+    _files.write_text_atomically(markdown_path, markdown(plain, plot_files=plot_files))
     return json_path, markdown_path
 
 
@@ -261,8 +260,7 @@ def load_results(path):
 
     Example:
 
-    >>> import tempfile
-    >>> from benchmarks import report, schema
+    >>>     >>> from benchmarks import report, schema
     >>> json_path, _ = report.write_report(schema.example_results(), tempfile.mkdtemp())
     >>> report.load_results(json_path)["schema_version"]
     1
@@ -643,23 +641,3 @@ def _to_plain(value):
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-def _write_atomic(path, text):
-    directory = os.path.dirname(os.path.abspath(path))
-    handle = tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=directory, prefix=".tmp-", delete=False
-    )
-    try:
-        with handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # NamedTemporaryFile creates the file private (0600); results are
-        # meant to be shared like any other output.
-        os.chmod(handle.name, 0o644)
-        os.replace(handle.name, path)
-    except BaseException:
-        if os.path.exists(handle.name):
-            os.remove(handle.name)
-        raise

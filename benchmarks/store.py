@@ -8,9 +8,10 @@ rerun of the same command loads what is there and does only the rest;
 """
 
 import json
-import os
 import pathlib
 import shutil
+
+from tfkd import _files
 
 
 class ResultStore:
@@ -47,11 +48,7 @@ class ResultStore:
 
     def save(self, key, record):
         """Writes `record` under `key` atomically."""
-        path = self._path(key)
-        temporary = path.with_suffix(f".tmp-{os.getpid()}")
-        with open(temporary, "w") as handle:
-            json.dump(record, handle, indent=1)
-        os.replace(temporary, path)
+        _files.write_json_atomically(self._path(key), record, indent=1)
 
     def model_path(self, arm_id):
         """Where the `.keras` file of `arm_id` lives."""

@@ -21,6 +21,7 @@ import os
 
 import keras
 
+from tfkd import _files
 from tfkd import _validation
 
 #: Appended to a model's path to name its checksum file.
@@ -101,15 +102,6 @@ def _remove_stale_temporaries(filepath):
             pass
 
 
-def _write_json_atomically(path, content):
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w") as file:
-        json.dump(content, file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-
-
 def _verified_digest_or_none(filepath):
     """The digest of the file at `filepath` if it verifies, else None."""
     try:
@@ -162,7 +154,7 @@ def save_model_atomically(model, filepath):
         previous = _verified_digest_or_none(filepath)
         # Commit the checksum first: until the rename below, the file on
         # disk is still the previous one, which `previous_sha256` vouches for.
-        _write_json_atomically(
+        _files.write_json_atomically(
             checksum_path(filepath),
             {"sha256": digest, "previous_sha256": previous},
         )

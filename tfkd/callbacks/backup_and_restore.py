@@ -14,6 +14,7 @@ import os
 
 import keras
 
+from tfkd import _files
 from tfkd import checkpointing
 
 _STATE_FILE = "training_state.json"
@@ -173,7 +174,7 @@ class MidEpochBackupAndRestore(keras.callbacks.BackupAndRestore):
         path = os.path.join(self.backup_dir, name)
         self.model.save_weights(path, overwrite=True)
         checkpointing._fsync_file(path)
-        checkpointing._write_json_atomically(
+        _files.write_json_atomically(
             self._state_path,
             {
                 "epoch": self._current_epoch,

@@ -4,8 +4,8 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 
+from tfkd import _files
 from tfkd.tuning import hypermodel as hypermodel_lib
 
 #: Version of the `tuning.json` layout; bumped on incompatible changes.
@@ -195,25 +195,12 @@ def best_row(rows):
 def write_json_atomic(path, data):
     """Writes `data` as JSON to `path` via a temporary file and `os.replace`.
 
-    A crash mid-write leaves the previous file (or none), never a torn one.
+    A crash mid-write leaves the previous file (or none), never a torn one
+    (see `tfkd._files.write_text_atomically`).
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=directory, prefix=".tmp-", delete=False
+    return _files.write_text_atomically(
+        path, json.dumps(data, indent=1, allow_nan=False) + "\n"
     )
-    try:
-        with handle:
-            json.dump(data, handle, indent=1, allow_nan=False)
-            handle.write("\n")
-        os.chmod(handle.name, 0o644)
-        os.replace(handle.name, path)
-    except BaseException:
-        if os.path.exists(handle.name):
-            os.remove(handle.name)
-        raise
-    return path
 
 
 def _last(trial, name):

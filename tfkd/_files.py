@@ -1,0 +1,72 @@
+"""Writing files so that a crash never leaves a torn one.
+
+Every text and JSON file tfkd and its benchmarks write for later reading
+(reports, resumable partial results, tuning results, checksum files) goes
+through `write_text_atomically`: the content is written to a temporary file
+in the same directory, flushed to disk and moved over the target with
+`os.replace`, which is atomic on POSIX and Windows. The target therefore
+holds the old content or the new, never half of one.
+"""
+
+import json
+import os
+import tempfile
+
+
+def write_text_atomically(path, text):
+    """Writes `text` (UTF-8) to `path`, atomically.
+
+    The directory is created if needed. The file is readable by everyone
+    (mode 0644), like any other output; the temporary file is removed if
+    anything fails.
+
+    Args:
+        path: Target path (str or path-like).
+        text: The whole content, a str.
+
+    Returns:
+        `path`, as a str.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "a", "note.txt")
+    >>> write_text_atomically(path, "hello\\n") == path
+    True
+    >>> open(path).read()
+    'hello\\n'
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(
+        "w", encoding="utf-8", dir=directory, prefix=".tmp-", delete=False
+    )
+    try:
+        with handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # NamedTemporaryFile creates the file private (0600).
+        os.chmod(handle.name, 0o644)
+        os.replace(handle.name, path)
+    except BaseException:
+        if os.path.exists(handle.name):
+            os.remove(handle.name)
+        raise
+    return path
+
+
+def write_json_atomically(path, data, **dumps_kwargs):
+    """Writes `data` as JSON to `path`, atomically (`write_text_atomically`).
+
+    Args:
+        path: Target path.
+        data: A JSON-serializable object.
+        **dumps_kwargs: Passed to `json.dumps` (e.g. `indent=1`,
+            `allow_nan=False`).
+
+    Returns:
+        `path`, as a str.
+    """
+    return write_text_atomically(path, json.dumps(data, **dumps_kwargs))
