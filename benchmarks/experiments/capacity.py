@@ -26,7 +26,6 @@ import numpy as np
 
 from benchmarks import measure
 from benchmarks import report
-from benchmarks import store as store_lib
 from benchmarks.experiments import common
 from tfkd import _validation
 
@@ -160,18 +159,9 @@ def run(
     if widths is not None:
         changes["widths"] = _check_widths(widths)
     preset = dataclasses.replace(preset, **changes)
-    output = common.default_output("capacity", preset.name, [dataset]) \
-        if output is None else output
-    store = store_lib.ResultStore(output, fresh=fresh)
-    log(f"capacity: {dataset}, preset {preset.name}, output {output}")
-
-    data = common.load_data(
-        dataset,
-        batch_size=preset.batch_size,
-        train_examples=preset.train_examples,
-        validation_fraction=preset.validation_fraction,
-    )
-    test = common.arrays(data.test, preset.test_examples)
+    store = common.open_store("capacity", preset.name, [dataset], output,
+                              fresh, log, dataset)
+    data, test = common.load_preset_data(dataset, preset)
     teacher, teacher_record = common.teacher(
         data, width=preset.teacher_width, epochs=preset.teacher_epochs,
         learning_rate=preset.learning_rate, store=store, key="teacher",

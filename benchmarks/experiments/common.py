@@ -10,18 +10,19 @@ import dataclasses
 import datetime
 import os
 import pathlib
-import tempfile
 import time
 
 import keras
 import numpy as np
 
 import tfkd
+from tfkd import _files
 from benchmarks import environment
 from benchmarks import measure
 from benchmarks import models
 from benchmarks import plots
 from benchmarks import report
+from benchmarks import store as store_lib
 from tfkd.tuning import memory_cache
 
 #: Where `benchmarks/results/<name>` directories live.
@@ -54,6 +55,52 @@ def default_output(experiment, preset_name, datasets=()):
     """
     names = list(datasets) if any(n != OFFLINE_DATASET for n in datasets) else []
     return RESULTS_DIR / "-".join([experiment, *names, preset_name])
+
+
+def open_store(experiment, preset_name, datasets, output, fresh, log,
+               description):
+    """The run's `ResultStore`, under `output` or the default directory.
+
+    Args:
+        experiment: The experiment's name (`default_output`'s first part).
+        preset_name: The preset's name.
+        datasets: The dataset names of the run (`default_output`).
+        output: Output directory, or `None` for `default_output`.
+        fresh: Passed to `ResultStore`: forget an earlier run's pieces.
+        log: Where the run's first progress line goes.
+        description: What that line says about the data.
+
+    Returns:
+        A `benchmarks.store.ResultStore`.
+    """
+    if output is None:
+        output = default_output(experiment, preset_name, datasets)
+    store = store_lib.ResultStore(output, fresh=fresh)
+    log(f"{experiment}: {description}, preset {preset_name}, output {output}")
+    return store
+
+
+def load_preset_data(name, preset, seed=0):
+    """`load_data` sized by a preset, and its test split as arrays.
+
+    Args:
+        name: The dataset name.
+        preset: A preset with `batch_size`, `train_examples`,
+            `validation_fraction` and `test_examples`.
+        seed: Seed of the split and the subset. Defaults to `0`.
+
+    Returns:
+        `(data, (x_test, y_test))`: the `tfkd.data.ImageDataset` and its
+        first `preset.test_examples` test examples (all if `None`).
+    """
+    data = load_data(
+        name,
+        batch_size=preset.batch_size,
+        train_examples=preset.train_examples,
+        validation_fraction=preset.validation_fraction,
+        seed=seed,
+    )
+    return data, arrays(data.test, preset.test_examples)
 
 
 def load_data(name, *, batch_size, train_examples, validation_fraction, seed=0):
@@ -322,8 +369,8 @@ def write_outputs(results, markdown_text, directory):
     directory.mkdir(parents=True, exist_ok=True)
     json_path = directory / "results.json"
     markdown_path = directory / "results.md"
-    _write_atomic(json_path, json.dumps(results, indent=1, allow_nan=False) + "\n")
-    _write_atomic(markdown_path, markdown_text)
+    _files.write_text_atomically(json_path, json.dumps(results, indent=1, allow_nan=False) + "\n")
+    _files.write_text_atomically(markdown_path, markdown_text)
     return json_path, markdown_path
 
 
@@ -411,22 +458,6 @@ def make_main(experiment, description, add_arguments, run_from_args):
         "code.\n\n    See `benchmarks.experiments.common.make_main`.\n    "
     )
     return main
-
-
-def _write_atomic(path, text):
-    handle = tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=os.path.dirname(os.path.abspath(path)),
-        prefix=".tmp-", delete=False,
-    )
-    try:
-        with handle:
-            handle.write(text)
-        os.chmod(handle.name, 0o644)
-        os.replace(handle.name, path)
-    except BaseException:
-        if os.path.exists(handle.name):
-            os.remove(handle.name)
-        raise
 
 
 def _first_line(error, limit=200):

@@ -42,7 +42,6 @@ import tfkd
 from benchmarks import measure
 from benchmarks import models
 from benchmarks import report
-from benchmarks import store as store_lib
 from benchmarks.experiments import common
 
 #: The families whose training fits a 2-core CPU budget (about 20-100 s per
@@ -202,19 +201,9 @@ def run(
         preset = dataclasses.replace(preset, families=_check_families(families))
     else:
         _check_families(preset.families)
-    output = common.default_output("teachers", preset.name, [dataset]) \
-        if output is None else output
-    store = store_lib.ResultStore(output, fresh=fresh)
-    log(f"teachers: {dataset}, preset {preset.name}, output {output}")
-
-    data = common.load_data(
-        dataset,
-        batch_size=preset.batch_size,
-        train_examples=preset.train_examples,
-        validation_fraction=preset.validation_fraction,
-        seed=preset.seed,
-    )
-    test = common.arrays(data.test, preset.test_examples)
+    store = common.open_store("teachers", preset.name, [dataset], output,
+                              fresh, log, dataset)
+    data, test = common.load_preset_data(dataset, preset, seed=preset.seed)
     row_ids = list(preset.families) + ([REFERENCE] if preset.reference else [])
     trained = {}
     rows = []

@@ -39,7 +39,6 @@ import numpy as np
 
 from benchmarks import measure
 from benchmarks import report
-from benchmarks import store as store_lib
 from benchmarks.experiments import common
 from tfkd import tuning
 
@@ -197,11 +196,9 @@ def run(
             and what to do offline).
     """
     preset = common.get_preset(PRESETS, preset)
-    output = common.default_output("transfer", preset.name, [source, target]) \
-        if output is None else output
-    store = store_lib.ResultStore(output, fresh=fresh)
-    log(f"transfer: source {source}, target {target}, preset {preset.name}, "
-        f"output {output}")
+    store = common.open_store("transfer", preset.name, [source, target],
+                              output, fresh, log,
+                              f"source {source}, target {target}")
     names = {"source": source, "target": target}
     examples = {"source": preset.source_train_examples,
                 "target": preset.target_train_examples}
