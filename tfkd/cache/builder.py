@@ -241,17 +241,20 @@ def build(
     dataset,
     path,
     *,
-    dtype="float16",
-    top_k=None,
-    top_k_temperature=1.0,
-    teacher_outputs="auto",
-    input_dtype="auto",
-    views=1,
-    augmentation=None,
-    overwrite=False,
-    verbose=1,
+    dtype,
+    top_k,
+    top_k_temperature,
+    teacher_outputs,
+    input_dtype,
+    views,
+    augmentation,
+    overwrite,
+    verbose,
 ):
     """Builds a cache at `path`; arguments as `TeacherCache.build`.
+
+    No defaults here: `TeacherCache.build` holds them and passes every
+    argument, so they cannot drift apart.
 
     The arguments are validated by `TeacherCache.build`; this function
     checks the data as it streams.
@@ -371,9 +374,8 @@ def build(
             },
             "data": {"fingerprint": data_fingerprint.hexdigest()},
             "inputs": codec.get_config(),
-            "augmentation": _augmentation_entry(
-                augmentation if views > 1 else None
-            ),
+            # `TeacherCache.build` refuses an augmentation with views=1.
+            "augmentation": _augmentation_entry(augmentation),
             "arrays": arrays,
         }
         format_lib.write_metadata(partial, metadata)

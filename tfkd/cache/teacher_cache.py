@@ -427,18 +427,7 @@ class TeacherCache:
                 )
         if dataset is not None:
             _check_dataset(dataset)
-            progbar = (
-                keras.utils.Progbar(
-                    target=(
-                        None
-                        if int(dataset.cardinality()) < 0
-                        else int(dataset.cardinality())
-                    ),
-                    unit_name="batch",
-                )
-                if verbose
-                else None
-            )
+            progbar = builder._progbar(dataset, 1 if verbose else 0)
             current = fingerprint.dataset_fingerprint(
                 _numpy_batches(dataset), progbar
             )
@@ -588,11 +577,9 @@ class TeacherCache:
     @property
     def nbytes(self):
         """Bytes of all array files (the metadata's few KB excluded)."""
-        return int(
-            sum(
-                int(np.prod(spec["shape"])) * np.dtype(spec["dtype"]).itemsize
-                for spec in self._metadata["arrays"].values()
-            )
+        return sum(
+            format_lib._expected_bytes(spec)
+            for spec in self._metadata["arrays"].values()
         )
 
     def __len__(self):

@@ -75,11 +75,7 @@ class StudentCheckpoint(keras.callbacks.Callback):
 
     def __init__(self, filepath, monitor=None, mode="auto"):
         super().__init__()
-        filepath = os.fspath(filepath)
-        if not filepath.endswith(".keras"):
-            raise _validation.invalid_value(
-                "filepath", "a path ending in '.keras'", filepath
-            )
+        filepath = checkpointing._check_keras_path(filepath)
         _validation.check_choice("mode", mode, ("auto", "min", "max"))
         self.filepath = filepath
         self.monitor = monitor
