@@ -324,17 +324,9 @@ class Distiller(keras.Model):
         )
 
         with tf.GradientTape() as tape:
-            # One forward pass gives the logits and every requested layer.
-            student_logits, student_features = self._student_view(
-                x, training=True
-            )
-            total, hard, soft, terms = self._loss_terms(
-                labels,
-                student_logits,
-                teacher_logits,
-                sample_weight,
-                student_features=student_features,
-                teacher_features=teacher_features,
+            student_logits, (total, hard, soft, terms) = self._student_losses(
+                x, labels, teacher_logits, teacher_features, sample_weight,
+                training=True,
             )
             # Each replica's gradient is summed across replicas, so each
             # replica's loss (extra terms included) carries 1 / replicas of
@@ -354,16 +346,9 @@ class Distiller(keras.Model):
         teacher_logits, teacher_features = self._run_teacher(
             x, cached_logits, training=False
         )
-        student_logits, student_features = self._student_view(
-            x, training=False
-        )
-        total, hard, soft, terms = self._loss_terms(
-            labels,
-            student_logits,
-            teacher_logits,
-            sample_weight,
-            student_features=student_features,
-            teacher_features=teacher_features,
+        student_logits, (total, hard, soft, terms) = self._student_losses(
+            x, labels, teacher_logits, teacher_features, sample_weight,
+            training=False,
         )
         return self._update_metrics(
             x, labels, student_logits, sample_weight, total, hard, soft, terms
@@ -418,9 +403,7 @@ class Distiller(keras.Model):
         run at all.
         """
         view = self._teacher_view
-        if view is None or (
-            cached_logits is not None and not view.is_multi_output
-        ):
+        if view is None or not view.is_multi_output:
             return self.teacher_logits(x, cached_logits, training), {}
         outputs, features = view(x, training=False)
         if cached_logits is not None:
@@ -464,14 +447,32 @@ class Distiller(keras.Model):
             )
             term.build(teacher_shape, student_shape)
 
+    def _student_losses(
+        self, x, labels, teacher_logits, teacher_features, sample_weight,
+        training,
+    ):
+        """Runs the student on `x`; returns its logits and `_loss_terms`."""
+        # One forward pass gives the logits and every requested layer.
+        student_logits, student_features = self._student_view(
+            x, training=training
+        )
+        return student_logits, self._loss_terms(
+            labels,
+            student_logits,
+            teacher_logits,
+            sample_weight,
+            student_features,
+            teacher_features,
+        )
+
     def _loss_terms(
         self,
         labels,
         student_logits,
         teacher_logits,
         sample_weight,
-        student_features=None,
-        teacher_features=None,
+        student_features,
+        teacher_features,
     ):
         """Returns the per-replica mean `(total, hard, soft, terms)` losses.
 
@@ -496,8 +497,6 @@ class Distiller(keras.Model):
             return hard, hard, None, {}
         soft = ops.sum(soft) / batch_size
         total = self.alpha * hard + (1.0 - self.alpha) * soft
-        student_features = student_features or {}
-        teacher_features = teacher_features or {}
         terms = {}
         for term in self.extra_losses:
             value = term(
