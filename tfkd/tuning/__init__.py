@@ -7,8 +7,9 @@
 >>> distiller = tfkd.Distiller(teacher=teacher, student=build_student(),
 ...                            **result.distiller_kwargs())  # doctest: +SKIP
 
-A keras-tuner search (Bayesian optimization by default) whose objective is
-the distilled student's validation accuracy, with a trial and time budget,
+A keras-tuner search (random by default, Bayesian optimization with
+`tuner="bayesian"`) whose objective is the distilled student's validation
+accuracy, with a trial and time budget,
 resumable from its directory; the best values and every trial are written
 to `tuning.json`, with a T x α heatmap.
 

@@ -53,6 +53,24 @@ def check_range(argument, value, low_limit, high_limit, log=False):
     return low, high
 
 
+
+def check_student_builder(student_builder):
+    """Raises `TypeError` unless `student_builder` makes new students.
+
+    Args:
+        student_builder: What the caller passed: it must be callable and not
+            itself a `keras.Model` (every trial needs a fresh student).
+    """
+    if not callable(student_builder) or isinstance(
+        student_builder, keras.Model
+    ):
+        raise _validation.invalid_type(
+            "student_builder",
+            "a function returning a new student `keras.Model` (not a "
+            "model: every trial needs a fresh one)",
+            student_builder,
+        )
+
 class DistillationHyperModel(keras_tuner.HyperModel):
     """Builds one compiled `tfkd.Distiller` per keras-tuner trial.
 
@@ -90,10 +108,10 @@ class DistillationHyperModel(keras_tuner.HyperModel):
             Defaults to `None`.
 
     Raises:
-        TypeError: if `student_builder` is not callable or an argument has
-            the wrong type.
-        ValueError: for an empty or out-of-range range, or a learning rate
-            <= 0.
+        TypeError: if `student_builder` is not callable, `teacher` is not
+            a Keras model, or a range is not a pair of numbers.
+        ValueError: for an empty or out-of-range range, or a
+            `learning_rate` that is not a finite float > 0 (any type).
 
     Example:
 
@@ -118,15 +136,7 @@ class DistillationHyperModel(keras_tuner.HyperModel):
         learning_rate_range=None,
         initial_weights=None,
     ):
-        if not callable(student_builder) or isinstance(
-            student_builder, keras.Model
-        ):
-            raise _validation.invalid_type(
-                "student_builder",
-                "a function returning a new student `keras.Model` (not a "
-                "model: every trial needs a fresh one)",
-                student_builder,
-            )
+        check_student_builder(student_builder)
         _validation.check_keras_model("teacher", teacher, allow_none=True)
         super().__init__(name="distillation")
         self.student_builder = student_builder
@@ -181,6 +191,3 @@ class DistillationHyperModel(keras_tuner.HyperModel):
         )
         return distiller
 
-    def fit(self, hp, model, *args, **kwargs):
-        """Returns `model.fit(*args, **kwargs)` (keras-tuner's default)."""
-        return model.fit(*args, **kwargs)

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from tfkd import _validation
 from tfkd import teacher_outputs as teacher_outputs_lib
+from tfkd.cache import builder as cache_builder
 
 
 class TeacherLogitsInMemory:
@@ -103,9 +104,7 @@ class TeacherLogitsInMemory:
             teacher_outputs_lib.TEACHER_OUTPUT_KINDS,
         )
         # One traced inference function instead of eager calls per batch.
-        infer = tf.function(
-            lambda x: teacher(x, training=False), reduce_retracing=True
-        )
+        infer = cache_builder._predict_function(teacher)
         inputs, labels, logits = [], [], []
         kind = None if teacher_outputs == "auto" else teacher_outputs
         batch_size = None

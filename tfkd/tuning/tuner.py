@@ -312,15 +312,7 @@ def search(
     import tensorflow as tf
 
     _validation.check_keras_model("teacher", teacher)
-    if not callable(student_builder) or isinstance(
-        student_builder, keras.Model
-    ):
-        raise _validation.invalid_type(
-            "student_builder",
-            "a function returning a new student `keras.Model` (not a model: "
-            "every trial needs a fresh one)",
-            student_builder,
-        )
+    hypermodel_lib.check_student_builder(student_builder)
     for name, value in (("train_ds", train_ds), ("val_ds", val_ds)):
         if not isinstance(value, tf.data.Dataset):
             raise _validation.invalid_type(
