@@ -31,6 +31,15 @@ def _is_real_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def check_non_negative(argument, value):
+    """Returns `value` as a float after checking it is finite and >= 0."""
+    if not _is_real_number(value):
+        raise invalid_type(argument, "a float >= 0", value)
+    if not math.isfinite(value) or value < 0:
+        raise invalid_value(argument, "a float >= 0", value)
+    return float(value)
+
+
 def check_temperature(temperature):
     """Returns `temperature` as a float after checking it is finite and > 0."""
     if not _is_real_number(temperature):

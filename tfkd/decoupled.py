@@ -168,7 +168,7 @@ class DecoupledKD(distillation_terms.DistillationTerm):
     ):
         super().__init__(weight=weight, name=name)
         self.temperature = _validation.check_temperature(temperature)
-        check = distillation_terms.check_non_negative
+        check = _validation.check_non_negative
         self.target_weight = check("target_weight", target_weight)
         self.non_target_weight = check("non_target_weight", non_target_weight)
 

@@ -20,22 +20,11 @@ never sees them. Every term computes in float32, also under mixed
 precision: its inputs are cast on the way in.
 """
 
-import math
-import numbers
 
 import keras
 from keras import ops
 
 from tfkd import _validation
-
-
-def check_non_negative(argument, value):
-    """Returns `value` as a float after checking it is finite and >= 0."""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise _validation.invalid_type(argument, "a float >= 0", value)
-    if not math.isfinite(value) or value < 0:
-        raise _validation.invalid_value(argument, "a float >= 0", value)
-    return float(value)
 
 
 def check_layer_name(argument, name):
@@ -140,7 +129,7 @@ class DistillationTerm(keras.layers.Layer):
         # float32 whatever the global policy: feature norms and pairwise
         # distances overflow or lose all precision in float16.
         super().__init__(name=name or self.default_name, dtype="float32")
-        self.weight = check_non_negative("weight", weight)
+        self.weight = _validation.check_non_negative("weight", weight)
         self.teacher_layer = check_layer_name("teacher_layer", teacher_layer)
         self.student_layer = check_layer_name("student_layer", student_layer)
 

@@ -115,8 +115,13 @@ def attention_transfer_loss(teacher_features, student_features, p=2.0):
     return 0.5 * ops.mean(ops.square(difference), axis=-1)
 
 
-def _known_differ(a, b):
-    return a is not None and b is not None and a != b
+def _spatial_mismatch(teacher_shape, student_shape):
+    """Whether two `(batch, ..., channels)` shapes differ in rank or in a
+    known spatial size (`None` sizes match anything)."""
+    return len(teacher_shape) != len(student_shape) or any(
+        a is not None and b is not None and a != b
+        for a, b in zip(teacher_shape[1:-1], student_shape[1:-1])
+    )
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -195,10 +200,7 @@ class FitNetHint(distillation_terms.DistillationTerm):
     def build(self, teacher_features_shape, student_features_shape):
         teacher_shape = tuple(teacher_features_shape)
         student_shape = tuple(student_features_shape)
-        if len(teacher_shape) != len(student_shape) or any(
-            _known_differ(a, b)
-            for a, b in zip(teacher_shape[1:-1], student_shape[1:-1])
-        ):
+        if _spatial_mismatch(teacher_shape, student_shape):
             raise ValueError(
                 f"Invalid layers for `{self.name}`. Expected a teacher and a "
                 "student feature map of the same rank and spatial size (the "
@@ -308,13 +310,8 @@ class AttentionTransfer(distillation_terms.DistillationTerm):
     def build(self, teacher_features_shape, student_features_shape):
         teacher_shape = tuple(teacher_features_shape)
         student_shape = tuple(student_features_shape)
-        if (
-            len(teacher_shape) < 3
-            or len(teacher_shape) != len(student_shape)
-            or any(
-                _known_differ(a, b)
-                for a, b in zip(teacher_shape[1:-1], student_shape[1:-1])
-            )
+        if len(teacher_shape) < 3 or _spatial_mismatch(
+            teacher_shape, student_shape
         ):
             raise ValueError(
                 f"Invalid layers for `{self.name}`. Expected channels-last "
