@@ -30,6 +30,8 @@ teacher.save("teacher.keras")
 
 import keras
 
+from tfkd import _validation
+
 
 def _is_softmax_layer(layer):
     if isinstance(layer, keras.layers.Softmax):
@@ -100,10 +102,10 @@ def as_teacher(model, name=None):
             f"Received: model={model!r} of type {type(model).__name__}"
         )
     if not model.built:
-        raise ValueError(
-            "Invalid value for argument `model`. Expected a built model "
-            "(call it on a batch or give it an `Input`). "
-            f"Received: model={model.name!r}"
+        raise _validation.invalid_value(
+            "model",
+            "a built model (call it on a batch or give it an `Input`)",
+            model.name,
         )
     try:
         inputs, outputs = model.inputs, model.outputs

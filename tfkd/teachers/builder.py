@@ -20,6 +20,8 @@ shape `(H, W, C)` with `C` in `{1, 3}`, and outputs logits. Inside, in order:
 
 import keras
 
+from tfkd import _validation
+from . import layer_groups as groups_lib
 from . import layers as teacher_layers
 from . import registry
 from . import weights as weights_lib
@@ -52,10 +54,11 @@ def _validate_input_shape(input_shape):
         and input_shape[-1] in (1, 3)
     )
     if not valid:
-        raise ValueError(
-            "Invalid value for argument `input_shape`. Expected a tuple "
-            "(H, W, C) of positive integers with C = 1 (grayscale) or "
-            f"C = 3 (RGB). Received: input_shape={input_shape!r}"
+        raise _validation.invalid_value(
+            "input_shape",
+            "a tuple (H, W, C) of positive integers with C = 1 (grayscale) "
+            "or C = 3 (RGB)",
+            input_shape,
         )
     return tuple(input_shape)
 
@@ -112,16 +115,18 @@ def resolve_image_size(spec, input_shape, image_size=None):
     ):
         size = tuple(image_size)
     else:
-        raise ValueError(
-            "Invalid value for argument `image_size`. Expected None, 'auto', "
-            "'minimum', 'native', an int or a (height, width) tuple. "
-            f"Received: image_size={image_size!r}"
+        raise _validation.invalid_value(
+            "image_size",
+            "None, 'auto', 'minimum', 'native', an int or a (height, width) "
+            "tuple",
+            image_size,
         )
     if min(size) < spec.min_size:
-        raise ValueError(
-            "Invalid value for argument `image_size`. Expected sides of at "
-            f"least {spec.min_size} (the minimum input size of "
-            f"'{spec.name}'). Received: image_size={image_size!r}"
+        raise _validation.invalid_value(
+            "image_size",
+            f"sides of at least {spec.min_size} (the minimum input size of "
+            f"'{spec.name}')",
+            image_size,
         )
     return size
 
@@ -209,9 +214,10 @@ def build(
         or isinstance(num_classes, bool)
         or num_classes < 2
     ):
-        raise ValueError(
-            "Invalid value for argument `num_classes`. Expected an int >= 2. "
-            f"Received: num_classes={num_classes!r}"
+        raise _validation.invalid_value(
+            "num_classes",
+            "an int >= 2",
+            num_classes,
         )
     input_shape = _validate_input_shape(input_shape)
     weights = weights_lib.validate_weights(weights)
@@ -219,17 +225,19 @@ def build(
     if inference_mode is None:
         inference_mode = weights is not None
     if not isinstance(inference_mode, bool):
-        raise ValueError(
-            "Invalid value for argument `inference_mode`. Expected None, True "
-            f"or False. Received: inference_mode={inference_mode!r}"
+        raise _validation.invalid_value(
+            "inference_mode",
+            "None, True or False",
+            inference_mode,
         )
     batchnorm_momentum = _validate_batchnorm_momentum(batchnorm_momentum)
     if batchnorm_momentum is None and weights is None:
         batchnorm_momentum = FROM_SCRATCH_BATCHNORM_MOMENTUM
     if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ValueError(
-            "Invalid value for argument `dropout`. Expected a float in [0, 1). "
-            f"Received: dropout={dropout!r}"
+        raise _validation.invalid_value(
+            "dropout",
+            "a float in [0, 1)",
+            dropout,
         )
     backbone_kwargs = dict(backbone_kwargs or {})
     reserved = sorted(set(backbone_kwargs) & set(_RESERVED_BACKBONE_KWARGS))
@@ -292,10 +300,10 @@ def _validate_batchnorm_momentum(value):
         or not isinstance(value, (int, float))
         or not 0 <= value < 1
     ):
-        raise ValueError(
-            "Invalid value for argument `batchnorm_momentum`. Expected None, "
-            "'family' or a float in [0, 1). "
-            f"Received: batchnorm_momentum={value!r}"
+        raise _validation.invalid_value(
+            "batchnorm_momentum",
+            "None, 'family' or a float in [0, 1)",
+            value,
         )
     return float(value)
 
@@ -304,7 +312,7 @@ def _set_batchnorm_momentum(backbone, momentum):
     """Sets the momentum of every BatchNormalization layer in `backbone`."""
     if momentum == "family":
         return
-    for layer in backbone._flatten_layers(include_self=False):
+    for layer in groups_lib.all_sublayers(backbone):
         if isinstance(layer, keras.layers.BatchNormalization):
             # Read in `call` and saved by `get_config`, so a `.keras` file
             # keeps it.

@@ -14,6 +14,8 @@ of the optimizer with its own rate (and its own slots).
 import keras
 from keras import ops
 
+from tfkd import _validation
+
 
 def _as_group_paths(groups):
     paths = []
@@ -97,11 +99,11 @@ class DiscriminativeOptimizer(keras.optimizers.Optimizer):
         if isinstance(template, DiscriminativeOptimizer) or isinstance(
             template, keras.optimizers.LossScaleOptimizer
         ):
-            raise ValueError(
-                "Invalid value for argument `optimizer`. Expected a plain "
-                "Keras optimizer (for mixed precision, the "
-                "DiscriminativeOptimizer goes inside the LossScaleOptimizer). "
-                f"Received: optimizer={template!r}"
+            raise _validation.invalid_value(
+                "optimizer",
+                "a plain Keras optimizer (for mixed precision, the "
+                "DiscriminativeOptimizer goes inside the LossScaleOptimizer)",
+                template,
             )
         if template.gradient_accumulation_steps:
             raise ValueError(
@@ -113,18 +115,20 @@ class DiscriminativeOptimizer(keras.optimizers.Optimizer):
         if not isinstance(groups, (list, tuple)) or not groups or not all(
             isinstance(group, (list, tuple)) for group in groups
         ):
-            raise ValueError(
-                "Invalid value for argument `groups`. Expected a non-empty "
-                f"list of lists. Received: groups={groups!r}"
+            raise _validation.invalid_value(
+                "groups",
+                "a non-empty list of lists",
+                groups,
             )
         if (
             not isinstance(factor, (int, float))
             or isinstance(factor, bool)
             or not factor > 0
         ):
-            raise ValueError(
-                "Invalid value for argument `factor`. Expected a float > 0. "
-                f"Received: factor={factor!r}"
+            raise _validation.invalid_value(
+                "factor",
+                "a float > 0",
+                factor,
             )
         # Snapshot now: `build` may run while `fit` traces the train step,
         # where reading the template's variables for its config is impossible.

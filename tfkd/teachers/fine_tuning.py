@@ -13,6 +13,7 @@ import warnings
 import keras
 import tensorflow as tf
 
+from tfkd import _validation
 from . import discriminative
 from . import layer_groups as groups_lib
 from . import layers as teacher_layers
@@ -272,26 +273,28 @@ def fine_tune(
     ```
     """
     if not isinstance(teacher, keras.Model) or not teacher.built:
-        raise ValueError(
-            "Invalid value for argument `teacher`. Expected a built "
-            f"`keras.Model`. Received: teacher={teacher!r}"
+        raise _validation.invalid_value(
+            "teacher",
+            "a built `keras.Model`",
+            teacher,
         )
     epochs = _validate_pair(epochs, "epochs", _is_count, "ints >= 0")
     learning_rate = _validate_pair(
         learning_rate, "learning_rate", _is_rate, "floats > 0"
     )
     if schedule not in ("stlr", "constant"):
-        raise ValueError(
-            "Invalid value for argument `schedule`. Expected 'stlr' or "
-            f"'constant'. Received: schedule={schedule!r}"
+        raise _validation.invalid_value(
+            "schedule",
+            "'stlr' or 'constant'",
+            schedule,
         )
     if discriminative_factor is not None and not _is_rate(
         discriminative_factor
     ):
-        raise ValueError(
-            "Invalid value for argument `discriminative_factor`. Expected None "
-            "or a float > 0. "
-            f"Received: discriminative_factor={discriminative_factor!r}"
+        raise _validation.invalid_value(
+            "discriminative_factor",
+            "None or a float > 0",
+            discriminative_factor,
         )
     groups = groups_lib.layer_groups(teacher, num_groups=num_groups)
     num_backbone_groups = len(groups) - 1
@@ -302,10 +305,11 @@ def fine_tune(
         or isinstance(unfreeze, bool)
         or not 1 <= unfreeze <= num_backbone_groups
     ):
-        raise ValueError(
-            "Invalid value for argument `unfreeze`. Expected 'all' or an int "
-            f"in [1, {num_backbone_groups}] (the backbone groups of "
-            f"{teacher.name!r}). Received: unfreeze={unfreeze!r}"
+        raise _validation.invalid_value(
+            "unfreeze",
+            f"'all' or an int in [1, {num_backbone_groups}] (the backbone "
+            f"groups of {teacher.name!r})",
+            unfreeze,
         )
     keras.optimizers.get(optimizer)  # fail early on an unknown identifier
     if steps_per_epoch is not None and (
@@ -313,9 +317,10 @@ def fine_tune(
         or isinstance(steps_per_epoch, bool)
         or steps_per_epoch < 1
     ):
-        raise ValueError(
-            "Invalid value for argument `steps_per_epoch`. Expected None or "
-            f"an int >= 1. Received: steps_per_epoch={steps_per_epoch!r}"
+        raise _validation.invalid_value(
+            "steps_per_epoch",
+            "None or an int >= 1",
+            steps_per_epoch,
         )
     from_scratch = _built_from_scratch(teacher)
     if from_scratch:

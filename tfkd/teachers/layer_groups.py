@@ -14,6 +14,7 @@ layer staying with the layer before it.
 import keras
 import numpy as np
 
+from tfkd import _validation
 from . import layers as teacher_layers
 from . import registry
 
@@ -222,9 +223,10 @@ def layer_groups(model, num_groups=None, family=None):
 'conv3_block1_1_conv', 'conv2_block1_1_conv', 'conv1_conv']
     """
     if not isinstance(model, keras.Model) or not model.built:
-        raise ValueError(
-            "Invalid value for argument `model`. Expected a built "
-            f"`keras.Model`. Received: model={model!r}"
+        raise _validation.invalid_value(
+            "model",
+            "a built `keras.Model`",
+            model,
         )
     position, backbone = _backbone_position(model)
     if backbone is not None:
@@ -248,10 +250,11 @@ def layer_groups(model, num_groups=None, family=None):
         head = weighted[-1:]
         stages = _generic_units(weighted[:-1])
     if not head or not stages:
-        raise ValueError(
-            "Invalid value for argument `model`. Expected a model with a head "
-            "and at least one more layer with trainable weights. "
-            f"Received: model={model.name!r}"
+        raise _validation.invalid_value(
+            "model",
+            "a model with a head and at least one more layer with trainable "
+            "weights",
+            model.name,
         )
     stages = stages[::-1]  # top first
     if num_groups is None:
@@ -261,10 +264,10 @@ def layer_groups(model, num_groups=None, family=None):
         or isinstance(num_groups, bool)
         or not 2 <= num_groups <= len(stages) + 1
     ):
-        raise ValueError(
-            "Invalid value for argument `num_groups`. Expected None or an int "
-            f"in [2, {len(stages) + 1}] for model {model.name!r} "
-            f"(the head plus {len(stages)} stages). "
-            f"Received: num_groups={num_groups!r}"
+        raise _validation.invalid_value(
+            "num_groups",
+            f"None or an int in [2, {len(stages) + 1}] for model "
+            f"{model.name!r} (the head plus {len(stages)} stages)",
+            num_groups,
         )
     return [head] + _split_evenly(stages, num_groups - 1)

@@ -5,6 +5,8 @@ import math
 import keras
 from keras import ops
 
+from tfkd import _validation
+
 
 @keras.saving.register_keras_serializable(package="tfkd")
 class SlantedTriangularLR(keras.optimizers.schedules.LearningRateSchedule):
@@ -64,28 +66,32 @@ class SlantedTriangularLR(keras.optimizers.schedules.LearningRateSchedule):
             or isinstance(max_learning_rate, bool)
             or not max_learning_rate > 0
         ):
-            raise ValueError(
-                "Invalid value for argument `max_learning_rate`. Expected a "
-                f"float > 0. Received: max_learning_rate={max_learning_rate!r}"
+            raise _validation.invalid_value(
+                "max_learning_rate",
+                "a float > 0",
+                max_learning_rate,
             )
         if (
             not isinstance(total_steps, int)
             or isinstance(total_steps, bool)
             or total_steps < 1
         ):
-            raise ValueError(
-                "Invalid value for argument `total_steps`. Expected an int "
-                f">= 1. Received: total_steps={total_steps!r}"
+            raise _validation.invalid_value(
+                "total_steps",
+                "an int >= 1",
+                total_steps,
             )
         if not isinstance(cut_frac, (int, float)) or not 0 < cut_frac < 1:
-            raise ValueError(
-                "Invalid value for argument `cut_frac`. Expected a float in "
-                f"(0, 1). Received: cut_frac={cut_frac!r}"
+            raise _validation.invalid_value(
+                "cut_frac",
+                "a float in (0, 1)",
+                cut_frac,
             )
         if not isinstance(ratio, (int, float)) or not ratio >= 1:
-            raise ValueError(
-                "Invalid value for argument `ratio`. Expected a float >= 1. "
-                f"Received: ratio={ratio!r}"
+            raise _validation.invalid_value(
+                "ratio",
+                "a float >= 1",
+                ratio,
             )
         self.max_learning_rate = float(max_learning_rate)
         self.total_steps = total_steps

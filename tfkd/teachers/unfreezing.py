@@ -8,6 +8,7 @@ gradients are still large and random.
 
 import keras
 
+from tfkd import _validation
 from . import layer_groups as groups_lib
 
 
@@ -51,22 +52,24 @@ def set_trainable_groups(model, groups, num_trainable, train_batchnorm=False):
         or isinstance(num_trainable, bool)
         or not 0 <= num_trainable <= len(groups)
     ):
-        raise ValueError(
-            "Invalid value for argument `num_trainable`. Expected an int in "
-            f"[0, {len(groups)}]. Received: num_trainable={num_trainable!r}"
+        raise _validation.invalid_value(
+            "num_trainable",
+            f"an int in [0, {len(groups)}]",
+            num_trainable,
         )
     # In Keras 3 a frozen container hides all its layers' weights: open every
     # container (this propagates down), close every layer that owns weights,
     # then reopen the chosen groups (this propagates into nested layers).
     model.trainable = True
-    for layer in groups_lib.all_sublayers(model):
+    layers = groups_lib.all_sublayers(model)
+    for layer in layers:
         if getattr(layer, "_trainable_variables", None):
             layer.trainable = False
     for group in groups[:num_trainable]:
         for layer in group:
             layer.trainable = True
     if not train_batchnorm:
-        for layer in groups_lib.all_sublayers(model):
+        for layer in layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
 
@@ -122,28 +125,30 @@ class GradualUnfreezing(keras.callbacks.Callback):
         super().__init__()
         groups = [list(group) for group in groups]
         if not groups:
-            raise ValueError(
-                "Invalid value for argument `groups`. Expected a non-empty "
-                f"list of layer groups. Received: groups={groups!r}"
+            raise _validation.invalid_value(
+                "groups",
+                "a non-empty list of layer groups",
+                groups,
             )
         if (
             not isinstance(initial_groups, int)
             or isinstance(initial_groups, bool)
             or not 1 <= initial_groups <= len(groups)
         ):
-            raise ValueError(
-                "Invalid value for argument `initial_groups`. Expected an int "
-                f"in [1, {len(groups)}]. "
-                f"Received: initial_groups={initial_groups!r}"
+            raise _validation.invalid_value(
+                "initial_groups",
+                f"an int in [1, {len(groups)}]",
+                initial_groups,
             )
         if (
             not isinstance(epochs_per_group, int)
             or isinstance(epochs_per_group, bool)
             or epochs_per_group < 1
         ):
-            raise ValueError(
-                "Invalid value for argument `epochs_per_group`. Expected an "
-                f"int >= 1. Received: epochs_per_group={epochs_per_group!r}"
+            raise _validation.invalid_value(
+                "epochs_per_group",
+                "an int >= 1",
+                epochs_per_group,
             )
         self.groups = groups
         self.initial_groups = initial_groups

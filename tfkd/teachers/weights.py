@@ -10,6 +10,8 @@ import os
 import re
 import urllib.error
 
+from tfkd import _validation
+
 # Suffixes `keras.Model.load_weights` understands: `.weights.h5` (Keras 3),
 # legacy `.h5`/`.hdf5` (the files keras.applications downloads) and `.keras`.
 WEIGHTS_SUFFIXES = (".h5", ".hdf5", ".keras")
@@ -65,16 +67,18 @@ def validate_weights(weights):
         )
     path = os.fspath(weights)
     if not path.endswith(WEIGHTS_SUFFIXES):
-        raise ValueError(
-            "Invalid value for argument `weights`. Expected None, 'imagenet' "
-            f"or a path ending in one of {list(WEIGHTS_SUFFIXES)}. "
-            f"Received: weights={path!r}"
+        raise _validation.invalid_value(
+            "weights",
+            "None, 'imagenet' or a path ending in one of "
+            f"{list(WEIGHTS_SUFFIXES)}",
+            path,
         )
     if not os.path.isfile(path):
-        raise ValueError(
-            "Invalid value for argument `weights`. Expected None, 'imagenet' "
-            f"or the path of an existing file. No file exists at "
-            f"{path!r}. Received: weights={path!r}"
+        raise _validation.invalid_value(
+            "weights",
+            "None, 'imagenet' or the path of an existing file. No file "
+            f"exists at {path!r}",
+            path,
         )
     return path
 
