@@ -20,6 +20,7 @@ T and α; only the training method differs:
 import keras
 
 import tfkd
+from tfkd import _validation
 
 STUDENT_ARMS = (
     "scratch",
@@ -102,7 +103,8 @@ def trainer(arm_id, student, teacher, preset):
         )
         distiller.compile(_optimizer(preset), loss=_cross_entropy(), metrics=["accuracy"])
         return distiller
-    raise ValueError(
-        f"Invalid value for argument `arm_id`. Expected one of {STUDENT_ARMS}. "
-        f"Received: arm_id={arm_id!r}"
+    raise _validation.invalid_value(
+        "arm_id",
+        f"one of {STUDENT_ARMS}",
+        arm_id,
     )

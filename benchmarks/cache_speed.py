@@ -42,6 +42,7 @@ import tensorflow as tf
 import keras
 
 import tfkd
+from tfkd import _validation
 from tfkd import data
 from tfkd.cache import TeacherCache
 
@@ -251,9 +252,10 @@ def run(preset="default", workdir=None, verbose=1, **overrides):
         the bytes per example.
     """
     if preset not in PRESETS:
-        raise ValueError(
-            f"Invalid value for argument `preset`. Expected one of "
-            f"{sorted(PRESETS)}. Received: preset={preset!r}"
+        raise _validation.invalid_value(
+            "preset",
+            f"one of {sorted(PRESETS)}",
+            preset,
         )
     config = dict(PRESETS[preset], **overrides)
     log = print if verbose else (lambda *args, **kwargs: None)

@@ -50,6 +50,7 @@ from benchmarks import environment
 from benchmarks import interleave
 from benchmarks import measure
 from benchmarks import models
+from tfkd import _validation
 from tfkd import data as data_lib
 from tfkd.decoupled import DecoupledKD
 from tfkd.feature_losses import AttentionTransfer, FitNetHint
@@ -182,9 +183,10 @@ def _cross_entropy():
 def build_trainer(arm_id, teacher, student, preset):
     """The compiled model whose `fit` trains `student` for `arm_id`."""
     if arm_id not in ARMS:
-        raise ValueError(
-            f"Invalid value for argument `arm_id`. Expected one of {ARMS}. "
-            f"Received: arm_id={arm_id!r}"
+        raise _validation.invalid_value(
+            "arm_id",
+            f"one of {ARMS}",
+            arm_id,
         )
     if arm_id == "scratch":
         student.compile(_optimizer(preset), _cross_entropy(), metrics=["accuracy"])
@@ -228,9 +230,10 @@ def run(preset="quick", arms=ARMS, seed=0, log=print):
     """
     if isinstance(preset, str):
         if preset not in PRESETS:
-            raise ValueError(
-                "Invalid value for argument `preset`. Expected one of "
-                f"{sorted(PRESETS)}. Received: preset={preset!r}"
+            raise _validation.invalid_value(
+                "preset",
+                f"one of {sorted(PRESETS)}",
+                preset,
             )
         preset = PRESETS[preset]
     arms = ("scratch",) + tuple(a for a in arms if a != "scratch")

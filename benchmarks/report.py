@@ -13,7 +13,6 @@ import os
 import numpy as np
 
 from benchmarks import schema
-from tfkd import _files
 
 TEACHER = "teacher"
 SCRATCH = "scratch"
@@ -225,6 +224,10 @@ def write_report(results, directory, plot_files=None):
     >>> report.load_results(json_path)["dataset"]
     'fashion_mnist'
     """
+    # Here, not at the top: reading and rendering results needs no tfkd
+    # (nor TensorFlow, which `import tfkd` loads).
+    from tfkd._files import write_text_atomically as write
+
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     plain = _to_plain(results)
@@ -233,14 +236,14 @@ def write_report(results, directory, plot_files=None):
         schema.validate(plain)
     except ValueError as error:
         invalid_path = os.path.join(directory, "results.invalid.json")
-        _files.write_text_atomically(invalid_path, json.dumps(plain, indent=2, default=repr))
+        write(invalid_path, json.dumps(plain, indent=2, default=repr))
         raise ValueError(
             f"Invalid results, saved unvalidated to {invalid_path}: {error}"
         ) from error
     json_path = os.path.join(directory, "results.json")
     markdown_path = os.path.join(directory, "results.md")
-    _files.write_text_atomically(json_path, json.dumps(plain, indent=2, allow_nan=False) + "\n")
-    _files.write_text_atomically(markdown_path, markdown(plain, plot_files=plot_files))
+    write(json_path, json.dumps(plain, indent=2, allow_nan=False) + "\n")
+    write(markdown_path, markdown(plain, plot_files=plot_files))
     return json_path, markdown_path
 
 

@@ -260,11 +260,12 @@ class Distiller(keras.Model):
             ValueError: if `loss` is given.
         """
         if loss is not None:
-            raise ValueError(
-                "Invalid value for argument `loss`. Expected None: the "
-                "Distiller computes alpha * cross-entropy + (1 - alpha) * "
-                "T^2 * KL itself; set `alpha` and `temperature` on the "
-                f"Distiller instead. Received: loss={loss!r}"
+            raise _validation.invalid_value(
+                "loss",
+                "None: the Distiller computes alpha * cross-entropy + (1 - "
+                "alpha) * T^2 * KL itself; set `alpha` and `temperature` on "
+                "the Distiller instead",
+                loss,
             )
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
 

@@ -419,9 +419,10 @@ def _check_widths(widths):
     if not values or any(
         not isinstance(w, int) or isinstance(w, bool) or w <= 0 for w in values
     ):
-        raise ValueError(
-            "Invalid value for argument `widths`. Expected a non-empty "
-            f"sequence of ints > 0. Received: widths={widths!r}"
+        raise _validation.invalid_value(
+            "widths",
+            "a non-empty sequence of ints > 0",
+            widths,
         )
     return tuple(sorted(set(values)))
 

@@ -17,6 +17,7 @@ import numpy as np
 
 import tfkd
 from tfkd import _files
+from tfkd import _validation
 from benchmarks import environment
 from benchmarks import measure
 from benchmarks import models
@@ -40,9 +41,10 @@ TEACHER_COLOR = "#222222"
 def get_preset(presets, name):
     """Returns `presets[name]`, or raises `ValueError` naming the choices."""
     if name not in presets:
-        raise ValueError(
-            "Invalid value for argument `preset`. Expected one of "
-            f"{sorted(presets)}. Received: preset={name!r}"
+        raise _validation.invalid_value(
+            "preset",
+            f"one of {sorted(presets)}",
+            name,
         )
     return presets[name]
 
@@ -284,9 +286,10 @@ def train_student(arm, build, initial_weights, *, data, cache, epochs,
         trainer.compile(optimizer, metrics=["accuracy"])
         train_data = cache.dataset(seed=seed)
     else:
-        raise ValueError(
-            "Invalid value for argument `arm`. Expected 'scratch' or "
-            f"'distilled'. Received: arm={arm!r}"
+        raise _validation.invalid_value(
+            "arm",
+            "'scratch' or 'distilled'",
+            arm,
         )
     start = time.perf_counter()
     trainer.fit(train_data, epochs=epochs, verbose=0)

@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfkd
+from tfkd import _validation
 from benchmarks import measure
 from benchmarks import models
 from benchmarks import report
@@ -621,9 +622,10 @@ def plot_teachers(results, path):
 def _check_families(families):
     values = tuple(families)
     if not values or not all(isinstance(name, str) for name in values):
-        raise ValueError(
-            "Invalid value for argument `families`. Expected a non-empty "
-            f"sequence of family names. Received: families={families!r}"
+        raise _validation.invalid_value(
+            "families",
+            "a non-empty sequence of family names",
+            families,
         )
     # Raises the registry's ValueError, which lists the valid names.
     return tuple(tfkd.teachers.get_family(name).name for name in values)
