@@ -198,10 +198,9 @@ def run(
             how to supply a local file).
     """
     preset = common.get_preset(PRESETS, preset)
-    if families is not None:
-        preset = dataclasses.replace(preset, families=_check_families(families))
-    else:
-        _check_families(preset.families)
+    preset = dataclasses.replace(preset, families=_check_families(
+        preset.families if families is None else families
+    ))
     store = common.open_store("teachers", preset.name, [dataset], output,
                               fresh, log, dataset)
     data, test = common.load_preset_data(dataset, preset, seed=preset.seed)
