@@ -1,34 +1,57 @@
-# The two commands of README.md. Each creates its own virtual environment
-# (.venv), installs tfkd with what it needs, and makes Fashion-MNIST
-# available offline.
-#   make benchmark   # the main job: the benchmark on offline Fashion-MNIST
-#   make test        # the test suite
-# TF=gpu installs tensorflow[and-cuda] instead of tensorflow-cpu.
+# The commands of README.md. Each creates its own virtual environment,
+# installs tfkd with what it needs, and makes Fashion-MNIST available
+# offline.
+#   make benchmark     # the main job: the benchmark on offline Fashion-MNIST
+#   make test          # the test suite, in both environments below
+#   make test-latest   # ... on the newest Keras and TensorFlow, no AutoKeras
+#   make test-bench    # ... in the benchmark environment (Keras 3.12 + AutoKeras)
+#   make results       # rerun every experiment the README quotes (quick presets)
+# TF=gpu installs tensorflow[and-cuda] instead of tensorflow-cpu, in
+# environments of their own (.venv-*-gpu): the two TensorFlow distributions
+# are one module and never share an environment.
 
 PYTHON ?= python3
-VENV ?= .venv
 TF ?= cpu
 PRESET ?= quick
-PY := $(VENV)/bin/python
+# The newest Keras release tfkd is tested on; the benchmark environment
+# stays on 3.12, the newest AutoKeras 3.0 works with.
+KERAS_LATEST ?= keras>=3.15,<3.16
 
-.PHONY: test benchmark env data clean
+LATEST := .venv-latest-$(TF)
+BENCH := .venv-bench-$(TF)
 
-$(VENV)/.installed-$(TF): setup.cfg pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[$(TF),bench,dev]"
+.PHONY: test test-latest test-bench benchmark results env-latest env-bench data clean
+
+$(LATEST)/.installed: setup.cfg pyproject.toml
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST)/bin/python -m pip install --quiet -e ".[$(TF),bench,dev]" "$(KERAS_LATEST)"
 	touch $@
 
-env: $(VENV)/.installed-$(TF)
+$(BENCH)/.installed: setup.cfg pyproject.toml
+	rm -rf $(BENCH)
+	$(PYTHON) -m venv $(BENCH)
+	$(BENCH)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH)/bin/python -m pip install --quiet -e ".[$(TF),bench,autokeras,dev]"
+	touch $@
+
+env-latest: $(LATEST)/.installed
+env-bench: $(BENCH)/.installed
 
 data:
 	bash scripts/ensure_fashion_mnist.sh
 
-test: env data
-	$(PY) -m pytest tests -ra
+test: test-latest test-bench
 
-benchmark: env data
-	$(PY) -m benchmarks run --dataset fashion_mnist --preset $(PRESET)
+test-latest: env-latest data
+	$(LATEST)/bin/python -m pytest tests -ra
+
+test-bench: env-bench data
+	$(BENCH)/bin/python -m pytest tests -ra
+
+benchmark: env-bench data
+	$(BENCH)/bin/python -m benchmarks run --dataset fashion_mnist --preset $(PRESET)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf .venv-latest-* .venv-bench-* build *.egg-info

@@ -20,7 +20,7 @@ T and α; only the training method differs:
 import keras
 
 import tfkd
-from tfkd import _validation
+from tfkd.utils import validation
 
 STUDENT_ARMS = (
     "scratch",
@@ -103,7 +103,7 @@ def trainer(arm_id, student, teacher, preset):
         )
         distiller.compile(_optimizer(preset), loss=_cross_entropy(), metrics=["accuracy"])
         return distiller
-    raise _validation.invalid_value(
+    raise validation.invalid_value(
         "arm_id",
         f"one of {STUDENT_ARMS}",
         arm_id,

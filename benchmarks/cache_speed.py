@@ -42,7 +42,7 @@ import tensorflow as tf
 import keras
 
 import tfkd
-from tfkd import _validation
+from tfkd.utils import validation
 from tfkd import data
 from tfkd.cache import TeacherCache
 
@@ -252,7 +252,7 @@ def run(preset="default", workdir=None, verbose=1, **overrides):
         the bytes per example.
     """
     if preset not in PRESETS:
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "preset",
             f"one of {sorted(PRESETS)}",
             preset,

@@ -50,11 +50,11 @@ from benchmarks import environment
 from benchmarks import interleave
 from benchmarks import measure
 from benchmarks import models
-from tfkd import _validation
+from tfkd.utils import validation
 from tfkd import data as data_lib
-from tfkd.decoupled import DecoupledKD
-from tfkd.feature_losses import AttentionTransfer, FitNetHint
-from tfkd.relation_losses import RKDAngle, RKDDistance
+from tfkd.terms.decoupled import DecoupledKD
+from tfkd.terms.features import AttentionTransfer, FitNetHint
+from tfkd.terms.relations import RKDAngle, RKDDistance
 
 ARMS = ("scratch", "logit_kd", "fitnets", "attention", "rkd", "dkd")
 
@@ -183,7 +183,7 @@ def _cross_entropy():
 def build_trainer(arm_id, teacher, student, preset):
     """The compiled model whose `fit` trains `student` for `arm_id`."""
     if arm_id not in ARMS:
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "arm_id",
             f"one of {ARMS}",
             arm_id,
@@ -230,7 +230,7 @@ def run(preset="quick", arms=ARMS, seed=0, log=print):
     """
     if isinstance(preset, str):
         if preset not in PRESETS:
-            raise _validation.invalid_value(
+            raise validation.invalid_value(
                 "preset",
                 f"one of {sorted(PRESETS)}",
                 preset,

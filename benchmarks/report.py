@@ -226,7 +226,7 @@ def write_report(results, directory, plot_files=None):
     """
     # Here, not at the top: reading and rendering results needs no tfkd
     # (nor TensorFlow, which `import tfkd` loads).
-    from tfkd._files import write_text_atomically as write
+    from tfkd.utils.files import write_text_atomically as write
 
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)

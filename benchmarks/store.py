@@ -11,7 +11,7 @@ import json
 import pathlib
 import shutil
 
-from tfkd import _files
+from tfkd.utils import files
 
 
 class ResultStore:
@@ -48,7 +48,7 @@ class ResultStore:
 
     def save(self, key, record):
         """Writes `record` under `key` atomically."""
-        _files.write_json_atomically(self._path(key), record, indent=1)
+        files.write_json_atomically(self._path(key), record, indent=1)
 
     def model_path(self, arm_id):
         """Where the `.keras` file of `arm_id` lives."""

@@ -7,7 +7,7 @@ import pytest
 
 from benchmarks import methods
 from benchmarks import models
-from tfkd.feature_losses import AttentionTransfer, FitNetHint
+from tfkd.terms.features import AttentionTransfer, FitNetHint
 
 
 def test_main_writes_json_and_markdown(tmp_path):

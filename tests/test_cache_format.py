@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tfkd.cache import errors
+from tfkd.utils import files
 from tfkd.cache import format as format_lib
 
 
@@ -60,7 +61,7 @@ def test_array_writer_round_trips_chunks_and_hashes_the_file(tmp_path):
     np.testing.assert_array_equal(stored, np.concatenate(chunks))
     with open(path, "rb") as handle:
         assert spec["sha256"] == hashlib.sha256(handle.read()).hexdigest()
-    assert format_lib.file_sha256(path) == spec["sha256"]
+    assert files.sha256_of(path) == spec["sha256"]
 
 
 def test_array_writer_refuses_a_change_of_row_shape(tmp_path):

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import tfkd
 import tfkd.callbacks
-from tfkd import checkpointing
+from tfkd.callbacks import checkpointing
 from tfkd import preflight
 from tfkd.callbacks import collapse_diagnosis
 from tfkd.callbacks import student_checkpoint

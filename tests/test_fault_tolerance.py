@@ -29,7 +29,8 @@ import keras
 import numpy as np
 import pytest
 
-from tfkd import checkpointing
+from tfkd.callbacks import checkpointing
+from tfkd.utils import files
 from tfkd import data
 
 JOB = os.path.join(
@@ -243,7 +244,7 @@ def test_atomic_save_round_trips_and_verifies(tmp_path):
     path = str(tmp_path / "deep" / "student.keras")
     model = small_model(0)
     digest = checkpointing.save_model_atomically(model, path)
-    assert checkpointing.verify(path) == digest == checkpointing.sha256_of(path)
+    assert checkpointing.verify(path) == digest == files.sha256_of(path)
     loaded = checkpointing.load_model_verified(path)
     x = np.ones((2, 4), "float32")
     np.testing.assert_array_equal(loaded(x), model(x))

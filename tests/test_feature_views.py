@@ -7,8 +7,8 @@ import tensorflow as tf
 
 import tfkd
 from tfkd import feature_views
-from tfkd.decoupled import DecoupledKD
-from tfkd.feature_losses import FitNetHint
+from tfkd.terms.decoupled import DecoupledKD
+from tfkd.terms.features import FitNetHint
 
 FEATURES, CLASSES = 6, 4
 

@@ -23,24 +23,38 @@ except ImportError as error:  # pragma: no cover - depends on the install
 
 from tfkd import cache
 from tfkd import callbacks
-from tfkd import checkpointing
 from tfkd import data
 from tfkd import losses
 from tfkd import teachers
-from tfkd import tuning
-from tfkd.born_again import born_again
+from tfkd import terms
 from tfkd.cache import TeacherCache
-from tfkd.decoupled import DecoupledKD
-from tfkd.distillation_terms import DistillationTerm
+from tfkd.callbacks import checkpointing
 from tfkd.distiller import Distiller
-from tfkd.doctor import doctor
-from tfkd.feature_losses import AttentionTransfer
-from tfkd.feature_losses import FitNetHint
+from tfkd.environment_report import doctor
+from tfkd.generations import born_again
 from tfkd.losses import KnowledgeDistillation
 from tfkd.preflight import DistillationWarning
-from tfkd.relation_losses import RKDAngle
-from tfkd.relation_losses import RKDDistance
 from tfkd.teacher_outputs import attach_teacher_logits
+from tfkd.terms import AttentionTransfer
+from tfkd.terms import DecoupledKD
+from tfkd.terms import DistillationTerm
+from tfkd.terms import FitNetHint
+from tfkd.terms import RKDAngle
+from tfkd.terms import RKDDistance
+
+#: Submodules imported on first use, because they need an optional extra.
+_LAZY_SUBMODULES = {"tuning": "tfkd.tuning"}
+
+
+def __getattr__(name):
+    # PEP 562: `tfkd.tuning` imports keras-tuner (and so TensorBoard) only
+    # when a user reaches for it, so `import tfkd` needs neither.
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(_LAZY_SUBMODULES[name])
+    raise AttributeError(f"module 'tfkd' has no attribute {name!r}")
+
 
 __all__ = [
     "AttentionTransfer",
@@ -63,5 +77,6 @@ __all__ = [
     "doctor",
     "losses",
     "teachers",
+    "terms",
     "tuning",
 ]

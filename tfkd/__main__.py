@@ -30,10 +30,9 @@ def main(argv=None):
         help="exit with status 1 when any problem (also a warning) is found",
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    # Imported late so `--help` answers even where TensorFlow is broken;
-    # by module path, since `tfkd.doctor` is also the name of the function.
-    doctor = importlib.import_module("tfkd.doctor")
-    return doctor.main(["--strict"] if args.strict else [])
+    # Imported late so `--help` answers even where TensorFlow is broken.
+    environment_report = importlib.import_module("tfkd.environment_report")
+    return environment_report.main(["--strict"] if args.strict else [])
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from tfkd import _validation
-from tfkd import distillation_terms
+from tfkd.utils import validation
+from tfkd.terms import base as terms_base
 from tfkd import feature_views
 from tfkd import losses
 from tfkd import model_checks
@@ -159,8 +159,8 @@ class Distiller(keras.Model):
         name="distiller",
         **kwargs,
     ):
-        _validation.check_keras_model("student", student)
-        _validation.check_keras_model("teacher", teacher, allow_none=True)
+        validation.check_keras_model("student", student)
+        validation.check_keras_model("teacher", teacher, allow_none=True)
         if teacher is student:
             raise ValueError(
                 "Invalid value for argument `teacher`. Expected a model "
@@ -168,23 +168,23 @@ class Distiller(keras.Model):
                 "trains the teacher too). Received: teacher is student "
                 f"(model {student.name!r})"
             )
-        temperature = _validation.check_temperature(temperature)
-        alpha = _validation.check_alpha(alpha)
-        _validation.check_choice(
+        temperature = validation.check_temperature(temperature)
+        alpha = validation.check_alpha(alpha)
+        validation.check_choice(
             "teacher_outputs",
             teacher_outputs,
             teacher_outputs_lib.TEACHER_OUTPUT_KINDS,
         )
-        teacher_class_indices = _validation.check_class_indices(
+        teacher_class_indices = validation.check_class_indices(
             "teacher_class_indices", teacher_class_indices
         )
         if augmentation is not None and not isinstance(
             augmentation, keras.layers.Layer
         ):
-            raise _validation.invalid_type(
+            raise validation.invalid_type(
                 "augmentation", "a `keras.layers.Layer` or None", augmentation
             )
-        terms = distillation_terms.check_terms(extra_losses)
+        terms = terms_base.check_terms(extra_losses)
         model_checks.check_student_outputs_logits(student)
         if teacher is not None:
             model_checks.check_compatible_inputs(teacher, student)
@@ -260,7 +260,7 @@ class Distiller(keras.Model):
             ValueError: if `loss` is given.
         """
         if loss is not None:
-            raise _validation.invalid_value(
+            raise validation.invalid_value(
                 "loss",
                 "None: the Distiller computes alpha * cross-entropy + (1 - "
                 "alpha) * T^2 * KL itself; set `alpha` and `temperature` on "

@@ -16,7 +16,7 @@ no symbolic outputs, and asking for its layers is an error that says so.
 
 import keras
 
-from tfkd import _validation
+from tfkd.utils import validation
 
 
 def _symbolic_endpoints(model, role, requested_by):
@@ -81,7 +81,7 @@ def _layer_output(model, name, role, nodes):
         layer = model.get_layer(name)
     except ValueError:
         available = [layer.name for layer in model.layers]
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             argument,
             f"the name of a layer of the {role} {model.name!r} (one of "
             f"{available}; layers of a nested model are not reachable, "

@@ -24,7 +24,7 @@ wraps them in a serializable `keras.losses.Loss` for plain
 import keras
 from keras import ops
 
-from tfkd import _validation
+from tfkd.utils import validation
 
 
 def _as_float32(x):
@@ -55,7 +55,7 @@ def soft_target_loss(teacher_logits, student_logits, temperature=4.0):
     >>> float(soft_target_loss(t, t, temperature=2.0)[0])
     0.0
     """
-    temperature = _validation.check_temperature(temperature)
+    temperature = validation.check_temperature(temperature)
     teacher_log_probs = ops.log_softmax(
         _as_float32(teacher_logits) / temperature, axis=-1
     )  # (batch, classes)
@@ -139,7 +139,7 @@ def knowledge_distillation_loss(
     >>> loss.shape
     TensorShape([1])
     """
-    alpha = _validation.check_alpha(alpha)
+    alpha = validation.check_alpha(alpha)
     hard = hard_target_loss(labels, student_logits)
     soft = soft_target_loss(teacher_logits, student_logits, temperature)
     return alpha * hard + (1.0 - alpha) * soft
@@ -216,8 +216,8 @@ class KnowledgeDistillation(keras.losses.Loss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.temperature = _validation.check_temperature(temperature)
-        self.alpha = _validation.check_alpha(alpha)
+        self.temperature = validation.check_temperature(temperature)
+        self.alpha = validation.check_alpha(alpha)
 
     def call(self, y_true, y_pred):
         labels, teacher_logits = unpack_targets(y_true)

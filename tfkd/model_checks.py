@@ -8,7 +8,7 @@ batch instead, by `tfkd.preflight`.
 
 import keras
 
-from tfkd import _validation
+from tfkd.utils import validation
 
 
 def _symbolic_shape(model, attribute):
@@ -141,7 +141,7 @@ def check_class_counts(teacher_classes, student_classes, teacher_class_indices):
     if student_classes is not None and len(teacher_class_indices) != (
         student_classes
     ):
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "teacher_class_indices",
             f"one teacher class index per student class ({student_classes})",
             list(teacher_class_indices),
@@ -149,7 +149,7 @@ def check_class_counts(teacher_classes, student_classes, teacher_class_indices):
     if teacher_classes is not None and max(teacher_class_indices) >= (
         teacher_classes
     ):
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "teacher_class_indices",
             f"indices below the teacher's {teacher_classes} classes",
             list(teacher_class_indices),

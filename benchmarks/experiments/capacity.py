@@ -27,7 +27,7 @@ import numpy as np
 from benchmarks import measure
 from benchmarks import report
 from benchmarks.experiments import common
-from tfkd import _validation
+from tfkd.utils import validation
 
 #: Student widths: 1.76 k, 6.79 k, 20.5 k, 59.7 k and 200 k parameters for
 #: 28x28x1 inputs and 10 classes (410·w² + 56·w + 10), about 3.3x apart.
@@ -153,9 +153,9 @@ def run(
     preset = common.get_preset(PRESETS, preset)
     changes = {}
     if temperature is not None:
-        changes["temperature"] = _validation.check_temperature(temperature)
+        changes["temperature"] = validation.check_temperature(temperature)
     if alpha is not None:
-        changes["alpha"] = _validation.check_alpha(alpha)
+        changes["alpha"] = validation.check_alpha(alpha)
     if widths is not None:
         changes["widths"] = _check_widths(widths)
     preset = dataclasses.replace(preset, **changes)
@@ -419,7 +419,7 @@ def _check_widths(widths):
     if not values or any(
         not isinstance(w, int) or isinstance(w, bool) or w <= 0 for w in values
     ):
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "widths",
             "a non-empty sequence of ints > 0",
             widths,

@@ -16,8 +16,8 @@ import keras
 import numpy as np
 
 import tfkd
-from tfkd import _files
-from tfkd import _validation
+from tfkd.utils import files
+from tfkd.utils import validation
 from benchmarks import environment
 from benchmarks import measure
 from benchmarks import models
@@ -41,7 +41,7 @@ TEACHER_COLOR = "#222222"
 def get_preset(presets, name):
     """Returns `presets[name]`, or raises `ValueError` naming the choices."""
     if name not in presets:
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "preset",
             f"one of {sorted(presets)}",
             name,
@@ -286,7 +286,7 @@ def train_student(arm, build, initial_weights, *, data, cache, epochs,
         trainer.compile(optimizer, metrics=["accuracy"])
         train_data = cache.dataset(seed=seed)
     else:
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "arm",
             "'scratch' or 'distilled'",
             arm,
@@ -372,8 +372,8 @@ def write_outputs(results, markdown_text, directory):
     directory.mkdir(parents=True, exist_ok=True)
     json_path = directory / "results.json"
     markdown_path = directory / "results.md"
-    _files.write_text_atomically(json_path, json.dumps(results, indent=1, allow_nan=False) + "\n")
-    _files.write_text_atomically(markdown_path, markdown_text)
+    files.write_text_atomically(json_path, json.dumps(results, indent=1, allow_nan=False) + "\n")
+    files.write_text_atomically(markdown_path, markdown_text)
     return json_path, markdown_path
 
 

@@ -39,7 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfkd
-from tfkd import _validation
+from tfkd.utils import validation
 from benchmarks import measure
 from benchmarks import models
 from benchmarks import report
@@ -621,7 +621,7 @@ def plot_teachers(results, path):
 def _check_families(families):
     values = tuple(families)
     if not values or not all(isinstance(name, str) for name in values):
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "families",
             "a non-empty sequence of family names",
             families,

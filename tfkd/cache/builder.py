@@ -27,6 +27,7 @@ from tfkd.cache import fingerprint
 from tfkd.cache import format as format_lib
 from tfkd.cache import topk
 from tfkd.cache import views as views_lib
+from tfkd.utils import files
 
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -226,12 +227,7 @@ def commit(partial, path):
         replaced = f"{path}.replaced-{secrets.token_hex(4)}"
         os.rename(path, replaced)
     os.rename(partial, path)
-    parent = os.path.dirname(os.path.abspath(path))
-    descriptor = os.open(parent, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)  # make the rename itself durable
-    finally:
-        os.close(descriptor)
+    files.fsync_directory(os.path.dirname(os.path.abspath(path)))
     if replaced is not None:
         shutil.rmtree(replaced, ignore_errors=True)
 

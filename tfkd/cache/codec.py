@@ -15,7 +15,7 @@ makes the teacher and the student see different inputs.
 import numpy as np
 import tensorflow as tf
 
-from tfkd import _validation
+from tfkd.utils import validation
 
 #: The values `TeacherCache.build(input_dtype=...)` accepts.
 INPUT_DTYPES = ("auto", "uint8", "float16", "float32")
@@ -64,7 +64,7 @@ class InputCodec:
             ValueError: for an unknown `input_dtype`, or `"uint8"` for
                 inputs that are neither uint8 nor floats in [0, 1].
         """
-        _validation.check_choice("input_dtype", input_dtype, INPUT_DTYPES)
+        validation.check_choice("input_dtype", input_dtype, INPUT_DTYPES)
         source = first_inputs.dtype
         floating = np.issubdtype(source, np.floating)
         if input_dtype == "auto":
@@ -81,7 +81,7 @@ class InputCodec:
                 or (first_inputs.min() >= 0.0 and first_inputs.max() <= 1.0)
             )
             if not in_unit_range:
-                raise _validation.invalid_value(
+                raise validation.invalid_value(
                     "input_dtype",
                     "'uint8' only for uint8 inputs or float images in "
                     f"[0, 1]; these inputs are {source}"

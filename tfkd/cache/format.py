@@ -33,6 +33,7 @@ import os
 import numpy as np
 
 from tfkd.cache import errors
+from tfkd.utils import files
 
 #: Value of the metadata's "format" field.
 FORMAT_NAME = "tfkd.TeacherCache"
@@ -52,7 +53,6 @@ TOP_K_FILL = "top_k_fill"
 
 # Checksums are computed over reads of this size: large enough that hashing
 # runs at memory speed, small enough to keep memory flat.
-_READ_CHUNK_BYTES = 8 * 1024 * 1024
 
 _RECOVERY_HINT = (
     "Delete the directory and build the cache again, or open it with "
@@ -212,19 +212,9 @@ def read_metadata(path):
     return metadata
 
 
-def _expected_bytes(spec):
+def expected_bytes(spec):
+    """The size in bytes an array file described by `spec` must have."""
     return int(np.prod(spec["shape"])) * np.dtype(spec["dtype"]).itemsize
-
-
-def file_sha256(path):
-    """The sha256 hex digest of a file, read in bounded chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while True:
-            chunk = handle.read(_READ_CHUNK_BYTES)
-            if not chunk:
-                return digest.hexdigest()
-            digest.update(chunk)
 
 
 def verify_arrays(path, metadata, checksums=True):
@@ -251,7 +241,7 @@ def verify_arrays(path, metadata, checksums=True):
                 f"Invalid teacher cache at {path!r}: the file {spec['file']!r}"
                 f" is missing. {_RECOVERY_HINT}"
             )
-        expected, actual = _expected_bytes(spec), os.path.getsize(file_path)
+        expected, actual = expected_bytes(spec), os.path.getsize(file_path)
         if actual != expected:
             raise errors.InvalidCacheError(
                 f"Invalid teacher cache at {path!r}: {spec['file']!r} holds "
@@ -260,7 +250,7 @@ def verify_arrays(path, metadata, checksums=True):
                 f"({'truncated' if actual < expected else 'too long'}). "
                 f"{_RECOVERY_HINT}"
             )
-        if checksums and file_sha256(file_path) != spec["sha256"]:
+        if checksums and files.sha256_of(file_path) != spec["sha256"]:
             raise errors.InvalidCacheError(
                 f"Invalid teacher cache at {path!r}: the checksum of "
                 f"{spec['file']!r} does not match its metadata (the file "

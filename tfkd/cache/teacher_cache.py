@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfkd import _validation
+from tfkd.utils import validation
 from tfkd import teacher_outputs as teacher_outputs_lib
 from tfkd.cache import builder
 from tfkd.cache import codec as codec_lib
@@ -39,14 +39,14 @@ _BUILD_OPTIONS = (
 
 def _check_dataset(dataset):
     if not isinstance(dataset, tf.data.Dataset):
-        raise _validation.invalid_type(
+        raise validation.invalid_type(
             "dataset",
             "a `tf.data.Dataset` of `(inputs, labels)` batches (wrap arrays "
             "with tf.data.Dataset.from_tensor_slices((x, y)).batch(256))",
             dataset,
         )
     if int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "dataset",
             "a finite dataset (one pass is read; remove `.repeat()`)",
             dataset,
@@ -56,13 +56,13 @@ def _check_dataset(dataset):
 
 def _check_top_k_temperature(value):
     try:
-        return _validation.check_temperature(value)
+        return validation.check_temperature(value)
     except TypeError:
-        raise _validation.invalid_type(
+        raise validation.invalid_type(
             "top_k_temperature", "a float > 0", value
         ) from None
     except ValueError:
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "top_k_temperature", "a float > 0", value
         ) from None
 
@@ -206,29 +206,29 @@ class TeacherCache:
         >>> cache.num_examples, cache.num_classes  # doctest: +SKIP
         (54000, 10)
         """
-        _validation.check_keras_model("teacher", teacher)
+        validation.check_keras_model("teacher", teacher)
         _check_dataset(dataset)
-        _validation.check_choice("dtype", dtype, OUTPUT_DTYPES)
+        validation.check_choice("dtype", dtype, OUTPUT_DTYPES)
         if top_k is not None:
-            _validation.check_positive_int("top_k", top_k)
+            validation.check_positive_int("top_k", top_k)
         top_k_temperature = _check_top_k_temperature(top_k_temperature)
-        _validation.check_choice(
+        validation.check_choice(
             "teacher_outputs",
             teacher_outputs,
             teacher_outputs_lib.TEACHER_OUTPUT_KINDS,
         )
-        _validation.check_choice(
+        validation.check_choice(
             "input_dtype", input_dtype, codec_lib.INPUT_DTYPES
         )
-        views = _validation.check_positive_int("views", views)
+        views = validation.check_positive_int("views", views)
         if views > 1 and not isinstance(augmentation, keras.layers.Layer):
-            raise _validation.invalid_type(
+            raise validation.invalid_type(
                 "augmentation",
                 "a `keras.layers.Layer` drawing random views when views > 1",
                 augmentation,
             )
         if views == 1 and augmentation is not None:
-            raise _validation.invalid_value(
+            raise validation.invalid_value(
                 "augmentation",
                 "None when views=1 (a cache stores fixed views only: pass "
                 "views=K to store K augmented views, or give the "
@@ -236,7 +236,7 @@ class TeacherCache:
                 augmentation,
             )
         if verbose not in (0, 1, 2):
-            raise _validation.invalid_value("verbose", "0, 1 or 2", verbose)
+            raise validation.invalid_value("verbose", "0, 1 or 2", verbose)
         metadata = builder.build(
             teacher,
             dataset,
@@ -314,8 +314,8 @@ class TeacherCache:
         ...     "cache/fmnist-cnn", teacher=teacher, dataset=train_ds,
         ...     on_stale="rebuild")
         """
-        _validation.check_choice("on_stale", on_stale, ON_STALE)
-        _validation.check_keras_model("teacher", teacher, allow_none=True)
+        validation.check_choice("on_stale", on_stale, ON_STALE)
+        validation.check_keras_model("teacher", teacher, allow_none=True)
         if dataset is not None:
             _check_dataset(dataset)
         unknown = sorted(set(build_kwargs) - set(_BUILD_OPTIONS))
@@ -326,14 +326,14 @@ class TeacherCache:
                 f"rebuild, options of `build`: {list(_BUILD_OPTIONS)}"
             )
         if build_kwargs and on_stale != "rebuild":
-            raise _validation.invalid_value(
+            raise validation.invalid_value(
                 "on_stale",
                 "'rebuild' when `build` options are given (they only apply "
                 f"to a rebuild; got {sorted(build_kwargs)})",
                 on_stale,
             )
         if on_stale == "rebuild" and (teacher is None or dataset is None):
-            raise _validation.invalid_value(
+            raise validation.invalid_value(
                 "on_stale",
                 "'raise' unless both `teacher` and `dataset` are given "
                 "(a rebuild needs them)",
@@ -484,12 +484,12 @@ class TeacherCache:
         >>> train = cache.dataset(batch_size=128, seed=0)  # doctest: +SKIP
         >>> distiller.fit(train, epochs=20)  # doctest: +SKIP
         """
-        batch_size = _validation.check_positive_int("batch_size", batch_size)
+        batch_size = validation.check_positive_int("batch_size", batch_size)
         if seed is not None and (
             not isinstance(seed, numbers.Integral) or isinstance(seed, bool)
         ):
-            raise _validation.invalid_type("seed", "an int or None", seed)
-        _validation.check_choice("views", views, views_lib.VIEW_MODES)
+            raise validation.invalid_type("seed", "an int or None", seed)
+        validation.check_choice("views", views, views_lib.VIEW_MODES)
         return stream.make_dataset(
             self._arrays,
             self._metadata,
@@ -578,7 +578,7 @@ class TeacherCache:
     def nbytes(self):
         """Bytes of all array files (the metadata's few KB excluded)."""
         return sum(
-            format_lib._expected_bytes(spec)
+            format_lib.expected_bytes(spec)
             for spec in self._metadata["arrays"].values()
         )
 

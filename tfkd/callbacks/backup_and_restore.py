@@ -14,8 +14,7 @@ import os
 
 import keras
 
-from tfkd import _files
-from tfkd import checkpointing
+from tfkd.utils import files
 
 _STATE_FILE = "training_state.json"
 
@@ -173,8 +172,8 @@ class MidEpochBackupAndRestore(keras.callbacks.BackupAndRestore):
         name = f"state-{self._steps_done}.weights.h5"
         path = os.path.join(self.backup_dir, name)
         self.model.save_weights(path, overwrite=True)
-        checkpointing._fsync_file(path)
-        _files.write_json_atomically(
+        files.fsync_file(path)
+        files.write_json_atomically(
             self._state_path,
             {
                 "epoch": self._current_epoch,

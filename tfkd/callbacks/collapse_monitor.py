@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfkd import _validation
+from tfkd.utils import validation
 from tfkd import preflight
 from tfkd import teacher_outputs as teacher_outputs_lib
 from tfkd.callbacks import collapse_diagnosis
@@ -46,7 +46,7 @@ def _materialize(validation_data, max_examples):
             for start in range(0, count, _BATCH_SIZE)
         ]
     if not batches:
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "validation_data", "at least one labelled example", validation_data
         )
     return batches
@@ -60,7 +60,7 @@ def _check_validation_data(validation_data):
         3,
     ):
         return tuple(validation_data)
-    raise _validation.invalid_type(
+    raise validation.invalid_type(
         "validation_data",
         "a tf.data.Dataset of (x, y) batches or an (x, y) tuple of arrays",
         validation_data,
@@ -144,13 +144,13 @@ class CollapseMonitor(keras.callbacks.Callback):
             or not isinstance(threshold, (int, float))
             or not 0.0 < threshold <= 1.0
         ):
-            raise _validation.invalid_value(
+            raise validation.invalid_value(
                 "threshold", "a float in (0, 1]", threshold
             )
         self.threshold = float(threshold)
         self.stop_training = bool(stop_training)
         self.restore_best_weights = bool(restore_best_weights)
-        self.max_examples = _validation.check_positive_int(
+        self.max_examples = validation.check_positive_int(
             "max_examples", max_examples
         )
         self.reports = []

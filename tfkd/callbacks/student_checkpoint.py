@@ -6,8 +6,8 @@ import os
 
 import keras
 
-from tfkd import _validation
-from tfkd import checkpointing
+from tfkd.utils import validation
+from tfkd.callbacks import checkpointing
 
 
 def is_chief():
@@ -75,8 +75,8 @@ class StudentCheckpoint(keras.callbacks.Callback):
 
     def __init__(self, filepath, monitor=None, mode="auto"):
         super().__init__()
-        filepath = checkpointing._check_keras_path(filepath)
-        _validation.check_choice("mode", mode, ("auto", "min", "max"))
+        filepath = checkpointing.check_keras_path(filepath)
+        validation.check_choice("mode", mode, ("auto", "min", "max"))
         self.filepath = filepath
         self.monitor = monitor
         self.mode = mode

@@ -30,7 +30,7 @@ teacher.save("teacher.keras")
 
 import keras
 
-from tfkd import _validation
+from tfkd.utils import validation
 
 
 def _is_softmax_layer(layer):
@@ -102,7 +102,7 @@ def as_teacher(model, name=None):
             f"Received: model={model!r} of type {type(model).__name__}"
         )
     if not model.built:
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "model",
             "a built model (call it on a batch or give it an `Input`)",
             model.name,

@@ -20,7 +20,7 @@ shape `(H, W, C)` with `C` in `{1, 3}`, and outputs logits. Inside, in order:
 
 import keras
 
-from tfkd import _validation
+from tfkd.utils import validation
 from . import layer_groups as groups_lib
 from . import layers as teacher_layers
 from . import registry
@@ -54,7 +54,7 @@ def _validate_input_shape(input_shape):
         and input_shape[-1] in (1, 3)
     )
     if not valid:
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "input_shape",
             "a tuple (H, W, C) of positive integers with C = 1 (grayscale) "
             "or C = 3 (RGB)",
@@ -115,14 +115,14 @@ def resolve_image_size(spec, input_shape, image_size=None):
     ):
         size = tuple(image_size)
     else:
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "image_size",
             "None, 'auto', 'minimum', 'native', an int or a (height, width) "
             "tuple",
             image_size,
         )
     if min(size) < spec.min_size:
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "image_size",
             f"sides of at least {spec.min_size} (the minimum input size of "
             f"'{spec.name}')",
@@ -214,7 +214,7 @@ def build(
         or isinstance(num_classes, bool)
         or num_classes < 2
     ):
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "num_classes",
             "an int >= 2",
             num_classes,
@@ -225,7 +225,7 @@ def build(
     if inference_mode is None:
         inference_mode = weights is not None
     if not isinstance(inference_mode, bool):
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "inference_mode",
             "None, True or False",
             inference_mode,
@@ -234,7 +234,7 @@ def build(
     if batchnorm_momentum is None and weights is None:
         batchnorm_momentum = FROM_SCRATCH_BATCHNORM_MOMENTUM
     if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "dropout",
             "a float in [0, 1)",
             dropout,
@@ -300,7 +300,7 @@ def _validate_batchnorm_momentum(value):
         or not isinstance(value, (int, float))
         or not 0 <= value < 1
     ):
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "batchnorm_momentum",
             "None, 'family' or a float in [0, 1)",
             value,

@@ -14,7 +14,7 @@ of the optimizer with its own rate (and its own slots).
 import keras
 from keras import ops
 
-from tfkd import _validation
+from tfkd.utils import validation
 
 
 def _as_group_paths(groups):
@@ -99,7 +99,7 @@ class DiscriminativeOptimizer(keras.optimizers.Optimizer):
         if isinstance(template, DiscriminativeOptimizer) or isinstance(
             template, keras.optimizers.LossScaleOptimizer
         ):
-            raise _validation.invalid_value(
+            raise validation.invalid_value(
                 "optimizer",
                 "a plain Keras optimizer (for mixed precision, the "
                 "DiscriminativeOptimizer goes inside the LossScaleOptimizer)",
@@ -115,7 +115,7 @@ class DiscriminativeOptimizer(keras.optimizers.Optimizer):
         if not isinstance(groups, (list, tuple)) or not groups or not all(
             isinstance(group, (list, tuple)) for group in groups
         ):
-            raise _validation.invalid_value(
+            raise validation.invalid_value(
                 "groups",
                 "a non-empty list of lists",
                 groups,
@@ -125,7 +125,7 @@ class DiscriminativeOptimizer(keras.optimizers.Optimizer):
             or isinstance(factor, bool)
             or not factor > 0
         ):
-            raise _validation.invalid_value(
+            raise validation.invalid_value(
                 "factor",
                 "a float > 0",
                 factor,

@@ -13,7 +13,7 @@ import warnings
 import keras
 import tensorflow as tf
 
-from tfkd import _validation
+from tfkd.utils import validation
 from . import discriminative
 from . import layer_groups as groups_lib
 from . import layers as teacher_layers
@@ -273,7 +273,7 @@ def fine_tune(
     ```
     """
     if not isinstance(teacher, keras.Model) or not teacher.built:
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "teacher",
             "a built `keras.Model`",
             teacher,
@@ -283,7 +283,7 @@ def fine_tune(
         learning_rate, "learning_rate", _is_rate, "floats > 0"
     )
     if schedule not in ("stlr", "constant"):
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "schedule",
             "'stlr' or 'constant'",
             schedule,
@@ -291,7 +291,7 @@ def fine_tune(
     if discriminative_factor is not None and not _is_rate(
         discriminative_factor
     ):
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "discriminative_factor",
             "None or a float > 0",
             discriminative_factor,
@@ -305,7 +305,7 @@ def fine_tune(
         or isinstance(unfreeze, bool)
         or not 1 <= unfreeze <= num_backbone_groups
     ):
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "unfreeze",
             f"'all' or an int in [1, {num_backbone_groups}] (the backbone "
             f"groups of {teacher.name!r})",
@@ -317,7 +317,7 @@ def fine_tune(
         or isinstance(steps_per_epoch, bool)
         or steps_per_epoch < 1
     ):
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "steps_per_epoch",
             "None or an int >= 1",
             steps_per_epoch,

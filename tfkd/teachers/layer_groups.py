@@ -14,7 +14,7 @@ layer staying with the layer before it.
 import keras
 import numpy as np
 
-from tfkd import _validation
+from tfkd.utils import validation
 from . import layers as teacher_layers
 from . import registry
 
@@ -223,7 +223,7 @@ def layer_groups(model, num_groups=None, family=None):
 'conv3_block1_1_conv', 'conv2_block1_1_conv', 'conv1_conv']
     """
     if not isinstance(model, keras.Model) or not model.built:
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "model",
             "a built `keras.Model`",
             model,
@@ -250,7 +250,7 @@ def layer_groups(model, num_groups=None, family=None):
         head = weighted[-1:]
         stages = _generic_units(weighted[:-1])
     if not head or not stages:
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "model",
             "a model with a head and at least one more layer with trainable "
             "weights",
@@ -264,7 +264,7 @@ def layer_groups(model, num_groups=None, family=None):
         or isinstance(num_groups, bool)
         or not 2 <= num_groups <= len(stages) + 1
     ):
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "num_groups",
             f"None or an int in [2, {len(stages) + 1}] for model "
             f"{model.name!r} (the head plus {len(stages)} stages)",

@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-from tfkd import _validation
+from tfkd.utils import validation
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -66,7 +66,7 @@ class SlantedTriangularLR(keras.optimizers.schedules.LearningRateSchedule):
             or isinstance(max_learning_rate, bool)
             or not max_learning_rate > 0
         ):
-            raise _validation.invalid_value(
+            raise validation.invalid_value(
                 "max_learning_rate",
                 "a float > 0",
                 max_learning_rate,
@@ -76,19 +76,19 @@ class SlantedTriangularLR(keras.optimizers.schedules.LearningRateSchedule):
             or isinstance(total_steps, bool)
             or total_steps < 1
         ):
-            raise _validation.invalid_value(
+            raise validation.invalid_value(
                 "total_steps",
                 "an int >= 1",
                 total_steps,
             )
         if not isinstance(cut_frac, (int, float)) or not 0 < cut_frac < 1:
-            raise _validation.invalid_value(
+            raise validation.invalid_value(
                 "cut_frac",
                 "a float in (0, 1)",
                 cut_frac,
             )
         if not isinstance(ratio, (int, float)) or not ratio >= 1:
-            raise _validation.invalid_value(
+            raise validation.invalid_value(
                 "ratio",
                 "a float >= 1",
                 ratio,

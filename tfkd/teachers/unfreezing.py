@@ -8,7 +8,7 @@ gradients are still large and random.
 
 import keras
 
-from tfkd import _validation
+from tfkd.utils import validation
 from . import layer_groups as groups_lib
 
 
@@ -52,7 +52,7 @@ def set_trainable_groups(model, groups, num_trainable, train_batchnorm=False):
         or isinstance(num_trainable, bool)
         or not 0 <= num_trainable <= len(groups)
     ):
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "num_trainable",
             f"an int in [0, {len(groups)}]",
             num_trainable,
@@ -125,7 +125,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
         super().__init__()
         groups = [list(group) for group in groups]
         if not groups:
-            raise _validation.invalid_value(
+            raise validation.invalid_value(
                 "groups",
                 "a non-empty list of layer groups",
                 groups,
@@ -135,7 +135,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
             or isinstance(initial_groups, bool)
             or not 1 <= initial_groups <= len(groups)
         ):
-            raise _validation.invalid_value(
+            raise validation.invalid_value(
                 "initial_groups",
                 f"an int in [1, {len(groups)}]",
                 initial_groups,
@@ -145,7 +145,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
             or isinstance(epochs_per_group, bool)
             or epochs_per_group < 1
         ):
-            raise _validation.invalid_value(
+            raise validation.invalid_value(
                 "epochs_per_group",
                 "an int >= 1",
                 epochs_per_group,

@@ -10,7 +10,7 @@ import os
 import re
 import urllib.error
 
-from tfkd import _validation
+from tfkd.utils import validation
 
 # Suffixes `keras.Model.load_weights` understands: `.weights.h5` (Keras 3),
 # legacy `.h5`/`.hdf5` (the files keras.applications downloads) and `.keras`.
@@ -67,14 +67,14 @@ def validate_weights(weights):
         )
     path = os.fspath(weights)
     if not path.endswith(WEIGHTS_SUFFIXES):
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "weights",
             "None, 'imagenet' or a path ending in one of "
             f"{list(WEIGHTS_SUFFIXES)}",
             path,
         )
     if not os.path.isfile(path):
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "weights",
             "None, 'imagenet' or the path of an existing file. No file "
             f"exists at {path!r}",

@@ -20,6 +20,14 @@ time budget, as keras-tuner oracles), `tuner` (the `DistillationTuner` and
 plot).
 """
 
+try:
+    import keras_tuner  # noqa: F401
+except ImportError as error:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "tfkd.tuning needs keras-tuner, which is an optional extra of tfkd: "
+        "`pip install 'tfkd[tuning]'`."
+    ) from error
+
 from tfkd.tuning.heatmap import plot_heatmap
 from tfkd.tuning.hypermodel import DistillationHyperModel
 from tfkd.tuning.result import TuningResult

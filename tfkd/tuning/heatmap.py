@@ -5,18 +5,17 @@ each trial as a coloured point, over a colour field linearly interpolated
 between the trials (in log T, α: the scale T is searched on). The field is
 a guide for the eye where trials are dense; the points are the data.
 
-matplotlib is imported only here and only when plotting, so tfkd itself
-does not need it (it comes with `pip install "tfkd[bench]"`).
+matplotlib is imported only when plotting (`tfkd.utils.figures`), so tfkd
+itself does not need it (it comes with `pip install "tfkd[plots]"`).
 """
 
 import math
-import os
 import textwrap
 
 import numpy as np
 
-#: Resolution of the PNG, as in the benchmark plots.
-DPI = 120
+from tfkd.utils import figures
+
 _COLORMAP = "viridis"
 
 
@@ -50,8 +49,7 @@ def plot_heatmap(trials, path, title=None, temperature_range=(1.0, 20.0)):
     >>> plot_heatmap(rows, path) == path
     True
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    figure = figures.new_figure((7.5, 5.5), purpose="the tuning heatmap")
     from matplotlib.ticker import FixedLocator, FuncFormatter
 
     done = [
@@ -60,7 +58,6 @@ def plot_heatmap(trials, path, title=None, temperature_range=(1.0, 20.0)):
         if row.get("status") == "COMPLETED"
         and row.get("val_accuracy") is not None
     ]
-    figure = Figure(figsize=(7.5, 5.5), layout="constrained")
     axes = figure.add_subplot()
     axes.set_ylabel("α (weight of the hard-label loss)")
     axes.set_xlabel("Temperature T (log scale)")
@@ -71,7 +68,7 @@ def plot_heatmap(trials, path, title=None, temperature_range=(1.0, 20.0)):
     if not done:
         axes.text(0.5, 0.5, "No finished trial.", ha="center", va="center",
                   transform=axes.transAxes, color="#555555")
-        return _save(figure, path, FigureCanvasAgg)
+        return figures.save_figure(figure, path)
 
     # Plotted against log10(T) on a linear axis, so that the interpolated
     # field is linear in log T, as the search samples it.
@@ -128,7 +125,7 @@ def plot_heatmap(trials, path, title=None, temperature_range=(1.0, 20.0)):
     axes.xaxis.set_major_locator(FixedLocator(ticks))
     axes.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{10 ** v:.3g}"))
     axes.grid(True, alpha=0.25)
-    return _save(figure, path, FigureCanvasAgg)
+    return figures.save_figure(figure, path)
 
 
 def _interpolated_field(axes, x, y, values, levels):
@@ -156,13 +153,3 @@ def _interpolated_field(axes, x, y, values, levels):
         )
     except (RuntimeError, ValueError):  # collinear points: no triangles
         return None
-
-
-def _save(figure, path, canvas_class):
-    path = os.fspath(path)
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    canvas_class(figure)
-    figure.savefig(path, dpi=DPI, facecolor="white")
-    return path

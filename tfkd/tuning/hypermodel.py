@@ -5,7 +5,7 @@ import math
 import keras
 import keras_tuner
 
-from tfkd import _validation
+from tfkd.utils import validation
 from tfkd.distiller import Distiller
 
 #: Names of the tuned hyper-parameters, as keras-tuner records them.
@@ -40,7 +40,7 @@ def check_range(argument, value, low_limit, high_limit, log=False):
         low, high = value
         low, high = float(low), float(high)
     except (TypeError, ValueError):
-        raise _validation.invalid_type(argument, expected, value) from None
+        raise validation.invalid_type(argument, expected, value) from None
     too_low = low <= low_limit if log else low < low_limit
     too_high = high_limit is not None and high > high_limit
     if (
@@ -49,7 +49,7 @@ def check_range(argument, value, low_limit, high_limit, log=False):
         or too_high
         or not low < high
     ):
-        raise _validation.invalid_value(argument, expected, value)
+        raise validation.invalid_value(argument, expected, value)
     return low, high
 
 
@@ -64,7 +64,7 @@ def check_student_builder(student_builder):
     if not callable(student_builder) or isinstance(
         student_builder, keras.Model
     ):
-        raise _validation.invalid_type(
+        raise validation.invalid_type(
             "student_builder",
             "a function returning a new student `keras.Model` (not a "
             "model: every trial needs a fresh one)",
@@ -137,7 +137,7 @@ class DistillationHyperModel(keras_tuner.HyperModel):
         initial_weights=None,
     ):
         check_student_builder(student_builder)
-        _validation.check_keras_model("teacher", teacher, allow_none=True)
+        validation.check_keras_model("teacher", teacher, allow_none=True)
         super().__init__(name="distillation")
         self.student_builder = student_builder
         self.teacher = teacher
@@ -151,7 +151,7 @@ class DistillationHyperModel(keras_tuner.HyperModel):
             or not math.isfinite(learning_rate)
             or learning_rate <= 0
         ):
-            raise _validation.invalid_value(
+            raise validation.invalid_value(
                 "learning_rate", "a float > 0", learning_rate
             )
         self.learning_rate = float(learning_rate)
@@ -176,7 +176,7 @@ class DistillationHyperModel(keras_tuner.HyperModel):
                 LEARNING_RATE, *self.learning_rate_range, sampling="log"
             )
         student = self.student_builder()
-        _validation.check_keras_model("student_builder()", student)
+        validation.check_keras_model("student_builder()", student)
         if self.initial_weights is not None:
             student.set_weights(self.initial_weights)
         distiller = Distiller(

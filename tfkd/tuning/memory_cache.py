@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfkd import _validation
+from tfkd.utils import validation
 from tfkd import teacher_outputs as teacher_outputs_lib
 from tfkd.cache import builder as cache_builder
 
@@ -53,7 +53,7 @@ class TeacherLogitsInMemory:
         self.inputs = inputs
         self.labels = np.asarray(labels)
         self.teacher_logits = np.asarray(teacher_logits, dtype=np.float32)
-        self.batch_size = _validation.check_positive_int(
+        self.batch_size = validation.check_positive_int(
             "batch_size", batch_size
         )
         counts = {
@@ -93,12 +93,12 @@ class TeacherLogitsInMemory:
                 teacher logits, for an empty dataset, or for non-finite
                 teacher outputs.
         """
-        _validation.check_keras_model("teacher", teacher)
+        validation.check_keras_model("teacher", teacher)
         if not isinstance(dataset, tf.data.Dataset):
-            raise _validation.invalid_type(
+            raise validation.invalid_type(
                 "dataset", "a `tf.data.Dataset` of (inputs, labels)", dataset
             )
-        _validation.check_choice(
+        validation.check_choice(
             "teacher_outputs",
             teacher_outputs,
             teacher_outputs_lib.TEACHER_OUTPUT_KINDS,

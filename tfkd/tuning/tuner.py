@@ -19,7 +19,7 @@ import time
 import keras
 import keras_tuner
 
-from tfkd import _validation
+from tfkd.utils import validation
 from tfkd.distiller import Distiller
 from tfkd.tuning import budget as budget_lib
 from tfkd.tuning import heatmap as heatmap_lib
@@ -311,27 +311,27 @@ def search(
     """
     import tensorflow as tf
 
-    _validation.check_keras_model("teacher", teacher)
+    validation.check_keras_model("teacher", teacher)
     hypermodel_lib.check_student_builder(student_builder)
     for name, value in (("train_ds", train_ds), ("val_ds", val_ds)):
         if not isinstance(value, tf.data.Dataset):
-            raise _validation.invalid_type(
+            raise validation.invalid_type(
                 name, "a `tf.data.Dataset` of (inputs, labels) batches", value
             )
-    epochs = _validation.check_positive_int("epochs", epochs)
-    max_trials = _validation.check_positive_int("max_trials", max_trials)
+    epochs = validation.check_positive_int("epochs", epochs)
+    max_trials = validation.check_positive_int("max_trials", max_trials)
     if max_seconds is not None:
         if not isinstance(max_seconds, numbers.Real) or isinstance(
             max_seconds, bool
         ):
-            raise _validation.invalid_type(
+            raise validation.invalid_type(
                 "max_seconds", "a float > 0 or None", max_seconds
             )
         if not math.isfinite(max_seconds) or max_seconds <= 0:
-            raise _validation.invalid_value(
+            raise validation.invalid_value(
                 "max_seconds", "a float > 0 or None", max_seconds
             )
-    _validation.check_choice("tuner", tuner, tuple(budget_lib.ORACLES))
+    validation.check_choice("tuner", tuner, tuple(budget_lib.ORACLES))
     if tuner == "bayesian":
         budget_lib.check_bayesian_available()
     if (
@@ -339,10 +339,10 @@ def search(
         or isinstance(seed, bool)
         or seed < 0
     ):
-        raise _validation.invalid_value("seed", "an int >= 0", seed)
-    _validation.check_choice("verbose", verbose, (0, 1, 2))
+        raise validation.invalid_value("seed", "an int >= 0", seed)
+    validation.check_choice("verbose", verbose, (0, 1, 2))
     if not isinstance(cache_teacher_logits, bool):
-        raise _validation.invalid_type(
+        raise validation.invalid_type(
             "cache_teacher_logits", "a bool", cache_teacher_logits
         )
     # The hypermodel checks the ranges and the learning rate.
@@ -360,12 +360,12 @@ def search(
     # the initial weights every trial starts from.
     keras.utils.set_random_seed(seed)
     probe = student_builder()
-    _validation.check_keras_model("student_builder()", probe)
+    validation.check_keras_model("student_builder()", probe)
     Distiller(teacher=teacher, student=probe)
     hypermodel.initial_weights = probe.get_weights()
 
     if not isinstance(project_name, str) or not project_name.strip():
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "project_name", "a non-empty directory name", project_name
         )
     directory = os.fspath(directory)

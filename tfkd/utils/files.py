@@ -1,4 +1,4 @@
-"""Writing files so that a crash never leaves a torn one.
+"""Files that a crash never leaves torn, and their digests.
 
 Every text and JSON file tfkd and its benchmarks write for later reading
 (reports, resumable partial results, tuning results, checksum files) goes
@@ -8,9 +8,12 @@ in the same directory, flushed to disk and moved over the target with
 holds the old content or the new, never half of one.
 """
 
+import hashlib
 import json
 import os
 import tempfile
+
+_CHUNK_BYTES = 1 << 20
 
 
 def write_text_atomically(path, text):
@@ -70,3 +73,50 @@ def write_json_atomically(path, data, **dumps_kwargs):
         `path`, as a str.
     """
     return write_text_atomically(path, json.dumps(data, **dumps_kwargs))
+
+
+def sha256_of(path):
+    """The SHA-256 hex digest of a file, read in 1 MiB chunks.
+
+    Args:
+        path: Path of the file.
+
+    Returns:
+        The digest as 64 hex characters.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fsync_file(path):
+    """Flushes an already written file's content to disk.
+
+    Args:
+        path: Path of an existing file.
+    """
+    with open(path, "rb+") as file:
+        os.fsync(file.fileno())
+
+
+def fsync_directory(directory):
+    """Makes renames inside `directory` durable (a no-op on Windows).
+
+    Args:
+        directory: Path of the directory whose entries changed.
+    """
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)

@@ -21,8 +21,8 @@ float32, never from clipped probabilities.
 import keras
 from keras import ops
 
-from tfkd import _validation
-from tfkd import distillation_terms
+from tfkd.utils import validation
+from tfkd.terms import base
 from tfkd import losses
 
 # Masks the target logit out of the non-target softmax: exp(−1e9 − max)
@@ -85,7 +85,7 @@ def decoupled_kd_loss(
     >>> float(decoupled_kd_loss(np.array([0]), z, z)[0])
     0.0
     """
-    temperature = _validation.check_temperature(temperature)
+    temperature = validation.check_temperature(temperature)
     student = ops.cast(student_logits, "float32") / temperature  # (batch, C)
     teacher = ops.cast(teacher_logits, "float32") / temperature  # (batch, C)
     num_classes = student.shape[-1]
@@ -113,7 +113,7 @@ def decoupled_kd_loss(
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
-class DecoupledKD(distillation_terms.DistillationTerm):
+class DecoupledKD(base.DistillationTerm):
     """Decoupled KD: target and non-target KD with their own weights.
 
     Zhao et al. (2022), "Decoupled Knowledge Distillation". Per example
@@ -167,8 +167,8 @@ class DecoupledKD(distillation_terms.DistillationTerm):
         name=None,
     ):
         super().__init__(weight=weight, name=name)
-        self.temperature = _validation.check_temperature(temperature)
-        check = _validation.check_non_negative
+        self.temperature = validation.check_temperature(temperature)
+        check = validation.check_non_negative
         self.target_weight = check("target_weight", target_weight)
         self.non_target_weight = check("non_target_weight", non_target_weight)
 

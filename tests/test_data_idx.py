@@ -1,11 +1,11 @@
-"""tfkd.idx: reading and writing IDX files, with verification."""
+"""tfkd.data.idx: reading and writing IDX files, with verification."""
 
 import gzip
 
 import numpy as np
 import pytest
 
-from tfkd import idx
+from tfkd.data import idx
 
 
 @pytest.mark.parametrize("name", ["images.idx", "images.idx.gz"])

@@ -11,7 +11,7 @@ loss terms, augmentation) applies to each generation.
 
 import keras
 
-from tfkd import _validation
+from tfkd.utils import validation
 from tfkd import distiller as distiller_lib
 from tfkd import losses
 
@@ -112,13 +112,13 @@ def born_again(
     (2, True)
     """
     if not callable(student_builder):
-        raise _validation.invalid_type(
+        raise validation.invalid_type(
             "student_builder",
             "a callable returning a new keras.Model",
             student_builder,
         )
-    _validation.check_keras_model("teacher", teacher, allow_none=True)
-    generations = _validation.check_positive_int("generations", generations)
+    validation.check_keras_model("teacher", teacher, allow_none=True)
+    generations = validation.check_positive_int("generations", generations)
     extra_losses = list(extra_losses or [])
     x, y = _fit_arguments(train_data)
 
@@ -126,13 +126,13 @@ def born_again(
     for generation in range(generations):
         student = student_builder()
         if not isinstance(student, keras.Model):
-            raise _validation.invalid_type(
+            raise validation.invalid_type(
                 "student_builder",
                 "a callable returning a new keras.Model",
                 student,
             )
         if any(student is previous for previous in [teacher, *students]):
-            raise _validation.invalid_value(
+            raise validation.invalid_value(
                 "student_builder",
                 "a callable that builds a new model on every call",
                 f"generation {generation + 1} got a model seen before "

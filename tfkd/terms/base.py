@@ -24,7 +24,7 @@ precision: its inputs are cast on the way in.
 import keras
 from keras import ops
 
-from tfkd import _validation
+from tfkd.utils import validation
 
 
 def check_layer_name(argument, name):
@@ -32,11 +32,11 @@ def check_layer_name(argument, name):
     if name is None:
         return None
     if not isinstance(name, str):
-        raise _validation.invalid_type(
+        raise validation.invalid_type(
             argument, "a layer name (str) or None for the logits", name
         )
     if not name:
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             argument, "a non-empty layer name or None for the logits", name
         )
     return name
@@ -129,7 +129,7 @@ class DistillationTerm(keras.layers.Layer):
         # float32 whatever the global policy: feature norms and pairwise
         # distances overflow or lose all precision in float16.
         super().__init__(name=name or self.default_name, dtype="float32")
-        self.weight = _validation.check_non_negative("weight", weight)
+        self.weight = validation.check_non_negative("weight", weight)
         self.teacher_layer = check_layer_name("teacher_layer", teacher_layer)
         self.student_layer = check_layer_name("student_layer", student_layer)
 
@@ -184,7 +184,7 @@ def check_terms(extra_losses):
     if isinstance(extra_losses, DistillationTerm) or not isinstance(
         extra_losses, (list, tuple)
     ):
-        raise _validation.invalid_type(
+        raise validation.invalid_type(
             "extra_losses",
             "a list of tfkd distillation terms (FitNetHint, "
             "AttentionTransfer, RKDDistance, RKDAngle, DecoupledKD)",
@@ -193,7 +193,7 @@ def check_terms(extra_losses):
     terms = list(extra_losses)
     for term in terms:
         if not isinstance(term, DistillationTerm):
-            raise _validation.invalid_type(
+            raise validation.invalid_type(
                 "extra_losses",
                 "a list of `tfkd.DistillationTerm` objects",
                 extra_losses,
@@ -204,7 +204,7 @@ def check_terms(extra_losses):
         {n for n in names if names.count(n) > 1} | (set(names) & reserved)
     )
     if duplicates:
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "extra_losses",
             "terms with distinct names, other than 'loss', 'student_loss' "
             "and 'distillation_loss' (each name is a metric); pass "

@@ -17,8 +17,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfkd import _validation
-from tfkd import idx
+from tfkd.utils import validation
+from tfkd.data import idx
 
 FASHION_MNIST_CLASS_NAMES = (
     "T-shirt/top",
@@ -270,19 +270,19 @@ def load(
     >>> data.input_shape, data.num_classes  # doctest: +SKIP
     ((28, 28, 1), 10)
     """
-    batch_size = _validation.check_positive_int("batch_size", batch_size)
+    batch_size = validation.check_positive_int("batch_size", batch_size)
     if not 0.0 <= validation_fraction < 1.0:
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "validation_fraction", "a float in [0, 1)", validation_fraction
         )
     if train_examples is not None:
-        _validation.check_positive_int("train_examples", train_examples)
+        validation.check_positive_int("train_examples", train_examples)
     if channels not in (None, 1, 3):
-        raise _validation.invalid_value("channels", "None, 1 or 3", channels)
+        raise validation.invalid_value("channels", "None, 1 or 3", channels)
     if image_size is not None:
         image_size = tuple(int(v) for v in image_size)
         if len(image_size) != 2 or min(image_size) <= 0:
-            raise _validation.invalid_value(
+            raise validation.invalid_value(
                 "image_size", "(height, width) of positive ints", image_size
             )
     if name == "fashion_mnist":

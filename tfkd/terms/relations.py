@@ -28,7 +28,7 @@ not grow with the feature size.
 import keras
 from keras import ops
 
-from tfkd import distillation_terms
+from tfkd.terms import base
 
 # Squared distances below this count as zero: sqrt's gradient stays finite
 # for identical examples (and on the diagonal).
@@ -43,7 +43,7 @@ def _huber(x):
 
 def _centered_gram(features):
     """`(n, ...)` -> Gram matrix `(n, n)` of the centred, flattened batch."""
-    embeddings = distillation_terms.flatten_examples(features)  # (n, d)
+    embeddings = base.flatten_examples(features)  # (n, d)
     # Centring keeps the Gram entries small, so the differences below do
     # not cancel catastrophically in float32.
     embeddings = embeddings - ops.mean(embeddings, axis=0, keepdims=True)
@@ -170,7 +170,7 @@ def rkd_angle_loss(teacher_features, student_features, sample_weight=None):
     return ops.divide_no_nan(total, count)
 
 
-class _RelationTerm(distillation_terms.DistillationTerm):
+class _RelationTerm(base.DistillationTerm):
     """A term over the batch's relations: one scalar, not one per example."""
 
     _loss_function = None

@@ -15,19 +15,17 @@ another machine, a corrupted disk block).
 """
 
 import glob
-import hashlib
 import json
 import os
 
 import keras
 
-from tfkd import _files
-from tfkd import _validation
+from tfkd.utils import files
+from tfkd.utils import validation
 
 #: Appended to a model's path to name its checksum file.
 CHECKSUM_SUFFIX = ".sha256.json"
 
-_CHUNK = 1 << 20
 
 
 def checksum_path(filepath):
@@ -45,44 +43,6 @@ def checksum_path(filepath):
     'runs/student.keras.sha256.json'
     """
     return os.fspath(filepath) + CHECKSUM_SUFFIX
-
-
-def sha256_of(filepath):
-    """The SHA-256 hex digest of a file, read in 1 MiB chunks.
-
-    Args:
-        filepath: Path of the file.
-
-    Returns:
-        The digest as 64 hex characters.
-
-    Raises:
-        FileNotFoundError: if the file does not exist.
-    """
-    digest = hashlib.sha256()
-    with open(filepath, "rb") as file:
-        for chunk in iter(lambda: file.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fsync_file(path):
-    with open(path, "rb+") as file:
-        os.fsync(file.fileno())
-
-
-def _fsync_directory(directory):
-    # Makes the rename itself durable; not possible on Windows.
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 def _temporary_path(filepath):
@@ -110,10 +70,11 @@ def _verified_digest_or_none(filepath):
         return None
 
 
-def _check_keras_path(filepath):
+def check_keras_path(filepath):
+    """Returns `filepath` as a str after checking it ends in `.keras`."""
     filepath = os.fspath(filepath)
     if not filepath.endswith(".keras"):
-        raise _validation.invalid_value(
+        raise validation.invalid_value(
             "filepath", "a path ending in '.keras'", filepath
         )
     return filepath
@@ -142,19 +103,19 @@ def save_model_atomically(model, filepath):
     >>> load_model_verified(path).count_params()
     10
     """
-    filepath = _check_keras_path(filepath)
+    filepath = check_keras_path(filepath)
     directory = os.path.dirname(os.path.abspath(filepath))
     os.makedirs(directory, exist_ok=True)
     _remove_stale_temporaries(filepath)
     temporary = _temporary_path(filepath)
     try:
         model.save(temporary)
-        _fsync_file(temporary)
-        digest = sha256_of(temporary)
+        files.fsync_file(temporary)
+        digest = files.sha256_of(temporary)
         previous = _verified_digest_or_none(filepath)
         # Commit the checksum first: until the rename below, the file on
         # disk is still the previous one, which `previous_sha256` vouches for.
-        _files.write_json_atomically(
+        files.write_json_atomically(
             checksum_path(filepath),
             {"sha256": digest, "previous_sha256": previous},
         )
@@ -162,7 +123,7 @@ def save_model_atomically(model, filepath):
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
-    _fsync_directory(directory)
+    files.fsync_directory(directory)
     return digest
 
 
@@ -199,7 +160,7 @@ def verify(filepath):
         )
     with open(record_path) as file:
         record = json.load(file)
-    digest = sha256_of(filepath)
+    digest = files.sha256_of(filepath)
     if digest not in (record.get("sha256"), record.get("previous_sha256")):
         raise ValueError(
             f"Invalid checkpoint {filepath!r}. Expected the SHA-256 recorded "

@@ -10,10 +10,10 @@ import tensorflow as tf
 
 import conftest
 import tfkd
-from tfkd import feature_losses
-from tfkd.decoupled import DecoupledKD
-from tfkd.feature_losses import AttentionTransfer, FitNetHint
-from tfkd.relation_losses import RKDAngle, RKDDistance
+from tfkd.terms import features as feature_losses
+from tfkd.terms.decoupled import DecoupledKD
+from tfkd.terms.features import AttentionTransfer, FitNetHint
+from tfkd.terms.relations import RKDAngle, RKDDistance
 
 CLASSES = 3
 

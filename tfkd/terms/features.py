@@ -28,8 +28,8 @@ attention-transfer).
 import keras
 from keras import ops
 
-from tfkd import _validation
-from tfkd import distillation_terms
+from tfkd.utils import validation
+from tfkd.terms import base
 
 #: The values `FitNetHint(connector=...)` accepts.
 CONNECTOR_MODES = ("auto", "always", "never")
@@ -59,8 +59,8 @@ def fitnet_hint_loss(teacher_features, student_features):
     >>> np.asarray(fitnet_hint_loss(t, s)).tolist()
     [1.0, 1.0]
     """
-    teacher = distillation_terms.flatten_examples(teacher_features)
-    student = distillation_terms.flatten_examples(student_features)
+    teacher = base.flatten_examples(teacher_features)
+    student = base.flatten_examples(student_features)
     return ops.mean(ops.square(teacher - student), axis=-1)  # (batch,)
 
 
@@ -125,7 +125,7 @@ def _spatial_mismatch(teacher_shape, student_shape):
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
-class FitNetHint(distillation_terms.DistillationTerm):
+class FitNetHint(base.DistillationTerm):
     """FitNets hint: the student's layer regresses the teacher's.
 
     Romero et al. (2015), "FitNets: Hints for Thin Deep Nets". The student
@@ -192,7 +192,7 @@ class FitNetHint(distillation_terms.DistillationTerm):
             student_layer=student_layer,
             name=name,
         )
-        self.connector_mode = _validation.check_choice(
+        self.connector_mode = validation.check_choice(
             "connector", connector, CONNECTOR_MODES
         )
         self.connector = None
@@ -249,14 +249,14 @@ class FitNetHint(distillation_terms.DistillationTerm):
 
 def _check_p(p):
     if not isinstance(p, (int, float)) or isinstance(p, bool):
-        raise _validation.invalid_type("p", "a float > 0", p)
+        raise validation.invalid_type("p", "a float > 0", p)
     if not p > 0:
-        raise _validation.invalid_value("p", "a float > 0", p)
+        raise validation.invalid_value("p", "a float > 0", p)
     return float(p)
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
-class AttentionTransfer(distillation_terms.DistillationTerm):
+class AttentionTransfer(base.DistillationTerm):
     """Attention transfer: the student attends where the teacher does.
 
     Zagoruyko & Komodakis (2017), "Paying More Attention to Attention:

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tfkd import data
-from tfkd import idx
+from tfkd.data import idx
 
 
 def _write_tiny_fashion_mnist(directory, n_train=40, n_test=20):

@@ -6,8 +6,9 @@ import pytest
 import tensorflow as tf
 
 import tfkd
-from tfkd import decoupled, losses
-from tfkd.decoupled import DecoupledKD
+from tfkd import losses
+from tfkd.terms import decoupled
+from tfkd.terms.decoupled import DecoupledKD
 
 
 def _np_softmax(z):

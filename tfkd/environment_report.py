@@ -11,7 +11,7 @@ Each check runs on its own and turns any exception into a reported
 problem, so the doctor never crashes, also without a GPU or with a broken
 TensorFlow. This module imports only the standard library at import time;
 if even `import tfkd` fails, run it as a script:
-`python path/to/tfkd/doctor.py`.
+`python path/to/tfkd/environment_report.py`.
 
 Command line: `python -m tfkd doctor [--strict]`.
 """

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from tfkd.born_again import born_again
-from tfkd.feature_losses import FitNetHint
+from tfkd.generations import born_again
+from tfkd.terms.features import FitNetHint
 
 
 def _data(n=64):

@@ -1,4 +1,4 @@
-"""Tests of tfkd/doctor.py and `python -m tfkd doctor`.
+"""Tests of tfkd/environment_report.py and `python -m tfkd doctor`.
 
 On this machine (tensorflow-cpu, no GPU) the doctor must report the
 missing GPU with its fix, run the mixed-precision and XLA checks for
@@ -6,7 +6,6 @@ real, and exit 0 (1 with --strict). Version combinations that are not
 installed are checked through the pure `check_versions`.
 """
 
-import importlib
 import os
 import subprocess
 import sys
@@ -15,8 +14,7 @@ import pytest
 
 from tfkd.__main__ import main as cli_main
 
-# By module path: `tfkd.doctor` is also exported as the function.
-doctor_lib = importlib.import_module("tfkd.doctor")
+from tfkd import environment_report as doctor_lib
 
 
 @pytest.fixture(scope="module")

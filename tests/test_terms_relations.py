@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 
 import tfkd
-from tfkd import relation_losses
-from tfkd.relation_losses import RKDAngle, RKDDistance
+from tfkd.terms import relations as relation_losses
+from tfkd.terms.relations import RKDAngle, RKDDistance
 
 
 def _np_huber(x):

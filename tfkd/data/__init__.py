@@ -1,0 +1,30 @@
+"""Datasets for distillation, offline first.
+
+- `tfkd.data.load(name, ...)`: an image-classification dataset as batched,
+  prefetched `tf.data` pipelines (`ImageDataset`); Fashion-MNIST offline,
+  any other name through `tensorflow-datasets`.
+- `tfkd.data.idx`: reading and writing the IDX files MNIST-style datasets
+  ship in, verified.
+"""
+
+from tfkd.data import idx
+from tfkd.data.loading import FASHION_MNIST_CLASS_NAMES
+from tfkd.data.loading import FASHION_MNIST_DIR_ENV
+from tfkd.data.loading import ImageDataset
+from tfkd.data.loading import balanced_subset
+from tfkd.data.loading import fashion_mnist_directories
+from tfkd.data.loading import load
+from tfkd.data.loading import load_fashion_mnist_arrays
+from tfkd.data.loading import preprocess
+
+__all__ = [
+    "FASHION_MNIST_CLASS_NAMES",
+    "FASHION_MNIST_DIR_ENV",
+    "ImageDataset",
+    "balanced_subset",
+    "fashion_mnist_directories",
+    "idx",
+    "load",
+    "load_fashion_mnist_arrays",
+    "preprocess",
+]
