@@ -4,13 +4,14 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from tfkd.utils import validation
+from tfkd import _keras_compat
 from tfkd.terms import base as terms_base
 from tfkd import feature_views
 from tfkd import losses
 from tfkd import model_checks
 from tfkd import preflight
 from tfkd import teacher_outputs as teacher_outputs_lib
+from tfkd.utils import validation
 
 
 def _num_replicas_in_sync():
@@ -19,32 +20,6 @@ def _num_replicas_in_sync():
     if context is None:  # cross-replica context
         return tf.distribute.get_strategy().num_replicas_in_sync
     return context.num_replicas_in_sync
-
-
-def _reduces_logs_across_workers():
-    """Whether Keras averages each step's logs across worker processes."""
-    strategy = tf.distribute.get_strategy()
-    in_multi_worker_mode = getattr(
-        strategy.extended, "_in_multi_worker_mode", None
-    )
-    return (
-        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-        and in_multi_worker_mode is not None
-        and in_multi_worker_mode()
-    )
-
-
-def _step_logs(logs):
-    """The logs a step returns, in a shape Keras can reduce across workers.
-
-    Under MultiWorkerMirroredStrategy, Keras 3.12 averages step outputs
-    with `strategy.reduce("MEAN", value, axis=0)`, which fails on the
-    scalar losses and metrics every step returns (keras-team/keras#20585);
-    one-element vectors average to the same scalar.
-    """
-    if not _reduces_logs_across_workers():
-        return logs
-    return {name: ops.reshape(value, (1,)) for name, value in logs.items()}
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -293,19 +268,10 @@ class Distiller(keras.Model):
         return super().evaluate(x, y, *args, **kwargs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras 3.12 builds a model created under a strategy from its first
-        # distributed batch, `strategy.reduce`d to one tensor, which
-        # MultiWorkerMirroredStrategy cannot do for a nested batch
-        # (keras-team/keras#20585). Building needs only shapes and dtypes,
-        # so this worker's first replica's slice serves as well.
-        if iterator is not None and self._distribute_strategy is not None:
-            strategy = self.distribute_strategy
-            for _, _, replica_iterator in iterator:
-                data_batch = tf.nest.map_structure(
-                    lambda value: strategy.experimental_local_results(value)[0],
-                    next(replica_iterator),
-                )
-                break
+        # Overrides Keras's private build hook to work around
+        # keras-team/keras#20585 (see `_keras_compat.first_replica_batch`).
+        if iterator is not None and _keras_compat.uses_distribution(self):
+            data_batch = _keras_compat.first_replica_batch(self, iterator)
             iterator = None
         return super()._maybe_symbolic_build(
             iterator=iterator, data_batch=data_batch
@@ -525,7 +491,7 @@ class Distiller(keras.Model):
                 tracker.update_state(
                     terms[tracker.name], sample_weight=batch_size
                 )
-        return _step_logs(
+        return _keras_compat.step_logs(
             self.compute_metrics(
                 x, labels, student_logits, sample_weight=sample_weight
             )

@@ -16,6 +16,7 @@ no symbolic outputs, and asking for its layers is an error that says so.
 
 import keras
 
+from tfkd import _keras_compat
 from tfkd.utils import validation
 
 
@@ -52,24 +53,23 @@ def _nodes_by_layer(output):
     """`{id(layer): [its call nodes]}` on the graph that computes `output`.
 
     Walks back from the model's current output through each symbolic
-    tensor's `_keras_history` (Keras's own record of the call that made
-    it). `layer.output` is not enough: it is the layer's *first* call, and
-    a Sequential model rebuilt layer by layer (as every loaded one is) keeps
-    stale calls from earlier builds. A view wired to those would run parts
-    of the network twice.
+    tensor's producing call (`_keras_compat.producing_call`). `layer.output`
+    is not enough: it is the layer's *first* call, and a Sequential model
+    rebuilt layer by layer (as every loaded one is) keeps stale calls from
+    earlier builds. A view wired to those would run parts of the network
+    twice.
     """
     nodes = {}
     seen = set()
     stack = [output]
     while stack:
-        history = getattr(stack.pop(), "_keras_history", None)
-        if history is None:
+        call = _keras_compat.producing_call(stack.pop())
+        if call is None:
             continue
-        operation, node_index = history[0], history[1]
-        if (id(operation), node_index) in seen:
+        operation, node = call
+        if (id(operation), id(node)) in seen:
             continue
-        seen.add((id(operation), node_index))
-        node = operation._inbound_nodes[node_index]
+        seen.add((id(operation), id(node)))
         nodes.setdefault(id(operation), []).append(node)
         stack.extend(node.arguments.keras_tensors)
     return nodes

@@ -14,6 +14,7 @@ import os
 
 import keras
 
+from tfkd import _keras_compat
 from tfkd.utils import files
 
 _STATE_FILE = "training_state.json"
@@ -124,8 +125,7 @@ class MidEpochBackupAndRestore(keras.callbacks.BackupAndRestore):
             )
         for variable, (_, value) in zip(variables, saved):
             variable.assign(value)
-        # How keras.callbacks.BackupAndRestore tells fit where to resume.
-        self.model._initial_epoch = state["epoch"]
+        _keras_compat.set_initial_epoch(self.model, state["epoch"])
         self._resume_epoch = state["epoch"]
         self._batches_to_skip = state["batches_done"]
         self._steps_done = state["steps_done"]

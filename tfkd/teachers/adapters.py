@@ -30,6 +30,7 @@ teacher.save("teacher.keras")
 
 import keras
 
+from tfkd import _keras_compat
 from tfkd.utils import validation
 
 
@@ -128,7 +129,7 @@ def as_teacher(model, name=None):
     output = outputs[0]
     # The layer that produced the output (for functional models this need not
     # be `model.layers[-1]`).
-    last = output._keras_history[0]
+    last, _ = _keras_compat.producing_call(output)
     if _is_softmax_layer(last):
         output = last.input
     elif _has_softmax_activation(last):

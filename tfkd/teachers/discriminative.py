@@ -14,6 +14,7 @@ of the optimizer with its own rate (and its own slots).
 import keras
 from keras import ops
 
+from tfkd import _keras_compat
 from tfkd.utils import validation
 
 
@@ -147,7 +148,7 @@ class DiscriminativeOptimizer(keras.optimizers.Optimizer):
         # their keys are kept: an optimizer tracks (and saves) every variable
         # stored in its attributes.
         self._key_to_group = {
-            self._var_key(variable): index
+            _keras_compat.optimizer_variable_key(self, variable): index
             for index, group in enumerate(groups)
             for item in group
             if not isinstance(item, str)
@@ -180,7 +181,9 @@ class DiscriminativeOptimizer(keras.optimizers.Optimizer):
         return ops.divide(base, self.factor**index)
 
     def _group_of(self, variable):
-        index = self._key_to_group.get(self._var_key(variable))
+        index = self._key_to_group.get(
+            _keras_compat.optimizer_variable_key(self, variable)
+        )
         if index is None:
             index = self._path_to_group.get(variable.path, 0)
         return index
@@ -218,9 +221,8 @@ class DiscriminativeOptimizer(keras.optimizers.Optimizer):
                     group_optimizer.build(variables)
                 self._group_optimizers[index] = group_optimizer
                 continue
-            known = group_optimizer._trainable_variables_indices
             unknown = [v.path for v in variables
-                       if group_optimizer._var_key(v) not in known]
+                       if not _keras_compat.optimizer_knows(group_optimizer, v)]
             if unknown:
                 raise ValueError(
                     f"Variables {unknown[:3]} of layer group {index} became "

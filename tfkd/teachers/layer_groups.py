@@ -14,6 +14,7 @@ layer staying with the layer before it.
 import keras
 import numpy as np
 
+from tfkd import _keras_compat
 from tfkd.utils import validation
 from . import layers as teacher_layers
 from . import registry
@@ -43,9 +44,9 @@ def all_sublayers(layer):
     >>> [layer.name for layer in all_sublayers(model)]
     ['model', 'x', 'dense']
     """
-    # `_flatten_layers` also reaches layers held as attributes of custom
-    # layers, which `Model.layers` does not list.
-    return list(layer._flatten_layers(include_self=True, recursive=True))
+    # Also reaches layers held as attributes of custom layers, which
+    # `Model.layers` does not list.
+    return _keras_compat.all_sublayers(layer)
 
 
 def has_trainable_weights(layer):

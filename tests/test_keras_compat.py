@@ -1,0 +1,90 @@
+"""tfkd._keras_compat: each wrapped Keras internal still does its job.
+
+These run in both test environments (Keras 3.12 and the newest Keras), so
+a Keras release that renames one of these internals fails here first.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfkd import _keras_compat
+
+from conftest import two_replica_strategy
+
+
+def test_single_process_strategies_are_not_multi_worker():
+    assert not _keras_compat.in_multi_worker_mode()
+    assert not _keras_compat.reduces_logs_across_workers()
+    strategy = two_replica_strategy()
+    assert not _keras_compat.in_multi_worker_mode(strategy)
+    with strategy.scope():
+        assert not _keras_compat.reduces_logs_across_workers()
+
+
+def test_step_logs_are_unchanged_outside_multi_worker_training():
+    logs = {"loss": tf.constant(1.5)}
+    assert _keras_compat.step_logs(logs) is logs
+
+
+class _Holder(keras.layers.Layer):
+    """A custom layer that keeps another layer as an attribute."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = keras.layers.Dense(2, name="inner")
+
+    def call(self, x):
+        return self.inner(x)
+
+
+def test_all_sublayers_reaches_layers_held_as_attributes():
+    inputs = keras.Input((3,), name="x")
+    model = keras.Model(inputs, _Holder(name="holder")(inputs), name="m")
+    names = [layer.name for layer in _keras_compat.all_sublayers(model)]
+    assert names[0] == "m"
+    assert {"holder", "inner"} <= set(names)
+    assert "inner" not in [layer.name for layer in model.layers]
+
+
+def test_producing_call_names_the_layer_and_its_inputs():
+    inputs = keras.Input((3,), name="x")
+    hidden = keras.layers.Dense(4, name="hidden")(inputs)
+    outputs = keras.layers.Dense(2, name="out")(hidden)
+    operation, node = _keras_compat.producing_call(outputs)
+    assert operation.name == "out"
+    assert list(node.arguments.keras_tensors) == [hidden]
+    assert _keras_compat.producing_call(np.zeros(3)) is None
+
+
+def test_optimizer_variable_keys_identify_built_variables():
+    known = keras.Variable(np.zeros(2, "float32"))
+    other = keras.Variable(np.zeros(2, "float32"))
+    optimizer = keras.optimizers.Adam()
+    optimizer.build([known])
+    assert _keras_compat.optimizer_knows(optimizer, known)
+    assert not _keras_compat.optimizer_knows(optimizer, other)
+    assert _keras_compat.optimizer_variable_key(
+        optimizer, known
+    ) != _keras_compat.optimizer_variable_key(optimizer, other)
+
+
+def test_set_initial_epoch_makes_fit_resume_there():
+    class ResumeAtTwo(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            _keras_compat.set_initial_epoch(self.model, 2)
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    epochs_run = []
+    history = model.fit(
+        np.zeros((8, 3)), np.zeros((8, 1)), epochs=3, verbose=0,
+        callbacks=[
+            ResumeAtTwo(),
+            keras.callbacks.LambdaCallback(
+                on_epoch_begin=lambda epoch, logs: epochs_run.append(epoch)
+            ),
+        ],
+    )
+    assert epochs_run == [2]
+    assert len(history.history["loss"]) == 1
