@@ -8,6 +8,7 @@ discriminative rates (group `i` at `lr / 2.6**i`) and gradual unfreezing.
 The BatchNorm statistics of a pretrained backbone never move in either stage.
 """
 
+import dataclasses
 import warnings
 
 import keras
@@ -99,15 +100,6 @@ def _infer_steps_per_epoch(train_ds, steps_per_epoch):
         "cardinality is unknown or infinite), which the slanted triangular "
         "schedule needs. Pass `steps_per_epoch=` or `schedule='constant'`. "
         f"Received: train_ds={train_ds!r}"
-    )
-
-
-def _stage_learning_rate(rate, schedule, epochs, steps, cut_frac, ratio):
-    if schedule == "constant":
-        return float(rate)
-    return schedules.SlantedTriangularLR(
-        float(rate), total_steps=max(1, epochs * steps), cut_frac=cut_frac,
-        ratio=ratio,
     )
 
 
@@ -272,28 +264,94 @@ def fine_tune(
     print(history.history["val_accuracy"][-1])
     ```
     """
-    if not isinstance(teacher, keras.Model) or not teacher.built:
+    plan = _plan(
+        teacher, train_ds, epochs, learning_rate, optimizer, unfreeze,
+        num_groups, discriminative_factor, schedule, steps_per_epoch,
+        train_batchnorm,
+    )
+    plan = dataclasses.replace(
+        plan,
+        gradual_unfreezing=gradual_unfreezing,
+        cut_frac=cut_frac,
+        ratio=ratio,
+        loss=loss or keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True
+        ),
+        compile_kwargs={
+            "metrics": list(metrics or []),
+            "jit_compile": jit_compile,
+            "run_eagerly": run_eagerly,
+        },
+        fit_kwargs={
+            "validation_data": val_ds,
+            "steps_per_epoch": steps_per_epoch,
+            "verbose": verbose,
+        },
+        callbacks=tuple(callbacks or ()),
+    )
+    stage1 = _train_head(teacher, train_ds, plan) if plan.epochs[0] else None
+    stage2 = _train_top_groups(teacher, train_ds, plan) if plan.epochs[1] else None
+    return FineTuneHistory(teacher, (stage1, stage2))
+
+
+@dataclasses.dataclass(frozen=True)
+class _FineTunePlan:
+    """The checked arguments of one `fine_tune` call."""
+
+    groups: list
+    epochs: tuple
+    learning_rate: tuple
+    optimizer: object
+    unfreeze: int
+    discriminative_factor: float | None
+    schedule: str
+    steps: int | None
+    train_batchnorm: bool
+    gradual_unfreezing: bool = False
+    cut_frac: float = 0.1
+    ratio: float = 32.0
+    loss: object = None
+    compile_kwargs: dict = dataclasses.field(default_factory=dict)
+    fit_kwargs: dict = dataclasses.field(default_factory=dict)
+    callbacks: tuple = ()
+
+    def stage_optimizer(self, stage):
+        """A fresh optimizer at stage `stage`'s (0 or 1) rate or schedule."""
+        rate = float(self.learning_rate[stage])
+        if self.schedule == "stlr":
+            rate = schedules.SlantedTriangularLR(
+                rate,
+                total_steps=max(1, self.epochs[stage] * self.steps),
+                cut_frac=self.cut_frac,
+                ratio=self.ratio,
+            )
+        return _template(self.optimizer, rate)
+
+
+def _plan(
+    teacher, train_ds, epochs, learning_rate, optimizer, unfreeze,
+    num_groups, discriminative_factor, schedule, steps_per_epoch,
+    train_batchnorm,
+):
+    """Checks `fine_tune`'s arguments before any training; the plan."""
+    if not isinstance(teacher, keras.Model):
+        raise validation.invalid_type(
+            "teacher", "a built `keras.Model`", teacher
+        )
+    if not teacher.built:
         raise validation.invalid_value(
-            "teacher",
-            "a built `keras.Model`",
-            teacher,
+            "teacher", "a built `keras.Model`", teacher
         )
     epochs = _validate_pair(epochs, "epochs", _is_count, "ints >= 0")
     learning_rate = _validate_pair(
         learning_rate, "learning_rate", _is_rate, "floats > 0"
     )
-    if schedule not in ("stlr", "constant"):
-        raise validation.invalid_value(
-            "schedule",
-            "'stlr' or 'constant'",
-            schedule,
-        )
+    validation.check_choice("schedule", schedule, ("stlr", "constant"))
     if discriminative_factor is not None and not _is_rate(
         discriminative_factor
     ):
         raise validation.invalid_value(
-            "discriminative_factor",
-            "None or a float > 0",
+            "discriminative_factor", "None or a float > 0",
             discriminative_factor,
         )
     groups = groups_lib.layer_groups(teacher, num_groups=num_groups)
@@ -318,88 +376,80 @@ def fine_tune(
         or steps_per_epoch < 1
     ):
         raise validation.invalid_value(
-            "steps_per_epoch",
-            "None or an int >= 1",
-            steps_per_epoch,
+            "steps_per_epoch", "None or an int >= 1", steps_per_epoch
         )
     from_scratch = _built_from_scratch(teacher)
     if from_scratch:
         _warn_about_random_backbone(epochs, unfreeze, num_backbone_groups)
-    if train_batchnorm is None:
-        train_batchnorm = from_scratch
     steps = (
         _infer_steps_per_epoch(train_ds, steps_per_epoch)
         if schedule == "stlr" else steps_per_epoch
     )
-    if loss is None:
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    metrics = list(metrics or [])
-    callbacks = list(callbacks or [])
+    return _FineTunePlan(
+        groups=groups,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        optimizer=optimizer,
+        unfreeze=unfreeze,
+        discriminative_factor=discriminative_factor,
+        schedule=schedule,
+        steps=steps,
+        train_batchnorm=(
+            from_scratch if train_batchnorm is None else train_batchnorm
+        ),
+    )
 
-    def fit(stage_epochs, initial_epoch, stage_callbacks):
-        return teacher.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=initial_epoch + stage_epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch,
-            callbacks=callbacks + stage_callbacks,
-            verbose=verbose,
-        )
 
-    # Stage 1: the head alone, backbone frozen.
-    stage1 = None
-    if epochs[0] > 0:
-        unfreezing.set_trainable_groups(
-            teacher, groups, 1, train_batchnorm=train_batchnorm
-        )
-        teacher.compile(
-            optimizer=_template(
-                optimizer,
-                _stage_learning_rate(learning_rate[0], schedule, epochs[0],
-                                     steps, cut_frac, ratio),
-            ),
-            loss=loss,
-            metrics=metrics,
-            jit_compile=jit_compile,
-            run_eagerly=run_eagerly,
-        )
-        stage1 = fit(epochs[0], 0, [])
+def _fit_stage(teacher, train_ds, plan, initial_epoch, stage_epochs,
+               stage_callbacks=()):
+    return teacher.fit(
+        train_ds,
+        epochs=initial_epoch + stage_epochs,
+        initial_epoch=initial_epoch,
+        callbacks=list(plan.callbacks) + list(stage_callbacks),
+        **plan.fit_kwargs,
+    )
 
-    # Stage 2: head + top `unfreeze` groups, deeper groups at lower rates.
-    stage2 = None
-    if epochs[1] > 0:
-        trainable_groups = groups[: unfreeze + 1]
-        stage_callbacks = []
-        if gradual_unfreezing:
-            # The head was trained in stage 1: start with it and the top group.
-            stage_callbacks.append(
-                unfreezing.GradualUnfreezing(
-                    trainable_groups,
-                    initial_groups=min(2, len(trainable_groups)),
-                    train_batchnorm=train_batchnorm,
-                )
+
+def _train_head(teacher, train_ds, plan):
+    """Stage 1: the head alone, backbone frozen."""
+    unfreezing.set_trainable_groups(
+        teacher, plan.groups, 1, train_batchnorm=plan.train_batchnorm
+    )
+    teacher.compile(
+        optimizer=plan.stage_optimizer(0), loss=plan.loss,
+        **plan.compile_kwargs,
+    )
+    return _fit_stage(teacher, train_ds, plan, 0, plan.epochs[0])
+
+
+def _train_top_groups(teacher, train_ds, plan):
+    """Stage 2: head + top `unfreeze` groups, deeper groups at lower rates."""
+    trainable_groups = plan.groups[: plan.unfreeze + 1]
+    stage_callbacks = []
+    if plan.gradual_unfreezing:
+        # The head was trained in stage 1: start with it and the top group.
+        stage_callbacks.append(
+            unfreezing.GradualUnfreezing(
+                trainable_groups,
+                initial_groups=min(2, len(trainable_groups)),
+                train_batchnorm=plan.train_batchnorm,
             )
-        unfreezing.set_trainable_groups(
-            teacher,
-            groups,
-            len(trainable_groups),
-            train_batchnorm=train_batchnorm,
         )
-        teacher.compile(
-            optimizer=discriminative.DiscriminativeOptimizer(
-                _template(
-                    optimizer,
-                    _stage_learning_rate(learning_rate[1], schedule,
-                                         epochs[1], steps, cut_frac, ratio),
-                ),
-                groups,
-                factor=discriminative_factor or 1.0,
-            ),
-            loss=loss,
-            metrics=metrics,
-            jit_compile=jit_compile,
-            run_eagerly=run_eagerly,
-        )
-        stage2 = fit(epochs[1], epochs[0], stage_callbacks)
-    return FineTuneHistory(teacher, (stage1, stage2))
+    unfreezing.set_trainable_groups(
+        teacher, plan.groups, len(trainable_groups),
+        train_batchnorm=plan.train_batchnorm,
+    )
+    teacher.compile(
+        optimizer=discriminative.DiscriminativeOptimizer(
+            plan.stage_optimizer(1),
+            plan.groups,
+            factor=plan.discriminative_factor or 1.0,
+        ),
+        loss=plan.loss,
+        **plan.compile_kwargs,
+    )
+    return _fit_stage(
+        teacher, train_ds, plan, plan.epochs[0], plan.epochs[1],
+        stage_callbacks,
+    )

@@ -5,7 +5,6 @@ import json
 import math
 import os
 
-from tfkd.utils import files
 from tfkd.tuning import hypermodel as hypermodel_lib
 
 #: Version of the `tuning.json` layout; bumped on incompatible changes.
@@ -190,17 +189,6 @@ def best_row(rows):
     if not done:
         return None
     return max(done, key=lambda row: row["val_accuracy"])
-
-
-def write_json_atomic(path, data):
-    """Writes `data` as JSON to `path` via a temporary file and `os.replace`.
-
-    A crash mid-write leaves the previous file (or none), never a torn one
-    (see `tfkd.files.write_text_atomically`).
-    """
-    return files.write_text_atomically(
-        path, json.dumps(data, indent=1, allow_nan=False) + "\n"
-    )
 
 
 def _last(trial, name):

@@ -10,6 +10,7 @@ summary line per trial, and the results written as `tuning.json` and a
 T x α heatmap.
 """
 
+import dataclasses
 import json
 import math
 import numbers
@@ -19,13 +20,14 @@ import time
 import keras
 import keras_tuner
 
-from tfkd.utils import validation
 from tfkd.distiller import Distiller
 from tfkd.tuning import budget as budget_lib
 from tfkd.tuning import heatmap as heatmap_lib
 from tfkd.tuning import hypermodel as hypermodel_lib
 from tfkd.tuning import memory_cache
 from tfkd.tuning import result as result_lib
+from tfkd.utils import files
+from tfkd.utils import validation
 
 #: The metric a search maximizes: the student's validation accuracy.
 OBJECTIVE = "val_accuracy"
@@ -309,42 +311,21 @@ def search(
     >>> 1.0 <= result.temperature <= 20.0 and 0.0 <= result.alpha <= 1.0
     True
     """
-    import tensorflow as tf
-
-    validation.check_keras_model("teacher", teacher)
-    hypermodel_lib.check_student_builder(student_builder)
-    for name, value in (("train_ds", train_ds), ("val_ds", val_ds)):
-        if not isinstance(value, tf.data.Dataset):
-            raise validation.invalid_type(
-                name, "a `tf.data.Dataset` of (inputs, labels) batches", value
-            )
-    epochs = validation.check_positive_int("epochs", epochs)
-    max_trials = validation.check_positive_int("max_trials", max_trials)
-    if max_seconds is not None:
-        if not isinstance(max_seconds, numbers.Real) or isinstance(
-            max_seconds, bool
-        ):
-            raise validation.invalid_type(
-                "max_seconds", "a float > 0 or None", max_seconds
-            )
-        if not math.isfinite(max_seconds) or max_seconds <= 0:
-            raise validation.invalid_value(
-                "max_seconds", "a float > 0 or None", max_seconds
-            )
-    validation.check_choice("tuner", tuner, tuple(budget_lib.ORACLES))
-    if tuner == "bayesian":
-        budget_lib.check_bayesian_available()
-    if (
-        not isinstance(seed, numbers.Integral)
-        or isinstance(seed, bool)
-        or seed < 0
-    ):
-        raise validation.invalid_value("seed", "an int >= 0", seed)
-    validation.check_choice("verbose", verbose, (0, 1, 2))
-    if not isinstance(cache_teacher_logits, bool):
-        raise validation.invalid_type(
-            "cache_teacher_logits", "a bool", cache_teacher_logits
-        )
+    options = SearchOptions(
+        epochs=epochs,
+        max_trials=max_trials,
+        max_seconds=max_seconds,
+        tuner=tuner,
+        directory=directory,
+        project_name=project_name,
+        overwrite=overwrite,
+        cache_teacher_logits=cache_teacher_logits,
+        seed=seed,
+        verbose=verbose,
+        log=log,
+    )
+    _check_search_data(teacher, student_builder, train_ds, val_ds)
+    options.check()
     # The hypermodel checks the ranges and the learning rate.
     hypermodel = hypermodel_lib.DistillationHyperModel(
         student_builder,
@@ -354,53 +335,136 @@ def search(
         learning_rate=learning_rate,
         learning_rate_range=learning_rate_range,
     )
+    hypermodel.initial_weights = _probe_initial_weights(
+        teacher, student_builder, options.seed
+    )
+    settings = options.settings(hypermodel)
+    if not overwrite:
+        _check_resumable(options.project_dir, settings)
+    return _run_search(teacher, train_ds, val_ds, hypermodel, settings, options)
 
-    # One student, built up front: it checks that teacher and student can
-    # work together (a clear error now, not a failed trial later) and gives
-    # the initial weights every trial starts from.
+
+@dataclasses.dataclass(frozen=True)
+class SearchOptions:
+    """How `search` runs: its budget, where it lives, what it prints.
+
+    The search space (T, α and learning-rate ranges) belongs to the
+    `DistillationHyperModel`; these are the rest of `search`'s keyword
+    arguments, with the same meaning and defaults.
+    """
+
+    epochs: int = 5
+    max_trials: int = 20
+    max_seconds: float | None = None
+    tuner: str = "random"
+    directory: str = "tfkd_tuning"
+    project_name: str = "distillation"
+    overwrite: bool = False
+    cache_teacher_logits: bool = True
+    seed: int = 0
+    verbose: int = 1
+    log: object = print
+
+    @property
+    def project_dir(self):
+        """`directory/project_name`, where the search is kept."""
+        return os.path.join(os.fspath(self.directory), self.project_name)
+
+    def check(self):
+        """Raises `TypeError`/`ValueError` for any option out of place."""
+        validation.check_positive_int("epochs", self.epochs)
+        validation.check_positive_int("max_trials", self.max_trials)
+        if self.max_seconds is not None:
+            seconds = self.max_seconds
+            if not isinstance(seconds, numbers.Real) or isinstance(seconds, bool):
+                raise validation.invalid_type(
+                    "max_seconds", "a float > 0 or None", seconds
+                )
+            if not math.isfinite(seconds) or seconds <= 0:
+                raise validation.invalid_value(
+                    "max_seconds", "a float > 0 or None", seconds
+                )
+        validation.check_choice("tuner", self.tuner, tuple(budget_lib.ORACLES))
+        if self.tuner == "bayesian":
+            budget_lib.check_bayesian_available()
+        if not isinstance(self.seed, numbers.Integral) or isinstance(
+            self.seed, bool
+        ):
+            raise validation.invalid_type("seed", "an int >= 0", self.seed)
+        if self.seed < 0:
+            raise validation.invalid_value("seed", "an int >= 0", self.seed)
+        validation.check_choice("verbose", self.verbose, (0, 1, 2))
+        if not isinstance(self.cache_teacher_logits, bool):
+            raise validation.invalid_type(
+                "cache_teacher_logits", "a bool", self.cache_teacher_logits
+            )
+        if not isinstance(self.project_name, str):
+            raise validation.invalid_type(
+                "project_name", "a non-empty directory name", self.project_name
+            )
+        if not self.project_name.strip():
+            raise validation.invalid_value(
+                "project_name", "a non-empty directory name", self.project_name
+            )
+
+    def settings(self, hypermodel):
+        """What a later call must repeat to resume this search."""
+        ranges = hypermodel.learning_rate_range
+        return {
+            "tuner": self.tuner,
+            "objective": f"{OBJECTIVE} (student, last epoch)",
+            "epochs": self.epochs,
+            "max_trials": self.max_trials,
+            "max_seconds": self.max_seconds,
+            "temperature_range": list(hypermodel.temperature_range),
+            "alpha_range": list(hypermodel.alpha_range),
+            "learning_rate": hypermodel.learning_rate,
+            "learning_rate_range": None if ranges is None else list(ranges),
+            "cache_teacher_logits": self.cache_teacher_logits,
+            "seed": int(self.seed),
+            "project_dir": self.project_dir,
+        }
+
+
+def _check_search_data(teacher, student_builder, train_ds, val_ds):
+    """Raises `TypeError` for models or datasets of the wrong kind."""
+    import tensorflow as tf
+
+    validation.check_keras_model("teacher", teacher)
+    hypermodel_lib.check_student_builder(student_builder)
+    for name, value in (("train_ds", train_ds), ("val_ds", val_ds)):
+        if not isinstance(value, tf.data.Dataset):
+            raise validation.invalid_type(
+                name, "a `tf.data.Dataset` of (inputs, labels) batches", value
+            )
+
+
+def _probe_initial_weights(teacher, student_builder, seed):
+    """The initial weights every trial's student starts from.
+
+    Building one student up front also checks that teacher and student can
+    work together: a clear error now, not a failed trial later.
+    """
     keras.utils.set_random_seed(seed)
     probe = student_builder()
     validation.check_keras_model("student_builder()", probe)
     Distiller(teacher=teacher, student=probe)
-    hypermodel.initial_weights = probe.get_weights()
+    return probe.get_weights()
 
-    if not isinstance(project_name, str) or not project_name.strip():
-        raise validation.invalid_value(
-            "project_name", "a non-empty directory name", project_name
-        )
-    directory = os.fspath(directory)
-    project_dir = os.path.join(directory, project_name)
-    settings = {
-        "tuner": tuner,
-        "objective": f"{OBJECTIVE} (student, last epoch)",
-        "epochs": epochs,
-        "max_trials": max_trials,
-        "max_seconds": max_seconds,
-        "temperature_range": list(hypermodel.temperature_range),
-        "alpha_range": list(hypermodel.alpha_range),
-        "learning_rate": hypermodel.learning_rate,
-        "learning_rate_range": (
-            None
-            if hypermodel.learning_rate_range is None
-            else list(hypermodel.learning_rate_range)
-        ),
-        "cache_teacher_logits": cache_teacher_logits,
-        "seed": int(seed),
-        "project_dir": project_dir,
-    }
-    if not overwrite:
-        _check_resumable(project_dir, settings)
 
-    oracle = budget_lib.ORACLES[tuner](
+def _run_search(teacher, train_ds, val_ds, hypermodel, settings, options):
+    """Runs the checked search; returns its `TuningResult`."""
+    project_dir, log = options.project_dir, options.log
+    oracle = budget_lib.ORACLES[options.tuner](
         objective=keras_tuner.Objective(OBJECTIVE, "max"),
-        max_trials=max_trials,
+        max_trials=options.max_trials,
         # keras-tuner reads seed 0 as "no seed" and picks a random one.
-        seed=int(seed) + 1,
+        seed=int(options.seed) + 1,
     )
-    oracle.budget = budget_lib.TimeBudget(max_seconds)
+    oracle.budget = budget_lib.TimeBudget(options.max_seconds)
 
     def train_data():
-        if not cache_teacher_logits:
+        if not options.cache_teacher_logits:
             return train_ds
         if log is not None:
             log("tuning: running the teacher once over the training data")
@@ -420,19 +484,21 @@ def search(
         hypermodel,
         oracle,
         train_data,
-        seed=int(seed),
+        seed=int(options.seed),
         log=log,
         on_trial_done=write_partial,
-        directory=directory,
-        project_name=project_name,
-        overwrite=overwrite,
+        directory=os.fspath(options.directory),
+        project_name=options.project_name,
+        overwrite=options.overwrite,
     )
     # Written after the tuner, whose `overwrite=True` empties the directory.
-    result_lib.write_json_atomic(
+    files.write_json_atomically(
         os.path.join(project_dir, SETTINGS_NAME), settings
     )
     start = time.perf_counter()
-    search_tuner.search(validation_data=val_ds, epochs=epochs, verbose=verbose)
+    search_tuner.search(
+        validation_data=val_ds, epochs=options.epochs, verbose=options.verbose
+    )
     seconds = time.perf_counter() - start
 
     rows = result_lib.trial_table(search_tuner.oracle, hypermodel.learning_rate)
@@ -473,7 +539,7 @@ def _result(rows, best, settings, budget, seconds, heatmap_path, project_dir):
         json_path=json_path,
         heatmap_path=heatmap_path,
     )
-    result_lib.write_json_atomic(json_path, result.to_dict())
+    files.write_json_atomically(json_path, result.to_dict())
     return result
 
 

@@ -60,19 +60,26 @@ def write_text_atomically(path, text):
     return path
 
 
-def write_json_atomically(path, data, **dumps_kwargs):
+def write_json_atomically(path, data, indent=1, sort_keys=False):
     """Writes `data` as JSON to `path`, atomically (`write_text_atomically`).
+
+    NaN and infinities are refused (they are not JSON, and other readers
+    choke on them); the file ends with a newline.
 
     Args:
         path: Target path.
         data: A JSON-serializable object.
-        **dumps_kwargs: Passed to `json.dumps` (e.g. `indent=1`,
-            `allow_nan=False`).
+        indent: Indentation, as for `json.dumps`. Defaults to `1`.
+        sort_keys: Whether to sort object keys. Defaults to `False`.
 
     Returns:
         `path`, as a str.
+
+    Raises:
+        ValueError: if `data` holds NaN or an infinity.
     """
-    return write_text_atomically(path, json.dumps(data, **dumps_kwargs))
+    text = json.dumps(data, indent=indent, sort_keys=sort_keys, allow_nan=False)
+    return write_text_atomically(path, text + "\n")
 
 
 def sha256_of(path):
