@@ -1,0 +1,76 @@
+"""Packaging: a lean base install, optional extras, no stray packages."""
+
+import configparser
+import os
+import subprocess
+import sys
+
+import setuptools
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _setup_cfg():
+    config = configparser.ConfigParser()
+    config.read(os.path.join(ROOT, "setup.cfg"))
+    return config
+
+
+def _requirements(text):
+    return [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+
+
+def _name(requirement):
+    for separator in "<>=![; ":
+        requirement = requirement.split(separator)[0]
+    return requirement.lower()
+
+
+def test_base_requirements_need_no_optional_packages():
+    names = {
+        _name(r)
+        for r in _requirements(_setup_cfg()["options"]["install_requires"])
+    }
+    assert names == {"keras", "numpy"}
+
+
+def test_only_the_autokeras_extra_holds_keras_below_3_13():
+    extras = _setup_cfg()["options.extras_require"]
+    for extra, text in extras.items():
+        for requirement in _requirements(text):
+            if _name(requirement) == "keras":
+                assert extra == "autokeras", extra
+                assert "<3.13" in requirement
+    base = _requirements(_setup_cfg()["options"]["install_requires"])
+    keras_requirement = next(r for r in base if _name(r) == "keras")
+    assert "<3.13" not in keras_requirement
+
+
+def test_benchmarks_and_tests_are_not_installed_packages():
+    include = _requirements(
+        _setup_cfg()["options.packages.find"]["include"]
+    )
+    found = setuptools.find_packages(ROOT, include=include)
+    assert "tfkd" in found and "tfkd.terms" in found
+    assert not [p for p in found if not p.startswith("tfkd")]
+
+
+def test_import_tfkd_loads_no_optional_dependency():
+    code = (
+        "import sys, tfkd\n"
+        "loaded = [m for m in ('keras_tuner', 'autokeras', "
+        "'tensorflow_datasets') if m in sys.modules]\n"
+        "print(loaded)\n"
+        "tfkd.tuning\n"
+        "print('keras_tuner' in sys.modules)\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    ).stdout.split()
+    assert output == ["[]", "True"]
