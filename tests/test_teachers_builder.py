@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tfkd.teachers import InferenceMode
+from tfkd.teachers.layer_groups import all_sublayers
 from tfkd.teachers import build
 from tfkd.teachers import find_backbone
 from tfkd.teachers import layer_groups
@@ -116,7 +117,7 @@ def test_random_backbone_learns_its_statistics_by_default():
 
 
 def _batchnorm_momenta(model):
-    return {layer.momentum for layer in model._flatten_layers()
+    return {layer.momentum for layer in all_sublayers(model)
             if isinstance(layer, keras.layers.BatchNormalization)}
 
 
@@ -140,7 +141,7 @@ def test_random_backbone_gets_fast_batchnorm_momentum():
     for model in (teacher, family):
         find_backbone(model).trainable = True
         model(images, training=True)
-        first = next(layer for layer in find_backbone(model)._flatten_layers()
+        first = next(layer for layer in all_sublayers(find_backbone(model))
                      if isinstance(layer, keras.layers.BatchNormalization))
         moved.append(first.moving_mean.numpy())
     assert np.abs(moved[1]).max() > 0
