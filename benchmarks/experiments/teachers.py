@@ -45,7 +45,7 @@ from benchmarks import protocol
 from benchmarks import report
 from benchmarks import results as results_lib
 from benchmarks import stats
-from tfkd.teachers import layer_groups
+from tfkd.teachers.layer_groups import all_sublayers
 from tfkd.utils import figures
 from tfkd.utils import validation
 
@@ -340,7 +340,7 @@ def _timing_copy(model, train_x, train_y, inference_x, run_eagerly):
     """A fully trainable, compiled copy of `model`, its functions traced."""
     copy = type(model).from_config(model.get_config())
     copy.set_weights(model.get_weights())
-    for layer in layer_groups.all_sublayers(copy):
+    for layer in all_sublayers(copy):
         layer.trainable = True
     copy.compile(
         keras.optimizers.Adam(1e-4),
