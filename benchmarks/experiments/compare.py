@@ -63,9 +63,9 @@ PRESETS = {
     "smoke": presets_lib.Preset(
         name="smoke", train_examples=256, test_examples=256,
         validation_examples=256, batch_size=64, teacher_epochs=1,
-        student_epochs=2, teacher_width=8, student_width=4, timing_repeats=2,
+        student_epochs=2, teacher_width=8, student_width=4, timing_repeats=1,
         options=dict(autokeras_trials=1, autokeras_epochs=1,
-                     autokeras_seconds=120.0, latency_calls=10, grid_images=8)),
+                     autokeras_seconds=120.0, latency_calls=5, grid_images=8)),
     "quick": presets_lib.Preset(
         name="quick", train_examples=6_000, test_examples=None,
         validation_examples=1_000, batch_size=128, teacher_epochs=4,
