@@ -51,7 +51,7 @@ test-bench: env-bench data
 	$(BENCH)/bin/python -m pytest tests -ra
 
 benchmark: env-bench data
-	$(BENCH)/bin/python -m benchmarks run --dataset fashion_mnist --preset $(PRESET)
+	$(BENCH)/bin/python -m benchmarks compare --dataset fashion_mnist --preset $(PRESET)
 
 clean:
 	rm -rf .venv-latest-* .venv-bench-* build *.egg-info

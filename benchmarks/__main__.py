@@ -1,86 +1,52 @@
-"""Command line of the benchmarks: `python -m benchmarks run ...`.
+"""The one launcher of every experiment: `python -m benchmarks <experiment>`.
 
-This file only parses arguments; the logic lives in `benchmarks.runner`
-and, for `transfer`, `capacity` and `teachers`, in `benchmarks.experiments`.
+It only parses the experiment's name and hands the rest of the command
+line to `benchmarks.experiments.<name>.main`, imported only then, so that
+`python -m benchmarks --help` needs no TensorFlow. Each experiment's
+module docstring gives its command and expected run time.
 """
 
 import argparse
 import importlib
 import sys
 
-from benchmarks import presets
-
-#: Subcommands implemented in `benchmarks.experiments.<name>`.
+#: Experiment name -> one-line summary (`benchmarks/experiments/<name>.py`).
 EXPERIMENTS = {
-    "transfer": "tune T and α on one task, transfer them to another "
-                "(--source, --target)",
-    "capacity": "accuracy of students of growing size, from scratch and "
-                "distilled",
-    "teachers": "accuracy, size and speed of keras.applications teachers "
-                "(tfkd.teachers)",
+    "compare": "the main comparison: teacher, students, keras.distillation, "
+               "AutoKeras",
+    "transfer": "tune T and α on one task, transfer them to another",
+    "capacity": "accuracy of students of growing size, scratch and distilled",
+    "teachers": "accuracy, size and speed of keras.applications teachers",
+    "methods": "feature, attention, relation and decoupled KD next to logit KD",
+    "cache_speed": "what a teacher cache costs and saves, per epoch",
 }
+#: Other names accepted on the command line.
+ALIASES = {"run": "compare"}
 
 
 def parse_args(argv=None):
-    """Parses the command line (see `--help`)."""
+    """`(experiment, its arguments)` from the command line."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="tfkd benchmarks: teacher vs student vs distilled "
-        "student vs keras.distillation vs AutoKeras.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser(
-        "run",
-        help="compare all arms on one dataset",
-        description="Trains the teacher, the student arms (interleaved, so "
-        "epoch-time ratios are measured under the same conditions) and "
-        "AutoKeras, then writes results.json, results.md and PNG plots. "
-        "Rerunning the same command resumes after the last finished arm.",
-    )
-    run.add_argument("--dataset", default="fashion_mnist",
-                     help="fashion_mnist (offline) or any tfds image dataset name")
-    run.add_argument("--preset", default="quick", choices=sorted(presets.PRESETS),
-                     help="smoke: seconds; quick: ~20 min on 2 CPU cores; full: GPU")
-    run.add_argument("--output", default=None,
-                     help="output directory (default benchmarks/results/<dataset>-<preset>)")
-    run.add_argument("--arms", default=None,
-                     help="comma-separated arm ids to run (default: all)")
-    run.add_argument("--fresh", action="store_true",
-                     help="start over instead of resuming finished arms")
-    run.add_argument("--verbose", type=int, default=None, choices=(0, 1, 2),
-                     help="Keras verbosity of teacher and AutoKeras training")
-    # The experiments parse their own options (`python -m benchmarks
-    # transfer --help`), so that this parser stays free of TensorFlow.
-    for name, summary in EXPERIMENTS.items():
-        commands.add_parser(name, help=summary, add_help=False)
-    args, options = parser.parse_known_args(argv)
-    if args.command in EXPERIMENTS:
-        args.options = options
-    elif options:
-        parser.error(f"unrecognized arguments: {' '.join(options)}")
-    return args
+        description="tfkd experiments, one protocol: `python -m benchmarks "
+                    "<experiment> --preset smoke|quick|full`; "
+                    "`python -m benchmarks <experiment> --help` for its options.")
+    parser.add_argument("experiment", choices=[*EXPERIMENTS, *ALIASES],
+                        metavar="experiment", help="; ".join(
+                            f"{name}: {text}" for name, text in EXPERIMENTS.items())
+                        + "; run: compare")
+    parser.add_argument("options", nargs=argparse.REMAINDER,
+                        help="the experiment's options (--preset, --output, "
+                             "--fresh, --seeds, --verbose, ...)")
+    args = parser.parse_args(argv)
+    return ALIASES.get(args.experiment, args.experiment), args.options
 
 
 def main(argv=None):
     """Entry point; returns the process exit code."""
-    args = parse_args(argv)
-    if args.command in EXPERIMENTS:
-        module = importlib.import_module(f"benchmarks.experiments.{args.command}")
-        return module.main(
-            args.options, prog=f"python -m benchmarks {args.command}"
-        )
-    from benchmarks import runner
-
-    if args.command == "run":
-        runner.run(
-            dataset=args.dataset,
-            preset=args.preset,
-            output=args.output,
-            arms=args.arms.split(",") if args.arms else None,
-            fresh=args.fresh,
-            verbose=args.verbose,
-        )
-    return 0
+    experiment, options = parse_args(argv)
+    module = importlib.import_module(f"benchmarks.experiments.{experiment}")
+    return module.main(options, prog=f"python -m benchmarks {experiment}")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def search(x_train, y_train, x_val, y_val, preset, directory, seed=0, verbose=0):
+def search(x_train, y_train, x_val, y_val, *, trials, epochs, seconds,
+           batch_size, directory, seed=0, verbose=0):
     """Runs the AutoKeras search and returns the exported best model.
 
     Args:
@@ -44,8 +45,10 @@ def search(x_train, y_train, x_val, y_val, preset, directory, seed=0, verbose=0)
         y_train: int class ids.
         x_val: Validation images.
         y_val: Validation labels.
-        preset: The `Preset` (`autokeras_trials`, `autokeras_epochs`,
-            `autokeras_seconds`).
+        trials: `max_trials` of the search.
+        epochs: Epochs of each trial.
+        seconds: Time budget of the whole search.
+        batch_size: Batch size.
         directory: Where AutoKeras keeps its trials.
         seed: Search seed. Defaults to `0`.
         verbose: Keras verbosity. Defaults to `0`.
@@ -57,19 +60,19 @@ def search(x_train, y_train, x_val, y_val, preset, directory, seed=0, verbose=0)
     import autokeras
 
     classifier = autokeras.ImageClassifier(
-        max_trials=preset.autokeras_trials,
+        max_trials=trials,
         overwrite=True,
         directory=str(directory),
         project_name="autokeras",
         seed=seed,
     )
-    budget = TimeBudget(preset.autokeras_seconds)
+    budget = TimeBudget(seconds)
     start = time.perf_counter()
     classifier.fit(
         x_train,
         y_train,
-        epochs=preset.autokeras_epochs,
-        batch_size=preset.batch_size,
+        epochs=epochs,
+        batch_size=batch_size,
         validation_data=(x_val, y_val),
         callbacks=[budget],
         verbose=verbose,

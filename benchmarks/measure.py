@@ -15,27 +15,33 @@ import tensorflow as tf
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Records the wall time of every epoch (training steps only).
+    """Records the wall and CPU time of every epoch (training steps only).
+
+    CPU time is `time.process_time` of this process, all threads: other
+    processes on a shared machine disturb it far less than wall time.
 
     Attributes:
         seconds: List of epoch durations in seconds, in order.
+        cpu_seconds: The CPU seconds of the same epochs.
     """
 
     def __init__(self):
         super().__init__()
         self.seconds = []
+        self.cpu_seconds = []
         self._start = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self._start = (time.perf_counter(), time.process_time())
 
     def on_train_batch_end(self, batch, logs=None):
         # Validation runs after the last batch; stop the clock there so the
         # epoch time is the training time alone.
-        self._last_batch_end = time.perf_counter()
+        self._last_batch_end = (time.perf_counter(), time.process_time())
 
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(self._last_batch_end - self._start)
+        self.seconds.append(self._last_batch_end[0] - self._start[0])
+        self.cpu_seconds.append(self._last_batch_end[1] - self._start[1])
 
 
 def summarize_seconds(seconds, skip_first=True):
@@ -137,3 +143,54 @@ def confusion_matrix(labels, predicted, num_classes):
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(matrix, (labels, predicted), 1)
     return matrix
+
+
+def interleaved_speed(models, images, repeats=5, latency_calls=40, batch=256):
+    """Batch-1 latency and batch throughput of several models, in turn.
+
+    Each repeat times every model once, in an order that rotates with the
+    repeat, so all models see the same machine conditions: a slow minute
+    of the shared CPU slows every model, not the one measured then.
+
+    Args:
+        models: Dict id -> `keras.Model`.
+        images: Test images; the first one is the batch-1 input, the first
+            `batch` the throughput batch.
+        repeats: Interleaved repeats. Defaults to `5`.
+        latency_calls: Timed batch-1 calls per model and repeat. Defaults
+            to `40`.
+        batch: Examples of the throughput batch. Defaults to `256`.
+
+    Returns:
+        Dict id -> `{"latency_ms": {"p50", "p95"}, "throughput_per_s",
+        "throughput_spread": {"median", "min", "max", "repeats"}}`.
+    """
+    from benchmarks import stats
+
+    one = tf.convert_to_tensor(images[:1])
+    many = tf.convert_to_tensor(images[:batch])
+    functions = {key: _inference_function(model) for key, model in models.items()}
+    for infer in functions.values():  # traces, warms up
+        for _ in range(3):
+            infer(one).numpy()
+        infer(many).numpy()
+    latencies = {key: [] for key in functions}
+    rates = {key: [] for key in functions}
+    order = list(functions)
+    for repeat in range(repeats):
+        shift = repeat % len(order)
+        for key in order[shift:] + order[:shift]:
+            infer = functions[key]
+            for _ in range(latency_calls):
+                start = time.perf_counter()
+                infer(one).numpy()
+                latencies[key].append((time.perf_counter() - start) * 1000.0)
+            start = time.perf_counter()
+            infer(many).numpy()
+            rates[key].append(len(many) / (time.perf_counter() - start))
+    return {key: {
+        "latency_ms": {"p50": float(np.percentile(latencies[key], 50)),
+                       "p95": float(np.percentile(latencies[key], 95))},
+        "throughput_per_s": float(np.median(rates[key])),
+        "throughput_spread": stats.spread(rates[key]),
+    } for key in functions}

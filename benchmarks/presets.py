@@ -1,128 +1,107 @@
-"""Named benchmark presets: how much data, how many epochs, which arms.
+"""The one preset class of every experiment, and how presets are looked up.
 
-`smoke` runs in well under a minute (the tests run it end to end), `quick`
-fits in about 20 minutes on 2 CPU cores, `full` is for a GPU (hours on a
-CPU). Every preset runs the same code path; only the sizes change.
+Every experiment (`benchmarks/experiments/<name>.py`) defines a dict
+`PRESETS` of `Preset`s: `smoke` (what the tests run, seconds), `quick` (2
+CPU cores) and `full` (a GPU). The fields below are those the shared
+protocol (`benchmarks.protocol`) reads; what only one experiment needs
+(student widths, AutoKeras budget, teacher families, ...) goes in
+`options`, so that a new experiment needs no new class.
 """
 
 import dataclasses
 
+from tfkd.utils import validation
+
+#: The dataset that needs no download (tfkd reads its IDX files offline).
+OFFLINE_DATASET = "fashion_mnist"
+
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """Sizes and hyper-parameters of one benchmark run.
+    """Sizes and hyper-parameters of one experiment run.
 
     Attributes:
-        name: Preset name.
-        train_examples: Training examples (class-balanced subset), or
-            `None` for the whole training split.
+        name: Preset name (`"smoke"`, `"quick"`, `"full"`).
+        train_examples: Labelled training examples of the students
+            (class-balanced), or `None` for the whole training split.
         test_examples: Test examples evaluated, or `None` for all.
-        validation_examples: Validation examples used during training
-            (the Distiller runs the teacher on them every epoch), or `None`
-            for the whole validation split.
-        batch_size: Batch size of every arm.
-        teacher_epochs: Epochs of teacher training.
+        batch_size: Batch size of every model.
+        teacher_epochs: Epochs of the teacher.
         student_epochs: Epochs of every student arm.
-        seeds: Seeds of the student arms (accuracy is mean ± std).
+        seeds: Seeds of the student arms: accuracy is the mean and sample
+            std over them, and each arm is compared with scratch per seed.
+        dataset: `"fashion_mnist"` (offline) or a tfds image dataset name.
+        teacher_examples: Training examples of the teacher, a superset of
+            the students' (`None`: the same). The rest are the unlabelled
+            pool `Data.x_pool`.
+        validation_fraction: Share of the training split held out.
+        validation_examples: Validation examples used during training, or
+            `None` for all of the held-out split.
+        teacher_width: Width of `benchmarks.models.teacher_cnn`.
+        teacher_dense_units: Units of its dense head (`None`: 8 x width).
+        student_width: Width of `benchmarks.models.student_cnn`.
         temperature: KD temperature T.
         alpha: Weight of the hard-label loss.
-        learning_rate: Adam learning rate of the students.
-        teacher_width: Width of the reference teacher CNN.
-        teacher_dense_units: Units of the teacher's dense head (`None`:
-            8 x width).
-        student_width: Width of the reference student CNN.
-        autokeras_trials: AutoKeras `max_trials` (0 skips the arm).
-        autokeras_epochs: Epochs of each AutoKeras trial.
-        autokeras_seconds: Time budget of the whole AutoKeras search.
-        latency_repeats: Timed batch-1 calls for the latency percentiles.
-        grid_images: Test images in the prediction grid.
+        learning_rate: Adam learning rate of every model.
+        timing_repeats: Interleaved repeats of every speed measurement.
+        options: What only one experiment reads (see its module).
     """
 
     name: str
     train_examples: int | None
     test_examples: int | None
-    validation_examples: int | None
     batch_size: int
     teacher_epochs: int
     student_epochs: int
-    seeds: tuple
+    seeds: tuple = (0,)
+    dataset: str = OFFLINE_DATASET
+    teacher_examples: int | None = None
+    validation_fraction: float = 0.1
+    validation_examples: int | None = None
+    teacher_width: int = 16
+    teacher_dense_units: int | None = None
+    student_width: int = 8
     temperature: float = 4.0
     alpha: float = 0.1
     learning_rate: float = 2e-3
-    teacher_width: int = 32
-    teacher_dense_units: int | None = None
-    student_width: int = 8
-    autokeras_trials: int = 1
-    autokeras_epochs: int = 2
-    autokeras_seconds: float = 600.0
-    latency_repeats: int = 200
-    grid_images: int = 32
+    timing_repeats: int = 5
+    options: dict = dataclasses.field(default_factory=dict)
+
+    def option(self, key):
+        """The experiment-specific value `options[key]`."""
+        return self.options[key]
+
+    def replace(self, **changes):
+        """A copy with `changes`; keys that are not fields go to `options`."""
+        fields = {field.name for field in dataclasses.fields(self)}
+        options = dict(self.options)
+        options.update({k: v for k, v in changes.items() if k not in fields})
+        changes = {k: v for k, v in changes.items() if k in fields}
+        return dataclasses.replace(self, options=options, **changes)
 
     def to_dict(self):
-        """The preset as a JSON-ready dict."""
+        """The preset as a JSON-ready dict (tuples become lists)."""
         values = dataclasses.asdict(self)
-        values["seeds"] = list(self.seeds)
-        return values
+        values.update(values.pop("options"))
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in values.items()}
 
 
-PRESETS = {
-    "smoke": Preset(
-        name="smoke",
-        train_examples=256,
-        test_examples=256,
-        validation_examples=256,
-        batch_size=64,
-        teacher_epochs=1,
-        student_epochs=2,
-        seeds=(0,),
-        teacher_width=8,
-        student_width=4,
-        autokeras_trials=1,
-        autokeras_epochs=1,
-        autokeras_seconds=120.0,
-        latency_repeats=20,
-        grid_images=8,
-    ),
-    "quick": Preset(
-        name="quick",
-        train_examples=6_000,
-        test_examples=None,
-        validation_examples=1_000,
-        batch_size=128,
-        teacher_epochs=4,
-        student_epochs=6,
-        seeds=(0, 1),
-        teacher_width=16,
-        teacher_dense_units=512,
-        autokeras_trials=1,
-        autokeras_epochs=4,
-        autokeras_seconds=240.0,
-    ),
-    "full": Preset(
-        name="full",
-        train_examples=None,
-        test_examples=None,
-        validation_examples=None,
-        batch_size=128,
-        teacher_epochs=20,
-        student_epochs=30,
-        seeds=(0, 1, 2),
-        autokeras_trials=20,
-        autokeras_epochs=20,
-        autokeras_seconds=4 * 3600.0,
-    ),
-}
+def get_preset(presets, name):
+    """Returns `presets[name]`, or raises `ValueError` naming the choices."""
+    if isinstance(name, Preset):
+        return name
+    if name not in presets:
+        raise validation.invalid_value("preset", f"one of {sorted(presets)}", name)
+    return presets[name]
 
 
-def get_preset(name):
-    """Returns the preset called `name`.
-
-    Raises:
-        ValueError: for an unknown name, listing the valid ones.
-    """
-    if name not in PRESETS:
-        raise ValueError(
-            "Invalid value for argument `preset`. Expected one of "
-            f"{sorted(PRESETS)}. Received: preset={name!r}"
-        )
-    return PRESETS[name]
+def check_seeds(seeds):
+    """`seeds` as a tuple of distinct ints >= 0, or raises `ValueError`."""
+    values = tuple(seeds)
+    if not values or len(set(values)) != len(values) or any(
+        not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in values
+    ):
+        raise validation.invalid_value(
+            "seeds", "a non-empty sequence of distinct ints >= 0", seeds)
+    return values

@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from benchmarks import schema
+from benchmarks import stats
 
 TEACHER = "teacher"
 SCRATCH = "scratch"
@@ -82,9 +83,13 @@ def derive(results):
     for arm_id, arm in arms.items():
         accuracy = _accuracy(arm)
         is_distilled = (arm or {}).get("role") == "student" and arm_id != SCRATCH
-        kd_gain = None
+        kd_gain = paired = None
         if is_distilled and accuracy is not None and scratch_accuracy is not None:
             kd_gain = float(accuracy - scratch_accuracy)
+            paired = stats.paired_difference(
+                arm["accuracy"].get("per_seed") or [],
+                arms[SCRATCH]["accuracy"].get("per_seed") or [],
+            )
         derived[arm_id] = {
             "accuracy_kept_vs_teacher": _ratio(accuracy, teacher_accuracy),
             "compression_ratio": _ratio(
@@ -94,6 +99,8 @@ def derive(results):
                 teacher_latency, _metric(arm, "latency_ms", "p50")
             ),
             "kd_gain_over_scratch": kd_gain,
+            # Same seeds, same initial weights, same batches: paired.
+            "paired_difference_vs_scratch": paired,
         }
 
     def epoch_ratio(numerator, denominator):
@@ -148,7 +155,8 @@ def markdown(results, plot_files=None):
         f"# tfkd benchmark: {results.get('dataset', '?')}, "
         f"preset `{results.get('preset', '?')}`",
         "",
-        f"Run {_format_created(results.get('created'))}. "
+        f"Run {_format_created(results.get('created'))}"
+        f"{_format_git(results.get('git'))}. "
         + _environment_line(results.get("environment") or {}),
         "",
     ]
@@ -162,9 +170,10 @@ def markdown(results, plot_files=None):
         lines += _results_table(done, derived)
         lines += [
             "",
-            "Accuracy: test set, mean ± std over seeds. Latency: one example "
-            "per call. Throughput: batches of 256. Epoch time: median "
-            "training time of one epoch.",
+            "Accuracy: test set, mean ± sample std over seeds. Latency: one "
+            "example per call; latency and throughput measured after "
+            "training, all models in turn, repeated. Throughput: batches of "
+            "256. Epoch time: median training time of one epoch.",
         ]
     else:
         lines.append("No arm finished.")
@@ -484,23 +493,25 @@ def _derived_section(done, derived):
     ]
     if students:
         lines += [
-            "| Arm | KD gain over scratch | Compression vs teacher "
-            "| Speed-up vs teacher |",
-            "|---|---:|---:|---:|",
+            "| Arm | KD gain over scratch | Paired difference, 95 % CI "
+            "| Compression vs teacher | Speed-up vs teacher |",
+            "|---|---:|---:|---:|---:|",
         ]
         for arm_id, arm in students:
             entry = derived.get(arm_id) or {}
             lines.append(
                 f"| {_cell(arm.get('label', arm_id))} "
                 f"| {format_points(entry.get('kd_gain_over_scratch'))} "
+                f"| {stats.format_interval(entry.get('paired_difference_vs_scratch'))} "
                 f"| {format_ratio(entry.get('compression_ratio'))} "
                 f"| {format_ratio(entry.get('speedup_vs_teacher'))} |"
             )
         lines += [
             "",
             "KD gain: accuracy difference with the student trained from "
-            "scratch, in percentage points. Speed-up: ratio of batch-1 p50 "
-            "latencies.",
+            "scratch, in percentage points. Paired difference: mean over "
+            "seeds of (arm - scratch) on the same seed, with its 95 % "
+            "Student-t interval. Speed-up: ratio of batch-1 p50 latencies.",
             "",
         ]
     ratios = derived.get("epoch_time_ratios") or {}
@@ -526,6 +537,13 @@ def _format_accuracy(accuracy):
         # One seed has no spread to report.
         return format_percent(accuracy["mean"])
     return f"{100 * accuracy['mean']:.2f} ± {100 * accuracy.get('std', 0.0):.2f} %"
+
+
+def _format_git(git):
+    if not git or not git.get("commit"):
+        return ""
+    dirty = "" if git.get("clean") else " with uncommitted changes"
+    return f" from commit {git['commit'][:10]}{dirty}"
 
 
 def _format_latency(p50, p95):

@@ -102,6 +102,7 @@ def test_derive_per_arm_numbers():
     assert derived["teacher"] == {
         "accuracy_kept_vs_teacher": 1.0, "compression_ratio": 1.0,
         "speedup_vs_teacher": 1.0, "kd_gain_over_scratch": None,
+        "paired_difference_vs_scratch": None,
     }
     scratch = derived["scratch"]
     assert scratch["accuracy_kept_vs_teacher"] == pytest.approx(0.8 / 0.9, abs=1e-12)
@@ -113,6 +114,10 @@ def test_derive_per_arm_numbers():
     assert tfkd["compression_ratio"] == 10.0
     assert tfkd["speedup_vs_teacher"] == 5.0
     assert tfkd["kd_gain_over_scratch"] == pytest.approx(0.05, abs=1e-12)
+    # Same seeds, paired: the mean of the per-seed differences, its t-interval.
+    paired = tfkd["paired_difference_vs_scratch"]
+    assert paired["mean"] == pytest.approx(0.05) and paired["seeds"] == 2
+    assert paired["low"] <= paired["mean"] <= paired["high"]
     assert derived["keras_distillation_kl"]["kd_gain_over_scratch"] == pytest.approx(
         0.03, abs=1e-12
     )
@@ -138,7 +143,8 @@ def test_derive_never_raises_on_missing_data():
     results["arms"]["tfkd_cached"]["latency_ms"]["p50"] = 0.0
     results["arms"]["tfkd_cached"]["epoch_seconds"] = None
     derived = report.derive(results)
-    assert derived["tfkd"] == dict.fromkeys(schema.DERIVED_ARM_KEYS)
+    assert derived["tfkd"] == dict.fromkeys(
+        (*schema.DERIVED_ARM_KEYS, "paired_difference_vs_scratch"))
     assert derived["tfkd_cached"]["speedup_vs_teacher"] is None
     assert derived["epoch_time_ratios"] == {
         "tfkd_over_scratch": None,
@@ -175,8 +181,9 @@ def test_markdown_title_environment_and_table():
 
 def test_markdown_derived_failed_and_plots():
     text = report.markdown(make_results())
-    assert "| Distilled student (tfkd, online) | +5.00 pp | 10.0× | 5.00× |" in text
-    assert "| Student from scratch | — | 10.0× | 4.00× |" in text
+    assert ("| Distilled student (tfkd, online) | +5.00 pp "
+            "| +5.00 pp [+5.00, +5.00] | 10.0× | 5.00× |") in text
+    assert "| Student from scratch | — | — | 10.0× | 4.00× |" in text
     assert "student from scratch: 1.50×" in text
     assert "keras.distillation (KLDivergence): 0.75×" in text
     assert "(cached teacher) / student from scratch: 1.25×" in text

@@ -5,7 +5,6 @@ The same code path as `quick` (a real `tfkd.teachers.build` +
 PNG) on 256 Fashion-MNIST images and 1 epoch, run eagerly.
 """
 
-import argparse
 import json
 
 import keras
@@ -13,22 +12,20 @@ import numpy as np
 import pytest
 
 import tfkd
+from benchmarks import protocol
 from benchmarks.experiments import teachers
 
 
 @pytest.fixture(scope="module")
 def teachers_run(tmp_path_factory):
     output = tmp_path_factory.mktemp("teachers")
-    lines = []
-    results = teachers.run(preset="smoke", output=output, log=lines.append)
-    return output, results, lines
+    assert teachers.main(["--preset", "smoke", "--output", str(output)]) == 0
+    return output, json.loads((output / "results.json").read_text()), None
 
 
 def test_smoke_writes_json_markdown_and_plot(teachers_run):
     output, results, _ = teachers_run
-    on_disk = json.loads((output / "results.json").read_text())
-    assert on_disk["experiment"] == "teachers"
-    assert on_disk["rows"] == results["rows"]
+    assert results["experiment"] == "teachers" and results["git"]["commit"]
     rows = {row["id"]: row for row in results["rows"]}
     assert list(rows) == ["mobilenetv3small", teachers.REFERENCE]
     family = rows["mobilenetv3small"]
@@ -59,9 +56,8 @@ def test_saved_weights_reproduce_the_reported_accuracy(teachers_run):
     row = results["rows"][0]
     model = tfkd.teachers.build(row["id"], 10, (28, 28, 1), weights=None)
     model.load_weights(output / "models" / f"{row['id']}.weights.h5")
-    x, y = teachers.common.arrays(
-        tfkd.data.load("fashion_mnist", batch_size=64, train_examples=256,
-                       validation_fraction=0.01).test, 256)
+    data = protocol.load_data(teachers.PRESETS["smoke"])
+    x, y = data.x_test, data.y_test
     predicted = keras.ops.convert_to_numpy(model(x, training=False)).argmax(-1)
     assert float(np.mean(predicted == y)) == pytest.approx(row["accuracy"])
 
@@ -79,9 +75,8 @@ def test_command_line_resumes_without_retraining(teachers_run, capsys):
 
 
 def test_bad_arguments_fail_before_training(tmp_path):
-    parser = teachers.add_arguments(argparse.ArgumentParser())
     with pytest.raises(SystemExit):
-        parser.parse_args(["--preset", "huge"])
+        teachers.main(["--preset", "huge"])
     with pytest.raises(ValueError, match="`preset`"):
         teachers.run(preset="huge", output=tmp_path)
     with pytest.raises(ValueError, match="mobilenetv3small"):  # lists the valid

@@ -1,13 +1,14 @@
-"""Experiments beyond the main benchmark, one module each.
+"""The experiments, one module each, all on `benchmarks.protocol`.
 
-- `transfer`: tune T and α on one task, transfer them to another, and
-  compare with tfkd's defaults and with tuning on the target itself.
-- `capacity`: accuracy of students of growing size, trained from scratch
-  and distilled: how small can the student be before accuracy falls off?
+Each module has a docstring with its command and expected run time,
+`PRESETS` (`smoke`, `quick`, `full` of `benchmarks.presets.Preset`), `run()`
+and `main(argv=None)`; `python -m benchmarks <name>` runs it. Results land
+in `benchmarks/results/<name>-<preset>/` as JSON, Markdown and PNG.
 
-Each has `smoke`, `quick` and `full` presets, a `run()` function the tests
-call, and a command line (`python -m benchmarks transfer ...`, or
-`python -m benchmarks.experiments.transfer ...`); results land in
-`benchmarks/results/<experiment>-<preset>/` as JSON, Markdown and PNG.
-`common` holds what they share.
+- `compare`: the main comparison (alias `run`).
+- `transfer`: do T and α tuned on one task carry over to another?
+- `capacity`: how small can the student be before accuracy falls off?
+- `teachers`: which `keras.applications` family makes a good teacher?
+- `methods`: feature, attention, relation and decoupled KD.
+- `cache_speed`: what a teacher cache costs and saves, per epoch.
 """

@@ -9,7 +9,7 @@ at each size, and the report names the smallest student within 1
 percentage point of the best of its kind.
 
     python -m benchmarks capacity --preset quick   # ~13 min on 2 CPU cores
-    python -m benchmarks.experiments.capacity --preset smoke   # seconds
+    python -m benchmarks capacity --preset smoke   # seconds
 
 Presets: `smoke` (what the tests run: 2 sizes, 256 examples, 1 epoch),
 `quick` (4,000 examples, the teacher of the main benchmark, 1 seed; 13
@@ -19,14 +19,18 @@ minutes measured on 2 CPU cores shared with other jobs) and `full` (the whole tr
 last finished student (`--fresh` starts over).
 """
 
-import dataclasses
 import sys
 
 import numpy as np
 
-from benchmarks import measure
+from benchmarks import arms as arms_lib
+from benchmarks import cli
+from benchmarks import presets as presets_lib
+from benchmarks import protocol
 from benchmarks import report
-from benchmarks.experiments import common
+from benchmarks import results as results_lib
+from benchmarks import stats
+from tfkd.utils import figures
 from tfkd.utils import validation
 
 #: Student widths: 1.76 k, 6.79 k, 20.5 k, 59.7 k and 200 k parameters for
@@ -34,110 +38,80 @@ from tfkd.utils import validation
 WIDTHS = (2, 4, 7, 12, 22)
 #: "Falls off": more than this below the best student of the same kind.
 TOLERANCE = 0.01
-ARMS = ("scratch", "distilled")
 LABELS = {"scratch": "From scratch", "distilled": "Distilled (tfkd)"}
+#: The distilled students read the teacher's logits, precomputed once: the
+#: same soft targets as an online teacher (no augmentation), much cheaper.
+ARMS = {"scratch": arms_lib.scratch(label=LABELS["scratch"]),
+        "distilled": arms_lib.distilled("distilled", LABELS["distilled"],
+                                        soft_targets="memory")}
 PLOT_NAME = "capacity.png"
 
-
-@dataclasses.dataclass(frozen=True)
-class CapacityPreset:
-    """Sizes of one capacity run.
-
-    Attributes:
-        name: Preset name.
-        train_examples: Training examples (class-balanced), or `None` for
-            the whole training split.
-        test_examples: Test examples evaluated, or `None` for all.
-        validation_fraction: Share of the training split held out (unused
-            for training here; it keeps the split the other benchmarks use).
-        batch_size: Batch size.
-        teacher_width: Width of `teacher_cnn`.
-        teacher_epochs: Epochs of the teacher.
-        student_epochs: Epochs of every student.
-        widths: Student widths, small to large.
-        seeds: Seeds; accuracy is the mean ± std over them.
-        temperature: KD temperature T.
-        alpha: Weight of the hard-label loss.
-        learning_rate: Adam learning rate of every model.
-    """
-
-    name: str
-    train_examples: int | None
-    test_examples: int | None
-    validation_fraction: float
-    batch_size: int
-    teacher_width: int
-    teacher_epochs: int
-    student_epochs: int
-    widths: tuple = WIDTHS
-    seeds: tuple = (0,)
-    temperature: float = 4.0
-    alpha: float = 0.1
-    learning_rate: float = 2e-3
-
-
 PRESETS = {
-    "smoke": CapacityPreset(
-        name="smoke",
-        train_examples=256,
-        test_examples=256,
-        validation_fraction=0.01,
-        batch_size=64,
-        teacher_width=8,
-        teacher_epochs=1,
-        student_epochs=1,
-        widths=(2, 4),
-    ),
-    "quick": CapacityPreset(
-        name="quick",
-        train_examples=4_000,
-        test_examples=None,
-        validation_fraction=0.1,
-        batch_size=128,
-        teacher_width=32,
-        teacher_epochs=4,
-        student_epochs=8,
-    ),
-    "full": CapacityPreset(
-        name="full",
-        train_examples=None,
-        test_examples=None,
-        validation_fraction=0.1,
-        batch_size=128,
-        teacher_width=32,
-        teacher_epochs=20,
-        student_epochs=30,
-        seeds=(0, 1, 2),
-    ),
+    "smoke": presets_lib.Preset(
+        name="smoke", train_examples=256, test_examples=256,
+        validation_fraction=0.01, batch_size=64, teacher_width=8,
+        teacher_epochs=1, student_epochs=1, options=dict(widths=(2, 4))),
+    "quick": presets_lib.Preset(
+        name="quick", train_examples=4_000, test_examples=None, batch_size=128,
+        teacher_width=32, teacher_epochs=4, student_epochs=8,
+        options=dict(widths=WIDTHS)),
+    "full": presets_lib.Preset(
+        name="full", train_examples=None, test_examples=None, batch_size=128,
+        teacher_width=32, teacher_epochs=20, student_epochs=30,
+        seeds=(0, 1, 2), options=dict(widths=WIDTHS)),
 }
 
 
-def run(
-    preset="quick",
-    dataset="fashion_mnist",
-    output=None,
-    fresh=False,
-    temperature=None,
-    alpha=None,
-    widths=None,
-    verbose=0,
-    log=print,
-):
+def resolve_preset(preset, seeds=None, temperature=None, alpha=None, widths=None):
+    """The preset with the command line's overrides, validated."""
+    preset = presets_lib.get_preset(PRESETS, preset)
+    changes = {}
+    if seeds is not None:
+        changes["seeds"] = presets_lib.check_seeds(seeds)
+    if temperature is not None:
+        changes["temperature"] = validation.check_temperature(temperature)
+    if alpha is not None:
+        changes["alpha"] = validation.check_alpha(alpha)
+    if widths is not None:
+        changes["widths"] = _check_widths(widths)
+    return preset.replace(**changes)
+
+
+def width_row(setup, width):
+    """Both arms of one student width over the seeds, as a table row."""
+    setup = setup.with_preset(setup.preset.replace(student_width=width))
+    records = protocol.run_seeds(setup, list(ARMS.values()), prefix=f"w{width}__")
+    scratch = protocol.summarize(records["scratch"])
+    distilled = protocol.summarize(records["distilled"], records["scratch"])
+    setup.log(f"width {width}: scratch {scratch['accuracy']['mean']:.4f}, "
+              f"distilled {distilled['accuracy']['mean']:.4f}")
+    return {
+        "width": width,
+        "parameters": int(setup.build_student().count_params()),
+        "scratch": scratch["accuracy"], "distilled": distilled["accuracy"],
+        "scratch_train_seconds": scratch["train_seconds"],
+        "distilled_train_seconds": distilled["train_seconds"],
+        "kd_gain": distilled["accuracy"]["mean"] - scratch["accuracy"]["mean"],
+        "kd_gain_interval": distilled["vs_baseline"],
+    }
+
+
+def run(preset="quick", dataset=None, output=None, fresh=False, seeds=None,
+        temperature=None, alpha=None, widths=None, verbose=0, log=print):
     """Runs the capacity experiment; writes results.json, results.md, PNG.
 
     Args:
-        preset: `"smoke"`, `"quick"` or `"full"`. Defaults to `"quick"`.
+        preset: A name of `PRESETS` or a `Preset`. Defaults to `"quick"`.
         dataset: `"fashion_mnist"` (offline) or a tfds image dataset name.
-            Defaults to `"fashion_mnist"`.
+            Defaults to `None` (the preset's).
         output: Output directory. Defaults to
-            `benchmarks/results/capacity-<preset>` (with the dataset name
-            when it is not Fashion-MNIST).
+            `benchmarks/results/capacity-<preset>`.
         fresh: Ignore finished students of an earlier run. Defaults to
             `False` (resume).
+        seeds: Seeds instead of the preset's. Defaults to `None`.
         temperature: T of the distilled students. Defaults to `None` (the
             preset's, 4.0).
-        alpha: α of the distilled students. Defaults to `None` (the
-            preset's, 0.1).
+        alpha: α of the distilled students. Defaults to `None` (0.1).
         widths: Student widths to run. Defaults to `None` (the preset's).
         verbose: Keras verbosity of the teacher's training. Defaults to `0`.
         log: Where progress lines go. Defaults to `print`.
@@ -150,78 +124,22 @@ def run(
             anything is trained.
         RuntimeError: if the dataset cannot be loaded.
     """
-    preset = common.get_preset(PRESETS, preset)
-    changes = {}
-    if temperature is not None:
-        changes["temperature"] = validation.check_temperature(temperature)
-    if alpha is not None:
-        changes["alpha"] = validation.check_alpha(alpha)
-    if widths is not None:
-        changes["widths"] = _check_widths(widths)
-    preset = dataclasses.replace(preset, **changes)
-    store = common.open_store("capacity", preset.name, [dataset], output,
-                              fresh, log, dataset)
-    data, test = common.load_preset_data(dataset, preset)
-    teacher, teacher_record = common.teacher(
-        data, width=preset.teacher_width, epochs=preset.teacher_epochs,
-        learning_rate=preset.learning_rate, store=store, key="teacher",
-        test=test, log=log, verbose=verbose,
-    )
-    cache = None  # the teacher's logits, computed only if a student needs them
-    rows = []
-    for width in preset.widths:
-        build = common.student_builder(data, width)
-        parameters = int(build().count_params())
-        per_arm = {arm: [] for arm in ARMS}
-        for seed in preset.seeds:
-            records = {arm: store.load(f"w{width}__{arm}__seed{seed}") for arm in ARMS}
-            if all(r is not None and r.get("status") == "done" for r in records.values()):
-                log(f"width {width}, seed {seed}: loaded from an earlier run")
-            else:
-                if cache is None:
-                    cache = common.teacher_logits(teacher, data, log)
-                weights = common.initial_weights(build, seed)
-                for arm in ARMS:
-                    student, seconds = common.train_student(
-                        arm, build, weights, data=data, cache=cache,
-                        epochs=preset.student_epochs,
-                        learning_rate=preset.learning_rate, seed=seed,
-                        temperature=preset.temperature, alpha=preset.alpha,
-                    )
-                    accuracy, _ = measure.accuracy_and_predictions(
-                        student, *test
-                    )
-                    records[arm] = {"status": "done", "accuracy": accuracy,
-                                    "train_seconds": seconds}
-                    store.save(f"w{width}__{arm}__seed{seed}", records[arm])
-                log(
-                    f"width {width} ({report.format_count(parameters)} params), "
-                    f"seed {seed}: scratch {records['scratch']['accuracy']:.4f}, "
-                    f"distilled {records['distilled']['accuracy']:.4f}"
-                )
-            for arm in ARMS:
-                per_arm[arm].append(records[arm])
-        row = {"width": width, "parameters": parameters}
-        for arm in ARMS:
-            row[arm] = common.mean_std([r["accuracy"] for r in per_arm[arm]])
-            row[f"{arm}_train_seconds"] = float(
-                np.mean([r["train_seconds"] for r in per_arm[arm]])
-            )
-        row["kd_gain"] = row["distilled"]["mean"] - row["scratch"]["mean"]
-        rows.append(row)
-
-    results = common.results_skeleton("capacity", preset)
+    preset = resolve_preset(preset, seeds, temperature, alpha, widths)
+    setup = protocol.start("capacity", PRESETS, preset, dataset=dataset,
+                           output=output, fresh=fresh, log=log, verbose=verbose)
+    store = setup.store
+    _, teacher = protocol.train_teacher(setup)
+    rows = [width_row(setup, width) for width in preset.option("widths")]
+    results = results_lib.skeleton("capacity", preset)
     results.update(
-        dataset=dataset,
-        num_examples=dict(data.num_examples),
-        test_examples_evaluated=int(len(test[1])),
-        teacher={key: teacher_record[key]
-                 for key in ("accuracy", "parameters", "train_seconds", "width")},
-        rows=rows,
-    )
+        dataset=setup.data.name, num_examples=setup.data.num_examples,
+        test_examples_evaluated=int(len(setup.data.y_test)),
+        teacher={key: teacher[key] for key in
+                 ("accuracy", "parameters", "train_seconds", "width", "fingerprint")},
+        rows=rows)
     results["derived"] = derive(results)
     plot_path = plot_capacity(results, store.directory / PLOT_NAME)
-    common.write_outputs(results, markdown(results, [plot_path]), store.directory)
+    results_lib.write(results, markdown(results, [plot_path]), store.directory)
     log(f"capacity: wrote {store.directory / 'results.md'}")
     return results
 
@@ -284,28 +202,23 @@ def markdown(results, plot_files=(PLOT_NAME,)):
     Returns:
         The report, ending with a newline.
     """
-    import os
-
     config = results["config"]
     teacher = results["teacher"]
-    lines = common.header(
-        "student capacity", results["preset"], results["environment"],
-        results["created"],
-    )
+    lines = results_lib.header("student capacity", results)
     lines += [
         f"{results['dataset']}: {results['num_examples']['train']} training "
         f"examples, {results['test_examples_evaluated']} test examples. "
-        f"Students trained {common.plural(config['student_epochs'], 'epoch')} (Adam "
+        f"Students trained {results_lib.plural(config['student_epochs'], 'epoch')} (Adam "
         f"{config['learning_rate']:g}, batch {config['batch_size']}), seeds "
         f"{config['seeds']}; distilled with T={config['temperature']:g}, "
         f"α={config['alpha']:g} from teacher_cnn(width="
         f"{teacher['width']}), {report.format_count(teacher['parameters'])} "
-        f"parameters, {common.plural(config['teacher_epochs'], 'epoch')}, test accuracy "
+        f"parameters, {results_lib.plural(config['teacher_epochs'], 'epoch')}, test accuracy "
         f"{report.format_percent(teacher['accuracy'])}.",
         "",
         "## Accuracy by student size",
         "",
-        "| Width | Parameters | From scratch | Distilled | KD gain "
+        "| Width | Parameters | From scratch | Distilled | KD gain, 95 % CI "
         "| Distilled, kept vs teacher |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
@@ -313,16 +226,17 @@ def markdown(results, plot_files=(PLOT_NAME,)):
         kept = row["distilled"]["mean"] / teacher["accuracy"] if teacher["accuracy"] else None
         lines.append(
             f"| {row['width']} | {report.format_count(row['parameters'])} "
-            f"| {common.format_accuracy(row['scratch'])} "
-            f"| {common.format_accuracy(row['distilled'])} "
-            f"| {report.format_points(row['kd_gain'])} "
+            f"| {stats.format_accuracy(row['scratch'])} "
+            f"| {stats.format_accuracy(row['distilled'])} "
+            f"| {stats.format_interval(row.get('kd_gain_interval')) if row.get('kd_gain_interval') else report.format_points(row['kd_gain'])} "
             f"| {report.format_percent(kept, 1)} |"
         )
     derived = results["derived"]
     lines += [
         "",
-        "Accuracy: test set, mean ± std over seeds. KD gain: distilled minus "
-        "from scratch, in percentage points, same initial weights.",
+        "Accuracy: test set, mean ± sample std over seeds. KD gain: distilled "
+        "minus from scratch, in percentage points, same initial weights and "
+        "batches; mean of the per-seed differences with its 95 % t-interval.",
         "",
         "## Where accuracy falls off",
         "",
@@ -344,8 +258,7 @@ def markdown(results, plot_files=(PLOT_NAME,)):
             f"{report.format_points(derived['mean_kd_gain'])}."
         )
     lines += ["", "## Plot", ""]
-    for path in plot_files:
-        lines += [f"![Accuracy vs student size]({os.path.basename(str(path))})", ""]
+    lines += results_lib.image_links(plot_files, {PLOT_NAME: "Accuracy vs student size"})
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -364,18 +277,18 @@ def plot_capacity(results, path):
     """
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-    figure = common.new_figure((8, 5.5))
+    figure = figures.new_figure((8, 5.5))
     axes = figure.add_subplot()
     rows = results["rows"]
     xs = [row["parameters"] for row in rows]
-    for arm, color, marker in (("scratch", common.SCRATCH_COLOR, "s"),
-                               ("distilled", common.DISTILLED_COLOR, "o")):
+    for arm, color, marker in (("scratch", results_lib.SCRATCH_COLOR, "s"),
+                               ("distilled", results_lib.DISTILLED_COLOR, "o")):
         means = [100 * row[arm]["mean"] for row in rows]
         stds = [100 * row[arm]["std"] for row in rows]
         axes.errorbar(xs, means, yerr=stds, color=color, marker=marker,
                       markersize=7, capsize=4, linewidth=1.8, label=LABELS[arm])
     teacher = results["teacher"]
-    axes.axhline(100 * teacher["accuracy"], color=common.TEACHER_COLOR,
+    axes.axhline(100 * teacher["accuracy"], color=results_lib.TEACHER_COLOR,
                  linestyle="--", linewidth=1.2,
                  label=f"Teacher ({report.format_count(teacher['parameters'])} "
                        f"params): {100 * teacher['accuracy']:.1f} %")
@@ -411,7 +324,7 @@ def plot_capacity(results, path):
     )
     axes.grid(True, alpha=0.3)
     axes.legend(loc="best", fontsize=9)
-    return common.save_figure(figure, path)
+    return figures.save_figure(figure, path)
 
 
 def _check_widths(widths):
@@ -427,46 +340,18 @@ def _check_widths(widths):
     return tuple(sorted(set(values)))
 
 
-def add_arguments(parser):
-    """Adds the capacity experiment's options to an argparse parser."""
-    common.add_common_arguments(
-        parser, experiment="capacity", presets=PRESETS,
-        preset_help="smoke: seconds; quick: ~13 min on 2 CPU cores; full: GPU",
-        verbose_help="Keras verbosity of the teacher's training",
-    )
+def main(argv=None, prog=None):
+    """Parses the command line, runs the experiment; returns 0."""
+    parser = cli.parser(sys.modules[__name__], "capacity", prog)
     parser.add_argument("--temperature", type=float, default=None,
                         help="KD temperature T (default: the preset's, 4.0)")
     parser.add_argument("--alpha", type=float, default=None,
                         help="weight of the hard-label loss (default 0.1)")
     parser.add_argument("--widths", default=None,
+                        type=lambda text: [int(w) for w in cli.name_list(text)],
                         help="comma-separated student widths (default 2,4,7,12,22)")
-    return parser
-
-
-def run_from_args(args):
-    """Calls `run` with parsed command-line arguments."""
-    return run(
-        preset=args.preset,
-        dataset=args.dataset,
-        output=args.output,
-        fresh=args.fresh,
-        temperature=args.temperature,
-        alpha=args.alpha,
-        widths=(
-            None if args.widths is None
-            else [int(w) for w in args.widths.split(",") if w.strip()]
-        ),
-        verbose=args.verbose,
-    )
-
-
-main = common.make_main(
-    "capacity",
-    "Accuracy of students of growing size, from scratch and "
-    "distilled.",
-    add_arguments,
-    run_from_args,
-)
+    run(**vars(parser.parse_args(argv)))
+    return 0
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ Speed is measured twice, in different ways:
   spread. Compare families with these.
 
     python -m benchmarks teachers --preset quick   # ~40 min on 2 CPU cores
-    python -m benchmarks.experiments.teachers --preset smoke   # ~1 min
+    python -m benchmarks teachers --preset smoke   # ~1 min
 
 Presets: `smoke` (what the tests run: one family, 256 examples, 1 epoch),
 `quick` (the five families that fit a 2-core CPU, trained from random
@@ -29,8 +29,6 @@ GPU). Output: `benchmarks/results/teachers-<preset>/` with `results.json`,
 family (`--fresh` starts over).
 """
 
-import dataclasses
-import os
 import sys
 import time
 
@@ -39,11 +37,17 @@ import numpy as np
 import tensorflow as tf
 
 import tfkd
-from tfkd.utils import validation
+from benchmarks import cli
 from benchmarks import measure
 from benchmarks import models
+from benchmarks import presets as presets_lib
+from benchmarks import protocol
 from benchmarks import report
-from benchmarks.experiments import common
+from benchmarks import results as results_lib
+from benchmarks import stats
+from tfkd.teachers.layer_groups import all_sublayers
+from tfkd.utils import figures
+from tfkd.utils import validation
 
 #: The families whose training fits a 2-core CPU budget (about 20-100 s per
 #: epoch of 6,000 28x28 images, run at 32x32).
@@ -56,132 +60,62 @@ REFERENCE = "teacher_cnn"
 PLOT_NAME = "teachers.png"
 
 
-@dataclasses.dataclass(frozen=True)
-class TeachersPreset:
-    """Sizes of one teachers run.
-
-    Attributes:
-        name: Preset name.
-        families: Registered family names to compare.
-        train_examples: Training examples (class-balanced), or `None` for
-            the whole training split.
-        test_examples: Test examples evaluated, or `None` for all.
-        validation_fraction: Share of the training split held out for the
-            per-epoch validation curve.
-        batch_size: Batch size of training.
-        weights: `None` (random initialization) or `"imagenet"`.
-        epochs: `(stage 1, stage 2)` epochs of `tfkd.teachers.fine_tune`.
-        learning_rate: `(stage 1, stage 2)` peak rates.
-        unfreeze: Backbone groups unfrozen in stage 2 (`"all"` or an int).
-        discriminative_factor: Rate ratio between layer groups in stage 2,
-            or `None`.
-        schedule: `"stlr"` or `"constant"`.
-        reference: Whether to train the reference `teacher_cnn` too.
-        reference_width: Width of the reference `teacher_cnn`.
-        reference_dense_units: Dense units of the reference `teacher_cnn`.
-        throughput_batch: Batch size of the inference throughput.
-        throughput_train_steps: Training steps timed per repeat.
-        throughput_repeats: Interleaved repeats of the throughput timing.
-        run_eagerly: Train and time without `tf.function`. Tracing a
-            backbone's training step takes tens of seconds on a CPU, more
-            than a smoke run's few steps; speeds measured this way mean
-            nothing.
-        seed: Seed of the data subset and of every initialization.
-    """
-
-    name: str
-    families: tuple
-    train_examples: int | None
-    test_examples: int | None
-    validation_fraction: float
-    batch_size: int
-    weights: str | None
-    epochs: tuple
-    learning_rate: tuple
-    unfreeze: object
-    discriminative_factor: float | None
-    schedule: str = "stlr"
-    reference: bool = True
-    reference_width: int = 16
-    reference_dense_units: int = 512
-    throughput_batch: int = 256
-    throughput_train_steps: int = 5
-    throughput_repeats: int = 5
-    run_eagerly: bool = False
-    seed: int = 0
-
-
 #: The recipe `tfkd.teachers.fine_tune` documents for `weights=None`: no
 #: frozen-backbone stage, everything trained at one rate.
-_FROM_SCRATCH = dict(weights=None, learning_rate=(1e-3, 1e-3), unfreeze="all",
-                     discriminative_factor=None)
+FROM_SCRATCH = dict(weights=None, stage_learning_rates=(1e-3, 1e-3),
+                    unfreeze="all", discriminative_factor=None)
+
+
+def _preset(name, families, stage_epochs, **fields):
+    """A teachers preset. Its `options`: `families` (registered names),
+    `weights` (`None` or `"imagenet"`), `stage_epochs` and
+    `stage_learning_rates` (`(stage 1, stage 2)` of `fine_tune`),
+    `unfreeze`, `discriminative_factor`, `schedule`, `reference` (also
+    train the reference `teacher_cnn` of `teacher_width`), the throughput
+    timing's `throughput_batch` and `throughput_train_steps`, and
+    `run_eagerly` (tracing a backbone's step takes tens of seconds on a
+    CPU, more than a smoke run's few steps; speeds then mean nothing)."""
+    options = dict(families=families, stage_epochs=stage_epochs, schedule="stlr",
+                   reference=True, throughput_batch=256, throughput_train_steps=5,
+                   run_eagerly=False)
+    options.update(fields.pop("options"))
+    return presets_lib.Preset(name=name, student_epochs=0, teacher_epochs=sum(stage_epochs),
+                              teacher_dense_units=fields.pop("teacher_dense_units", 512),
+                              options=options, **fields)
+
 
 PRESETS = {
-    "smoke": TeachersPreset(
-        name="smoke",
-        families=("mobilenetv3small",),
-        train_examples=256,
-        test_examples=256,
-        validation_fraction=0.01,
-        batch_size=64,
-        epochs=(0, 1),
-        reference_width=8,
-        reference_dense_units=64,
-        throughput_batch=32,
-        throughput_train_steps=2,
-        throughput_repeats=2,
-        run_eagerly=True,
-        **_FROM_SCRATCH,
-    ),
-    "quick": TeachersPreset(
-        name="quick",
-        families=CPU_FAMILIES,
-        train_examples=6_000,
-        test_examples=None,
-        validation_fraction=0.02,
-        batch_size=64,
-        epochs=(0, 6),
-        **_FROM_SCRATCH,
-    ),
-    "full": TeachersPreset(
-        name="full",
-        families=tuple(tfkd.teachers.list_families()),
-        train_examples=None,
-        test_examples=None,
-        validation_fraction=0.1,
-        batch_size=64,
-        weights="imagenet",
-        epochs=(3, 10),
-        learning_rate=(1e-3, 1e-4),
-        unfreeze=2,
-        discriminative_factor=2.6,
-        reference_width=32,
-        reference_dense_units=None,
-        throughput_repeats=7,
-    ),
+    "smoke": _preset("smoke", ("mobilenetv3small",), (0, 1), train_examples=256,
+                     test_examples=256, validation_fraction=0.01, batch_size=64,
+                     teacher_width=8, teacher_dense_units=64, timing_repeats=2,
+                     options=dict(throughput_batch=32, throughput_train_steps=2,
+                                  run_eagerly=True, **FROM_SCRATCH)),
+    "quick": _preset("quick", CPU_FAMILIES, (0, 6), train_examples=6_000,
+                     test_examples=None, validation_fraction=0.02, batch_size=64,
+                     options=FROM_SCRATCH),
+    "full": _preset("full", tuple(tfkd.teachers.list_families()), (3, 10),
+                    train_examples=None, test_examples=None, batch_size=64,
+                    teacher_width=32, teacher_dense_units=None, timing_repeats=7,
+                    options=dict(weights="imagenet", stage_learning_rates=(1e-3, 1e-4),
+                                 unfreeze=2, discriminative_factor=2.6)),
 }
 
 
-def run(
-    preset="quick",
-    dataset="fashion_mnist",
-    output=None,
-    fresh=False,
-    families=None,
-    verbose=0,
-    log=print,
-):
+def run(preset="quick", dataset=None, output=None, fresh=False, seeds=None,
+        families=None, verbose=0, log=print):
     """Runs the teachers experiment; writes results.json, results.md, PNG.
 
     Args:
-        preset: `"smoke"`, `"quick"` or `"full"`. Defaults to `"quick"`.
+        preset: A name of `PRESETS` or a `Preset`. Defaults to `"quick"`.
         dataset: `"fashion_mnist"` (offline) or a tfds image dataset name.
-            Defaults to `"fashion_mnist"`.
+            Defaults to `None` (the preset's).
         output: Output directory. Defaults to
             `benchmarks/results/teachers-<preset>` (with the dataset name
             when it is not Fashion-MNIST).
         fresh: Ignore families trained by an earlier run. Defaults to
             `False` (resume).
+        seeds: `(seed,)` of the initializations instead of the preset's.
+            Defaults to `None`.
         families: Family names to run instead of the preset's. Defaults to
             `None`.
         verbose: Keras verbosity of training. Defaults to `0`.
@@ -197,66 +131,64 @@ def run(
             weights are needed and cannot be downloaded (the message says
             how to supply a local file).
     """
-    preset = common.get_preset(PRESETS, preset)
-    preset = dataclasses.replace(preset, families=_check_families(
-        preset.families if families is None else families
-    ))
-    store = common.open_store("teachers", preset.name, [dataset], output,
-                              fresh, log, dataset)
-    data, test = common.load_preset_data(dataset, preset, seed=preset.seed)
-    row_ids = list(preset.families) + ([REFERENCE] if preset.reference else [])
-    trained = {}
-    rows = []
+    preset = presets_lib.get_preset(PRESETS, preset)
+    preset = preset.replace(families=_check_families(
+        preset.option("families") if families is None else families))
+    setup = protocol.start("teachers", PRESETS, preset, seeds=seeds, dataset=dataset,
+                           output=output, fresh=fresh, log=log, verbose=verbose)
+    preset, data, store = setup.preset, setup.data, setup.store
+    row_ids = list(preset.option("families")) + (
+        [REFERENCE] if preset.option("reference") else [])
+    trained, rows = {}, []
     for row_id in row_ids:
-        model, record = _train_or_load(row_id, preset, data, test, store, log,
-                                       verbose)
-        trained[row_id] = model
+        trained[row_id], record = _train_or_load(row_id, preset, data, store, log, verbose)
         rows.append(record)
-
-    log(f"throughput: {preset.throughput_repeats} interleaved repeats over "
+    log(f"throughput: {preset.timing_repeats} interleaved repeats over "
         f"{len(row_ids)} models")
     speeds = interleaved_throughput(
-        trained,
-        images=test[0],
-        labels=test[1],
-        inference_batch=preset.throughput_batch,
+        trained, images=data.x_test, labels=data.y_test,
+        inference_batch=preset.option("throughput_batch"),
         train_batch=preset.batch_size,
-        train_steps=preset.throughput_train_steps,
-        repeats=preset.throughput_repeats,
-        run_eagerly=preset.run_eagerly,
-    )
+        train_steps=preset.option("throughput_train_steps"),
+        repeats=preset.timing_repeats, run_eagerly=preset.option("run_eagerly"))
     for row in rows:
         row.update(speeds[row["id"]])
-
-    results = common.results_skeleton("teachers", preset)
-    results.update(
-        dataset=dataset,
-        num_examples=dict(data.num_examples),
-        test_examples_evaluated=int(len(test[1])),
-        rows=rows,
-    )
+    results = results_lib.skeleton("teachers", preset)
+    results.update(dataset=data.name, num_examples=data.num_examples,
+                   test_examples_evaluated=int(len(data.y_test)), rows=rows)
     results["derived"] = derive(results)
     plot_path = plot_teachers(results, store.directory / PLOT_NAME)
-    common.write_outputs(results, markdown(results, [plot_path]), store.directory)
+    results_lib.write(results, markdown(results, [plot_path]), store.directory)
     log(f"teachers: wrote {store.directory / 'results.md'}")
     return results
 
 
+def _training_data(preset, data):
+    """Seeded training and validation pipelines; every family gets new
+    ones with the same seed, so all see the same sequence of batches."""
+    seed = preset.seeds[0]
+    train = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train)).shuffle(
+        len(data.y_train), seed=seed).batch(preset.batch_size)
+    validation = tf.data.Dataset.from_tensor_slices(
+        (data.x_val, data.y_val)).batch(preset.batch_size)
+    return train, validation
+
+
 def _build(row_id, preset, data):
     """A fresh, untrained model for row `row_id`."""
-    keras.utils.set_random_seed(preset.seed)
+    keras.utils.set_random_seed(preset.seeds[0])
     if row_id == REFERENCE:
         return models.teacher_cnn(
-            data.input_shape, data.num_classes, width=preset.reference_width,
-            dense_units=preset.reference_dense_units,
+            data.input_shape, data.num_classes, width=preset.teacher_width,
+            dense_units=preset.teacher_dense_units,
         )
     return tfkd.teachers.build(
         row_id, num_classes=data.num_classes, input_shape=data.input_shape,
-        weights=preset.weights,
+        weights=preset.option("weights"),
     )
 
 
-def _train_or_load(row_id, preset, data, test, store, log, verbose):
+def _train_or_load(row_id, preset, data, store, log, verbose):
     """Trains one row's model (or loads it from an earlier run)."""
     key = f"teacher__{row_id}"
     path = store.models / f"{row_id}.weights.h5"
@@ -268,34 +200,35 @@ def _train_or_load(row_id, preset, data, test, store, log, verbose):
             f"(test accuracy {record['accuracy']:.4f})")
         return model, record
 
-    epochs = sum(preset.epochs)
-    log(f"{row_id}: training for {common.plural(epochs, 'epoch')} on "
+    epochs, options = preset.teacher_epochs, preset.options
+    log(f"{row_id}: training for {results_lib.plural(epochs, 'epoch')} on "
         f"{data.num_examples['train']} examples")
+    train, validation = _training_data(preset, data)
     timer = measure.EpochTimer()
     start = time.perf_counter()
     if row_id == REFERENCE:
         model.compile(
-            keras.optimizers.Adam(preset.learning_rate[1]),
+            keras.optimizers.Adam(options["stage_learning_rates"][1]),
             keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
-            run_eagerly=preset.run_eagerly,
+            run_eagerly=options["run_eagerly"],
         )
-        history = model.fit(data.train, validation_data=data.validation,
+        history = model.fit(train, validation_data=validation,
                             epochs=epochs, callbacks=[timer], verbose=verbose)
     else:
         history = tfkd.teachers.fine_tune(
-            model, data.train, data.validation,
-            epochs=preset.epochs,
-            learning_rate=preset.learning_rate,
-            unfreeze=preset.unfreeze,
-            discriminative_factor=preset.discriminative_factor,
-            schedule=preset.schedule,
+            model, train, validation,
+            epochs=options["stage_epochs"],
+            learning_rate=options["stage_learning_rates"],
+            unfreeze=options["unfreeze"],
+            discriminative_factor=options["discriminative_factor"],
+            schedule=options["schedule"],
             callbacks=[timer],
-            run_eagerly=preset.run_eagerly,
+            run_eagerly=options["run_eagerly"],
             verbose=verbose,
         )
     seconds = time.perf_counter() - start
-    accuracy, _ = measure.accuracy_and_predictions(model, *test)
+    accuracy, _ = measure.accuracy_and_predictions(model, data.x_test, data.y_test)
     record = {
         "status": "done",
         "id": row_id,
@@ -395,8 +328,8 @@ def interleaved_throughput(trained, *, images, labels, inference_batch,
                 train_steps * train_batch / (time.perf_counter() - start))
     return {
         model_id: {
-            "inference_images_per_second": _spread(values["inference"]),
-            "train_images_per_second": _spread(values["train"]),
+            "inference_images_per_second": stats.spread(values["inference"]),
+            "train_images_per_second": stats.spread(values["train"]),
             "throughput_batch": int(inference_batch),
         }
         for model_id, values in rates.items()
@@ -407,7 +340,7 @@ def _timing_copy(model, train_x, train_y, inference_x, run_eagerly):
     """A fully trainable, compiled copy of `model`, its functions traced."""
     copy = type(model).from_config(model.get_config())
     copy.set_weights(model.get_weights())
-    for layer in copy._flatten_layers():
+    for layer in all_sublayers(copy):
         layer.trainable = True
     copy.compile(
         keras.optimizers.Adam(1e-4),
@@ -417,11 +350,6 @@ def _timing_copy(model, train_x, train_y, inference_x, run_eagerly):
     copy.train_on_batch(train_x, train_y)  # traces
     copy.predict_on_batch(inference_x)  # traces
     return copy
-
-
-def _spread(values):
-    return {"median": float(np.median(values)), "min": float(np.min(values)),
-            "max": float(np.max(values)), "repeats": len(values)}
 
 
 def derive(results):
@@ -471,24 +399,22 @@ def markdown(results, plot_files=(PLOT_NAME,)):
         The report, ending with a newline.
     """
     config = results["config"]
-    lines = common.header(
-        "teacher families", results["preset"], results["environment"],
-        results["created"],
-    )
+    lines = results_lib.header("teacher families", results)
     weights = config["weights"] or "none (random initialization)"
-    stage1, stage2 = config["epochs"]
+    stage1, stage2 = config.get("stage_epochs") or config["epochs"]
+    rates = config.get("stage_learning_rates") or config["learning_rate"]
     lines += [
         f"{results['dataset']}: {results['num_examples']['train']} training "
         f"examples, {results['num_examples']['validation']} validation, "
         f"{results['test_examples_evaluated']} test. Backbone weights: "
         f"{weights}. `tfkd.teachers.fine_tune(epochs=({stage1}, {stage2}), "
-        f"learning_rate={tuple(config['learning_rate'])}, "
+        f"learning_rate={tuple(rates)}, "
         f"unfreeze={config['unfreeze']!r}, "
         f"discriminative_factor={config['discriminative_factor']}, "
         f"schedule={config['schedule']!r})`, batch {config['batch_size']}. "
         f"Reference: the main benchmark's `teacher_cnn`, plain Adam "
-        f"{config['learning_rate'][1]:g} for the same "
-        f"{common.plural(stage1 + stage2, 'epoch')}.",
+        f"{rates[1]:g} for the same "
+        f"{results_lib.plural(stage1 + stage2, 'epoch')}.",
         "",
         "## Accuracy, size and speed",
         "",
@@ -538,8 +464,7 @@ def markdown(results, plot_files=(PLOT_NAME,)):
             "the ranking can differ."
         )
     lines += ["", "## Plot", ""]
-    for path in plot_files:
-        lines += [f"![Teacher families]({os.path.basename(str(path))})", ""]
+    lines += results_lib.image_links(plot_files, {PLOT_NAME: "Teacher families"})
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -559,12 +484,12 @@ def plot_teachers(results, path):
     """
     from matplotlib.ticker import MaxNLocator
 
-    figure = common.new_figure((13, 5.5))
+    figure = figures.new_figure((13, 5.5))
     speed_axes, curve_axes = figure.subplots(1, 2)
     colors = [f"C{i}" for i in range(10)]
     rows = results["rows"]
     for index, row in enumerate(rows):
-        color = common.TEACHER_COLOR if row["kind"] == "reference" \
+        color = results_lib.TEACHER_COLOR if row["kind"] == "reference" \
             else colors[index % len(colors)]
         speed = row["inference_images_per_second"]
         accuracy = 100 * row["accuracy"]
@@ -615,7 +540,7 @@ def plot_teachers(results, path):
         f"Teacher families on {results['dataset']} ({weights}), preset "
         f"{results['preset']}"
     )
-    return common.save_figure(figure, path)
+    return figures.save_figure(figure, path)
 
 
 def _check_families(families):
@@ -630,42 +555,14 @@ def _check_families(families):
     return tuple(tfkd.teachers.get_family(name).name for name in values)
 
 
-def add_arguments(parser):
-    """Adds the teachers experiment's options to an argparse parser."""
-    common.add_common_arguments(
-        parser, experiment="teachers", presets=PRESETS,
-        preset_help="smoke: ~1 min; quick: ~40 min on 2 CPU cores; full: "
-                    "ImageNet weights, GPU",
-        verbose_help="Keras verbosity of training",
-    )
-    parser.add_argument("--families", default=None,
+def main(argv=None, prog=None):
+    """Parses the command line, runs the experiment; returns 0."""
+    parser = cli.parser(sys.modules[__name__], "teachers", prog)
+    parser.add_argument("--families", default=None, type=cli.name_list,
                         help="comma-separated family names (default: the "
                              "preset's; see tfkd.teachers.list_families())")
-    return parser
-
-
-def run_from_args(args):
-    """Calls `run` with parsed command-line arguments."""
-    return run(
-        preset=args.preset,
-        dataset=args.dataset,
-        output=args.output,
-        fresh=args.fresh,
-        families=(
-            None if args.families is None
-            else [f.strip() for f in args.families.split(",") if f.strip()]
-        ),
-        verbose=args.verbose,
-    )
-
-
-main = common.make_main(
-    "teachers",
-    "Accuracy, size and speed of keras.applications teachers "
-    "built and fine-tuned with tfkd.teachers.",
-    add_arguments,
-    run_from_args,
-)
+    run(**vars(parser.parse_args(argv)))
+    return 0
 
 
 if __name__ == "__main__":

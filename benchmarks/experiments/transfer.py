@@ -32,15 +32,21 @@ Output: `benchmarks/results/transfer-<preset>/` with `results.json`,
 `--fresh` starts over.
 """
 
-import dataclasses
 import sys
 
 import numpy as np
+import tensorflow as tf
 
-from benchmarks import measure
+from benchmarks import arms as arms_lib
+from benchmarks import cli
+from benchmarks import presets as presets_lib
+from benchmarks import protocol
 from benchmarks import report
-from benchmarks.experiments import common
+from benchmarks import results as results_lib
+from benchmarks import stats
+from benchmarks import store as store_lib
 from tfkd import tuning
+from tfkd.utils import figures
 
 SIDES = ("source", "target")
 #: Final arms on the target, in table order.
@@ -51,139 +57,148 @@ LABELS = {
     "transferred": "Distilled, tuned on source",
     "tuned": "Distilled, tuned on target",
 }
-_ARM_COLORS = {
-    "scratch": common.SCRATCH_COLOR,
+ARM_COLORS = {
+    "scratch": results_lib.SCRATCH_COLOR,
     "defaults": "#ff7f0e",
     "transferred": "#9467bd",
-    "tuned": common.DISTILLED_COLOR,
+    "tuned": results_lib.DISTILLED_COLOR,
 }
 PLOT_NAME = "transfer.png"
 HEATMAP_NAMES = {side: f"heatmap_{side}.png" for side in SIDES}
+#: The command line has `--source` and `--target` instead of `--dataset`.
+DATASET_OPTION = False
 
 
-@dataclasses.dataclass(frozen=True)
-class TransferPreset:
-    """Sizes of one transfer run.
-
-    Attributes:
-        name: Preset name.
-        source_train_examples: Training examples of the source task, or
-            `None` for the whole training split.
-        target_train_examples: Training examples of the target task.
-        source_width: `student_cnn` width of the source task's student.
-        target_width: `student_cnn` width of the target task's student.
-        test_examples: Target test examples evaluated, or `None` for all.
-        validation_fraction: Share of each training split held out; the
-            searches score on it, never on the test set.
-        batch_size: Batch size.
-        teacher_width: Width of each side's `teacher_cnn`.
-        teacher_epochs: Epochs of each teacher.
-        student_epochs: Epochs of every trial and every final student.
-        trials: Trials of each search.
-        tuning_seconds: Time budget of each search.
-        seeds: Seeds of the final students (mean ± std).
-        tuner: `"random"` or `"bayesian"` (needs scipy).
-        default_temperature: T of the "defaults" arm (`tfkd.Distiller`'s).
-        default_alpha: α of the "defaults" arm (`tfkd.Distiller`'s).
-        learning_rate: Adam learning rate of every model.
-    """
-
-    name: str
-    source_train_examples: int | None
-    target_train_examples: int | None
-    source_width: int
-    target_width: int
-    test_examples: int | None
-    validation_fraction: float
-    batch_size: int
-    teacher_width: int
-    teacher_epochs: int
-    student_epochs: int
-    trials: int
-    tuning_seconds: float | None
-    seeds: tuple = (0,)
-    tuner: str = "random"
-    default_temperature: float = 4.0
-    default_alpha: float = 0.1
-    learning_rate: float = 2e-3
+def _preset(name, source_examples, target_examples, **fields):
+    options = dict(source_train_examples=source_examples,
+                   target_train_examples=target_examples, source_width=4,
+                   target_width=8, tuner="random")
+    options.update(fields.pop("options", {}))
+    return presets_lib.Preset(name=name, train_examples=target_examples,
+                              options=options, **fields)
 
 
+#: Options: `source_train_examples`, `target_train_examples`,
+#: `source_width`, `target_width` (each side's task), `trials` and
+#: `tuning_seconds` (each search's budget), `tuner` ("random" or
+#: "bayesian", which needs scipy).
 PRESETS = {
-    "smoke": TransferPreset(
-        name="smoke",
-        source_train_examples=192,
-        target_train_examples=256,
-        source_width=2,
-        target_width=4,
-        test_examples=256,
-        validation_fraction=0.01,
-        batch_size=64,
-        teacher_width=8,
-        teacher_epochs=1,
-        student_epochs=1,
-        trials=2,
-        tuning_seconds=300.0,
-    ),
-    "quick": TransferPreset(
-        name="quick",
-        source_train_examples=1_000,
-        target_train_examples=4_000,
-        source_width=4,
-        target_width=8,
-        test_examples=None,
-        validation_fraction=0.1,
-        batch_size=128,
-        teacher_width=16,
-        teacher_epochs=4,
-        student_epochs=6,
-        trials=8,
-        tuning_seconds=240.0,
-        seeds=(0, 1),
-    ),
-    "full": TransferPreset(
-        name="full",
-        source_train_examples=6_000,
-        target_train_examples=None,
-        source_width=4,
-        target_width=8,
-        test_examples=None,
-        validation_fraction=0.1,
-        batch_size=128,
-        teacher_width=32,
-        teacher_epochs=20,
-        student_epochs=20,
-        trials=30,
-        tuning_seconds=3 * 3600.0,
-        seeds=(0, 1, 2),
-    ),
+    "smoke": _preset("smoke", 192, 256, test_examples=256,
+                     validation_fraction=0.01, batch_size=64, teacher_width=8,
+                     teacher_epochs=1, student_epochs=1, options=dict(
+                         source_width=2, target_width=4, trials=2,
+                         tuning_seconds=300.0)),
+    "quick": _preset("quick", 1_000, 4_000, test_examples=None, batch_size=128,
+                     teacher_width=16, teacher_epochs=4, student_epochs=6,
+                     seeds=(0, 1), options=dict(trials=8, tuning_seconds=240.0)),
+    "full": _preset("full", 6_000, None, test_examples=None, batch_size=128,
+                    teacher_width=32, teacher_epochs=20, student_epochs=20,
+                    seeds=(0, 1, 2), options=dict(trials=30,
+                                                  tuning_seconds=3 * 3600.0)),
 }
 
 
-def run(
-    preset="quick",
-    source="fashion_mnist",
-    target="fashion_mnist",
-    output=None,
-    fresh=False,
-    verbose=0,
-    log=print,
-):
+def side_setup(preset, side, dataset, store, log, verbose):
+    """The `Setup` of one side: its dataset, data budget and student width."""
+    preset = preset.replace(train_examples=preset.option(f"{side}_train_examples"),
+                            student_width=preset.option(f"{side}_width"))
+    return protocol.Setup(preset, protocol.load_data(preset, dataset), store, log,
+                          verbose=verbose)
+
+
+def search_side(setup, side, fresh):
+    """Tunes T and α on one side; writes its heatmap; returns the search."""
+    preset, data = setup.preset, setup.data
+    setup.log(f"{side}: tuning T and α, {preset.option('trials')} trials of "
+              f"{results_lib.plural(preset.student_epochs, 'epoch')}, student "
+              f"width {preset.student_width}")
+    train = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train)).shuffle(
+        len(data.y_train), seed=0).batch(preset.batch_size)
+    validation = tf.data.Dataset.from_tensor_slices(
+        (data.x_val, data.y_val)).batch(preset.batch_size)
+    search = tuning.search(
+        setup.teacher, setup.build_student, train, validation,
+        epochs=preset.student_epochs, max_trials=preset.option("trials"),
+        max_seconds=preset.option("tuning_seconds"),
+        learning_rate=preset.learning_rate, tuner=preset.option("tuner"),
+        directory=str(setup.store.directory / "tuning"), project_name=side,
+        overwrite=fresh, verbose=setup.verbose,
+        log=lambda line: setup.log(f"  {side} {line}"))
+    tuning.plot_heatmap(
+        search.trials, setup.store.directory / HEATMAP_NAMES[side],
+        title=f"{side.capitalize()} ({data.name}, width {preset.student_width}, "
+              f"{len(data.y_train)} examples): student val. accuracy",
+        temperature_range=tuple(search.settings["temperature_range"]))
+    return search
+
+
+def side_summary(setup, teacher, search, side):
+    """What the report says about one side's task, teacher and search."""
+    return {
+        "dataset": setup.data.name,
+        "train_examples": len(setup.data.y_train),
+        "validation_examples": len(setup.data.y_val),
+        "student_width": setup.preset.student_width,
+        "student_parameters": int(setup.build_student().count_params()),
+        "teacher": {key: teacher[key] for key in
+                    ("accuracy", "parameters", "train_seconds", "width")},
+        "search": {
+            "temperature": search.temperature, "alpha": search.alpha,
+            "val_accuracy": search.val_accuracy, "trials": len(search.trials),
+            "completed_trials": sum(t["status"] == "COMPLETED" for t in search.trials),
+            "budget_exhausted": search.budget_exhausted,
+            "search_seconds": search.search_seconds,
+            "tuning_json": f"tuning/{side}/tuning.json",
+        },
+    }
+
+
+def final_arms(setup, settings):
+    """The four target arms over the seeds (same start, same batches)."""
+    arms = [arms_lib.scratch(label=LABELS["scratch"])] + [
+        arms_lib.distilled(arm, LABELS[arm], temperature=settings[arm][0],
+                           alpha=settings[arm][1], soft_targets="memory")
+        for arm in ARMS[1:]]
+
+    def evaluate(setup, run, seed):
+        temperature, alpha = settings[run.arm.arm_id]
+        return {**protocol.evaluate_accuracy(setup, run, seed),
+                "temperature": temperature, "alpha": alpha}
+
+    def accept(record, arm_id):
+        # Reused only for the values it was trained with: a resumed search
+        # may have found new best values since.
+        return protocol.is_done(record) and (
+            record.get("temperature"), record.get("alpha")) == settings[arm_id]
+
+    records = protocol.run_seeds(setup, arms, evaluate=evaluate, accept=accept)
+    summaries = {arm: protocol.summarize(records[arm], records["scratch"])
+                 for arm in ARMS}
+    return {arm: {"label": LABELS[arm], "temperature": settings[arm][0],
+                  "alpha": settings[arm][1], "accuracy": summaries[arm]["accuracy"],
+                  "vs_scratch": summaries[arm]["vs_baseline"] if arm != "scratch" else None,
+                  "train_seconds": summaries[arm]["train_seconds"]}
+            for arm in ARMS}
+
+
+def run(preset="quick", source="fashion_mnist", target="fashion_mnist",
+        output=None, fresh=False, seeds=None, verbose=0, log=print):
     """Runs the transfer experiment; writes results.json, results.md, PNGs.
 
     Both datasets are loaded first, so a dataset that needs a download
     fails at once, before anything is trained.
 
     Args:
-        preset: `"smoke"`, `"quick"` or `"full"`. Defaults to `"quick"`.
-        source: Dataset of the source task A. Defaults to
-            `"fashion_mnist"`.
-        target: Dataset of the target task B. Defaults to
-            `"fashion_mnist"`.
+        preset: A name of `PRESETS` or a `Preset`. Defaults to `"quick"`.
+        source: Dataset of the source task A. Defaults to `"fashion_mnist"`.
+        target: Dataset of the target task B. Defaults to `"fashion_mnist"`.
         output: Output directory. Defaults to
             `benchmarks/results/transfer-<preset>` (with the dataset names
             when one is not Fashion-MNIST).
         fresh: Start over: delete finished teachers, students and searches
             of an earlier run. Defaults to `False` (resume).
+        seeds: Seeds of the final students instead of the preset's.
+            Defaults to `None`.
         verbose: Keras-tuner and teacher verbosity. Defaults to `0`.
         log: Where progress lines go. Defaults to `print`.
 
@@ -195,152 +210,36 @@ def run(
         RuntimeError: if a dataset cannot be loaded (the message says why
             and what to do offline).
     """
-    preset = common.get_preset(PRESETS, preset)
-    store = common.open_store("transfer", preset.name, [source, target],
-                              output, fresh, log,
-                              f"source {source}, target {target}")
+    preset = presets_lib.get_preset(PRESETS, preset)
+    if seeds is not None:
+        preset = preset.replace(seeds=presets_lib.check_seeds(seeds))
+    output = output or results_lib.default_output("transfer", preset.name, [source, target])
+    store = store_lib.ResultStore(output, fresh=fresh)
+    log(f"transfer: source {source}, target {target}, preset {preset.name}, "
+        f"output {output}")
     names = {"source": source, "target": target}
-    examples = {"source": preset.source_train_examples,
-                "target": preset.target_train_examples}
-    widths = {"source": preset.source_width, "target": preset.target_width}
-    data = {
-        side: common.load_data(
-            names[side], batch_size=preset.batch_size,
-            train_examples=examples[side],
-            validation_fraction=preset.validation_fraction,
-        )
-        for side in SIDES
-    }
-    test = common.arrays(data["target"].test, preset.test_examples)
-
-    sides, searches, teachers = {}, {}, {}
-    for side in SIDES:
-        side_test = test if side == "target" else common.arrays(
-            data[side].test, preset.test_examples)
-        teachers[side], teacher_record = common.teacher(
-            data[side], width=preset.teacher_width,
-            epochs=preset.teacher_epochs, learning_rate=preset.learning_rate,
-            store=store, key=f"teacher_{side}", test=side_test, log=log,
-            verbose=verbose,
-        )
-        log(f"{side}: tuning T and α, {preset.trials} trials of "
-            f"{common.plural(preset.student_epochs, 'epoch')}, student width "
-            f"{widths[side]}")
-        searches[side] = tuning.search(
-            teachers[side],
-            common.student_builder(data[side], widths[side]),
-            data[side].train,
-            data[side].validation,
-            epochs=preset.student_epochs,
-            max_trials=preset.trials,
-            max_seconds=preset.tuning_seconds,
-            learning_rate=preset.learning_rate,
-            tuner=preset.tuner,
-            directory=str(store.directory / "tuning"),
-            project_name=side,
-            overwrite=fresh,
-            verbose=verbose,
-            log=lambda line, side=side: log(f"  {side} {line}"),
-        )
-        tuning.plot_heatmap(
-            searches[side].trials,
-            store.directory / HEATMAP_NAMES[side],
-            title=f"{side.capitalize()} ({names[side]}, width {widths[side]}, "
-                  f"{data[side].num_examples['train']} examples): student "
-                  "val. accuracy",
-            temperature_range=tuple(searches[side].settings["temperature_range"]),
-        )
-        sides[side] = {
-            "dataset": names[side],
-            "train_examples": data[side].num_examples["train"],
-            "validation_examples": data[side].num_examples["validation"],
-            "student_width": widths[side],
-            "student_parameters": common.student_parameters(data[side], widths[side]),
-            "teacher": {key: teacher_record[key] for key in
-                        ("accuracy", "parameters", "train_seconds", "width")},
-            "search": {
-                "temperature": searches[side].temperature,
-                "alpha": searches[side].alpha,
-                "val_accuracy": searches[side].val_accuracy,
-                "trials": len(searches[side].trials),
-                "completed_trials": sum(
-                    t["status"] == "COMPLETED" for t in searches[side].trials),
-                "budget_exhausted": searches[side].budget_exhausted,
-                "search_seconds": searches[side].search_seconds,
-                "tuning_json": f"tuning/{side}/tuning.json",
-            },
-        }
-
-    settings = {
-        "scratch": (None, None),
-        "defaults": (preset.default_temperature, preset.default_alpha),
-        "transferred": (searches["source"].temperature, searches["source"].alpha),
-        "tuned": (searches["target"].temperature, searches["target"].alpha),
-    }
-    arms = _final_arms(preset, data["target"], teachers["target"], test,
-                       settings, store, log)
-    results = common.results_skeleton("transfer", preset)
+    setups = {side: side_setup(preset, side, names[side], store, log, verbose)
+              for side in SIDES}
+    sides, searches = {}, {}
+    for side, setup in setups.items():
+        _, teacher = protocol.train_teacher(setup)
+        searches[side] = search_side(setup, side, fresh)
+        sides[side] = side_summary(setup, teacher, searches[side], side)
+    settings = {"scratch": (None, None), "defaults": (preset.temperature, preset.alpha)}
+    settings.update({arm: (searches[side].temperature, searches[side].alpha)
+                     for arm, side in (("transferred", "source"), ("tuned", "target"))})
+    results = results_lib.skeleton("transfer", preset)
     results.update(
-        source=source,
-        target=target,
-        sides=sides,
-        test_examples_evaluated=int(len(test[1])),
-        arms=arms,
-        target_trials=list(searches["target"].trials),
-    )
+        source=source, target=target, sides=sides,
+        test_examples_evaluated=int(len(setups["target"].data.y_test)),
+        arms=final_arms(setups["target"], settings),
+        target_trials=list(searches["target"].trials))
     results["derived"] = derive(results)
     paths = [plot_transfer(results, store.directory / PLOT_NAME)]
     paths += [store.directory / HEATMAP_NAMES[side] for side in SIDES]
-    common.write_outputs(results, markdown(results, paths), store.directory)
+    results_lib.write(results, markdown(results, paths), store.directory)
     log(f"transfer: wrote {store.directory / 'results.md'}")
     return results
-
-
-def _final_arms(preset, data, teacher, test, settings, store, log):
-    """Trains the four target arms per seed (or loads them); returns them."""
-    build = common.student_builder(data, preset.target_width)
-    cache = None
-    per_arm = {arm: [] for arm in ARMS}
-    for seed in preset.seeds:
-        weights = None
-        for arm in ARMS:
-            temperature, alpha = settings[arm]
-            key = f"{arm}__seed{seed}"
-            record = store.load(key)
-            # A record is reused only for the values it was trained with: a
-            # resumed search may have found new best values since.
-            if (record is not None and record.get("status") == "done"
-                    and record.get("temperature") == temperature
-                    and record.get("alpha") == alpha):
-                per_arm[arm].append(record)
-                continue
-            if weights is None:
-                weights = common.initial_weights(build, seed)
-            if cache is None and arm != "scratch":
-                cache = common.teacher_logits(teacher, data, log)
-            student, seconds = common.train_student(
-                "scratch" if arm == "scratch" else "distilled", build, weights,
-                data=data, cache=cache, epochs=preset.student_epochs,
-                learning_rate=preset.learning_rate, seed=seed,
-                temperature=temperature, alpha=alpha,
-            )
-            accuracy, _ = measure.accuracy_and_predictions(student, *test)
-            record = {"status": "done", "accuracy": accuracy,
-                      "train_seconds": seconds, "temperature": temperature,
-                      "alpha": alpha}
-            store.save(key, record)
-            per_arm[arm].append(record)
-            log(f"target, seed {seed}: {LABELS[arm]} test accuracy {accuracy:.4f}")
-    return {
-        arm: {
-            "label": LABELS[arm],
-            "temperature": settings[arm][0],
-            "alpha": settings[arm][1],
-            "accuracy": common.mean_std([r["accuracy"] for r in per_arm[arm]]),
-            "train_seconds": float(np.mean([r["train_seconds"] for r in per_arm[arm]])),
-        }
-        for arm in ARMS
-    }
 
 
 def derive(results):
@@ -382,11 +281,8 @@ def markdown(results, plot_files=(PLOT_NAME, *HEATMAP_NAMES.values())):
     Returns:
         The report, ending with a newline.
     """
-    import os
-
     config = results["config"]
-    lines = common.header("transfer of T and α", results["preset"],
-                          results["environment"], results["created"])
+    lines = results_lib.header("transfer of T and α", results)
     lines += ["## Tasks and searches", "",
               "| Task | Dataset | Training examples | Student | Teacher "
               "| Trials | Best T | Best α | Best val. accuracy | Search time |",
@@ -411,7 +307,7 @@ def markdown(results, plot_files=(PLOT_NAME, *HEATMAP_NAMES.values())):
     lines += [
         "",
         f"Each trial and each final student: "
-        f"{common.plural(config['student_epochs'], 'epoch')}, "
+        f"{results_lib.plural(config['student_epochs'], 'epoch')}, "
         f"Adam {config['learning_rate']:g}, batch {config['batch_size']}; "
         f"{config['tuner']} search over T in [1, 20] (log) and α in [0, 1], "
         "scored on the validation split (student accuracy after the last "
@@ -419,8 +315,8 @@ def markdown(results, plot_files=(PLOT_NAME, *HEATMAP_NAMES.values())):
         "",
         f"## On the target task ({results['test_examples_evaluated']} test examples)",
         "",
-        "| Setting | T | α | Test accuracy | vs defaults |",
-        "|---|---:|---:|---:|---:|",
+        "| Setting | T | α | Test accuracy | vs defaults | vs scratch, paired, 95 % CI |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     defaults = results["arms"]["defaults"]["accuracy"]["mean"]
     for arm in ARMS:
@@ -430,11 +326,12 @@ def markdown(results, plot_files=(PLOT_NAME, *HEATMAP_NAMES.values())):
         versus = "—" if arm in ("scratch", "defaults") else report.format_points(
             entry["accuracy"]["mean"] - defaults)
         lines.append(f"| {entry['label']} | {t} | {a} "
-                     f"| {common.format_accuracy(entry['accuracy'])} | {versus} |")
+                     f"| {stats.format_accuracy(entry['accuracy'])} | {versus} "
+                     f"| {stats.format_interval(entry.get('vs_scratch'))} |")
     derived = results["derived"]
     lines += [
         "",
-        f"Accuracy: mean ± std over seeds {config['seeds']}, same initial "
+        f"Accuracy: mean ± sample std over seeds {config['seeds']}, same initial "
         "weights for every setting of a seed.",
         "",
         f"- Transferred vs defaults: "
@@ -449,9 +346,7 @@ def markdown(results, plot_files=(PLOT_NAME, *HEATMAP_NAMES.values())):
     captions = {PLOT_NAME: "Target test accuracy and where each setting lies",
                 **{name: f"{side.capitalize()} search: T x α heatmap"
                    for side, name in HEATMAP_NAMES.items()}}
-    for path in plot_files:
-        name = os.path.basename(str(path))
-        lines += [f"![{captions.get(name, name)}]({name})", ""]
+    lines += results_lib.image_links(plot_files, captions)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -474,13 +369,13 @@ def plot_transfer(results, path):
 
     from matplotlib.ticker import FixedLocator, FuncFormatter
 
-    figure = common.new_figure((13, 5.5))
+    figure = figures.new_figure((13, 5.5))
     bars_axes, map_axes = figure.subplots(1, 2, width_ratios=(1, 1.15))
     means = [100 * results["arms"][arm]["accuracy"]["mean"] for arm in ARMS]
     stds = [100 * results["arms"][arm]["accuracy"]["std"] for arm in ARMS]
     positions = np.arange(len(ARMS))
     bars_axes.bar(positions, means, yerr=stds, capsize=5,
-                  color=[_ARM_COLORS[arm] for arm in ARMS], width=0.65)
+                  color=[ARM_COLORS[arm] for arm in ARMS], width=0.65)
     for x, mean, std in zip(positions, means, stds):
         bars_axes.text(x, mean + std + 0.15, f"{mean:.2f} %", ha="center",
                        va="bottom", fontsize=9)
@@ -509,7 +404,7 @@ def plot_transfer(results, path):
     for arm, marker in (("defaults", "X"), ("transferred", "^"), ("tuned", "*")):
         entry = results["arms"][arm]
         map_axes.scatter(math.log10(entry["temperature"]), entry["alpha"],
-                         marker=marker, s=260, c=_ARM_COLORS[arm],
+                         marker=marker, s=260, c=ARM_COLORS[arm],
                          edgecolors="white", linewidths=1.0, zorder=3,
                          label=f"{LABELS[arm]} (T={entry['temperature']:.2f}, "
                                f"α={entry['alpha']:.2f})")
@@ -531,39 +426,20 @@ def plot_transfer(results, path):
         f"{results['sides']['target']['train_examples']} ex.), preset {results['preset']}",
         fontsize=12,
     )
-    return common.save_figure(figure, path)
+    return figures.save_figure(figure, path)
 
 
-def add_arguments(parser):
-    """Adds the transfer experiment's options to an argparse parser."""
-    common.add_common_arguments(
-        parser, experiment="transfer", presets=PRESETS,
-        preset_help="smoke: about a minute; quick: ~15 min on 2 CPU cores; "
-                    "full: GPU",
-        verbose_help="keras-tuner and teacher verbosity", dataset=False,
-    )
+def main(argv=None, prog=None):
+    """Parses the command line, runs the experiment; returns 0."""
+    parser = cli.parser(sys.modules[__name__], "transfer", prog)
     parser.add_argument("--source", default="fashion_mnist",
                         help="dataset tuned on first (default fashion_mnist; "
                              "e.g. mnist, with internet)")
     parser.add_argument("--target", default="fashion_mnist",
                         help="dataset the values are transferred to (default "
                              "fashion_mnist; e.g. cifar10, with internet)")
-    return parser
-
-
-def run_from_args(args):
-    """Calls `run` with parsed command-line arguments."""
-    return run(preset=args.preset, source=args.source, target=args.target,
-               output=args.output, fresh=args.fresh, verbose=args.verbose)
-
-
-main = common.make_main(
-    "transfer",
-    "Tune T and α on a source task, transfer them to a "
-    "target task, and compare with defaults and target tuning.",
-    add_arguments,
-    run_from_args,
-)
+    run(**vars(parser.parse_args(argv)))
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,30 +1,31 @@
-"""benchmarks/methods.py: the smoke preset through `main`, and its pieces."""
+"""The `methods` experiment: the smoke preset through `main`, and its pieces."""
 
 import json
 
 import keras
 import pytest
 
-from benchmarks import methods
 from benchmarks import models
+from benchmarks import protocol
+from benchmarks.experiments import methods
 from tfkd.terms.features import AttentionTransfer, FitNetHint
 
 
 def test_main_writes_json_and_markdown(tmp_path):
-    output = tmp_path / "methods.json"
-    assert methods.main(["--preset", "smoke", "--arms", "fitnets", "--output", str(output)]) == 0
-    results = json.loads(output.read_text())
+    assert methods.main(["--preset", "smoke", "--arms", "fitnets",
+                         "--output", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
     assert list(results["arms"]) == ["scratch", "fitnets"]
-    assert results["data"]["train_examples"] == methods.PRESETS["smoke"].train_examples
+    assert results["data"]["train"] == methods.PRESETS["smoke"].train_examples
     scratch, fitnets = results["arms"]["scratch"], results["arms"]["fitnets"]
     assert scratch["epoch_time_vs_scratch"] == 1.0
     assert fitnets["epoch_time_vs_scratch"] > 0
-    assert len(fitnets["epoch_seconds"]) == methods.PRESETS["smoke"].student_epochs
+    # Each seed's first (tracing) epoch is not timed.
+    assert fitnets["epoch_time"]["repeats"] == methods.PRESETS["smoke"].student_epochs - 1
     assert "fitnet_loss" in fitnets["history"]
-    assert 0.0 <= fitnets["accuracy"] <= 1.0
-    # Distillation does not change the exported student.
+    assert 0.0 <= fitnets["accuracy"]["mean"] <= 1.0
     assert fitnets["parameters"] == scratch["parameters"]
-    table = output.with_suffix(".md").read_text()
+    table = (tmp_path / "results.md").read_text()
     assert "FitNets" in table and "÷ scratch" in table
 
 
@@ -35,13 +36,18 @@ def test_arm_terms_read_layers_of_matching_resolution():
     assert isinstance(hint, FitNetHint)
     at_terms = methods.extra_losses("attention", teacher, student)
     assert all(isinstance(t, AttentionTransfer) for t in at_terms)
-    for arm_id in methods.ARMS:
-        # Building the Distiller checks every layer pair's shapes.
-        trainer = methods.build_trainer(arm_id, teacher, student, methods.PRESETS["smoke"])
-        assert isinstance(trainer, keras.Model)
-        keras.backend.clear_session()
-        teacher = models.teacher_cnn((28, 28, 1), 10, width=4)
+
+    class FakeSetup:  # what make_trainer reads
+        preset = methods.PRESETS["smoke"]
+
+    for arm_id in methods.ARM_IDS:
+        FakeSetup.teacher = models.teacher_cnn((28, 28, 1), 10, width=4)
         student = models.student_cnn((28, 28, 1), 10, width=2)
+        # Building the Distiller checks every layer pair's shapes.
+        trainer = methods.make_arm(arm_id).make_trainer(FakeSetup, student)
+        assert isinstance(trainer, keras.Model)
+        assert isinstance(methods.make_arm(arm_id), protocol.Arm)
+        keras.backend.clear_session()
 
 
 def test_unknown_arms_and_presets_are_named():

@@ -1,0 +1,309 @@
+"""Experiment `compare`: teacher vs students vs keras.distillation vs AutoKeras.
+
+The main comparison. On one dataset it trains the reference teacher CNN
+(`benchmarks.models`), then the student arms of `benchmarks.arms` from one
+initial weight set per seed, on the same batches, interleaved epoch by
+epoch (`benchmarks.protocol`), then an AutoKeras search (absent, and said
+so in the report, where autokeras is not installed). It reports accuracy
+(mean ± sample std over seeds, and each arm's paired difference with the
+student from scratch with its 95 % t-interval), size, batch-1 latency and
+throughput (all models timed in turn, repeated), epoch times and ratios,
+with plots.
+
+    python -m benchmarks compare --preset quick   # ~25 min on 2 CPU cores
+    python -m benchmarks run --dataset fashion_mnist --preset quick  # same
+    python -m benchmarks compare --preset smoke   # seconds; what tests run
+
+Presets: `smoke` (256 examples, 2 epochs, 1 seed), `quick` (6,000
+examples, teacher 4 epochs, students 6 epochs, 3 seeds, AutoKeras 4
+minutes; about 25 minutes on 2 CPU cores) and `full` (the whole training
+split, 3 seeds, 20 AutoKeras trials; a GPU). Output:
+`benchmarks/results/<dataset>-<preset>/` with `results.json` (see
+`benchmarks.schema`), `results.md` and PNG plots; a rerun resumes after
+the last finished arm and seed (`--fresh` starts over).
+"""
+
+import sys
+import time
+
+import keras
+import numpy as np
+
+from benchmarks import arms as arms_lib
+from benchmarks import cli
+from benchmarks import measure
+from benchmarks import presets as presets_lib
+from benchmarks import protocol
+from benchmarks import stats
+
+LABELS = {
+    "teacher": "Teacher (CNN)",
+    "scratch": "Student from scratch",
+    "tfkd": "Distilled student (tfkd, online)",
+    "tfkd_cached": "Distilled student (tfkd, cached teacher)",
+    "keras_distillation": "keras.distillation (default loss)",
+    "keras_distillation_kl": "keras.distillation (KLDivergence)",
+    "autokeras": "AutoKeras ImageClassifier",
+}
+STUDENT_ARMS = {
+    "scratch": arms_lib.scratch(label=LABELS["scratch"]),
+    "tfkd": arms_lib.distilled("tfkd", LABELS["tfkd"]),
+    "tfkd_cached": arms_lib.distilled("tfkd_cached", LABELS["tfkd_cached"],
+                                      soft_targets="cache"),
+    # The default loss, wrong in Keras 3.12-3.15.1: measured as users get it.
+    "keras_distillation": arms_lib.keras_distillation(
+        "keras_distillation", LABELS["keras_distillation"]),
+    "keras_distillation_kl": arms_lib.keras_distillation(
+        "keras_distillation_kl", LABELS["keras_distillation_kl"],
+        loss=keras.losses.KLDivergence()),
+}
+ALL_ARMS = ("teacher", *STUDENT_ARMS, "autokeras")
+
+PRESETS = {
+    "smoke": presets_lib.Preset(
+        name="smoke", train_examples=256, test_examples=256,
+        validation_examples=256, batch_size=64, teacher_epochs=1,
+        student_epochs=2, teacher_width=8, student_width=4, timing_repeats=1,
+        options=dict(autokeras_trials=1, autokeras_epochs=1,
+                     autokeras_seconds=120.0, latency_calls=5, grid_images=8)),
+    "quick": presets_lib.Preset(
+        name="quick", train_examples=6_000, test_examples=None,
+        validation_examples=1_000, batch_size=128, teacher_epochs=4,
+        student_epochs=6, seeds=(0, 1, 2), teacher_width=16,
+        teacher_dense_units=512,
+        options=dict(autokeras_trials=1, autokeras_epochs=4,
+                     autokeras_seconds=240.0, latency_calls=40, grid_images=32)),
+    "full": presets_lib.Preset(
+        name="full", train_examples=None, test_examples=None,
+        validation_examples=None, batch_size=128, teacher_epochs=20,
+        student_epochs=30, seeds=(0, 1, 2), teacher_width=32,
+        options=dict(autokeras_trials=20, autokeras_epochs=20,
+                     autokeras_seconds=4 * 3600.0, latency_calls=40,
+                     grid_images=32)),
+}
+
+
+def check_arms(requested):
+    """The arm ids to run, in canonical order (the teacher added if needed)."""
+    if requested is None:
+        return ALL_ARMS
+    unknown = sorted(set(requested) - set(ALL_ARMS))
+    if unknown:
+        raise ValueError(f"Invalid value for argument `arms`. Expected names from "
+                         f"{list(ALL_ARMS)}. Received: unknown {unknown}")
+    wanted = set(requested) | ({"teacher"} if set(requested) & set(STUDENT_ARMS) else set())
+    return tuple(arm for arm in ALL_ARMS if arm in wanted)
+
+
+def _first_seed_metrics(setup, arm_id, model):
+    """Predictions, confusion matrix and file size (first seed only)."""
+    data = setup.data
+    _, predicted = measure.accuracy_and_predictions(model, data.x_test, data.y_test)
+    return {
+        "predictions": predicted.tolist(),
+        "confusion_matrix": measure.confusion_matrix(
+            data.y_test, predicted, data.num_classes).tolist(),
+        "parameters": int(model.count_params()),
+        "size_bytes": measure.size_on_disk(model, setup.store.model_path(arm_id)),
+    }
+
+
+def _evaluate(setup, run, seed):
+    record = protocol.evaluate_accuracy(setup, run, seed)
+    if seed == setup.preset.seeds[0]:
+        record.update(_first_seed_metrics(setup, run.arm.arm_id, run.student))
+    if run.arm.arm_id == "tfkd_cached" and setup.teacher_cache is not None:
+        cache = setup.teacher_cache
+        record["cache"] = {"build_seconds": setup.cache_build_seconds,
+                           "bytes": cache.nbytes,
+                           "bytes_per_example": cache.nbytes / cache.num_examples}
+    return record
+
+
+def teacher_record(setup):
+    """The teacher's record in the results' arm layout."""
+    teacher, record = protocol.train_teacher(setup)
+    return {**record, "label": LABELS["teacher"], "role": "teacher",
+            "accuracy_per_seed": [record["accuracy"]],
+            **_first_seed_metrics(setup, "teacher", teacher)}
+
+
+def student_records(setup, arm_ids):
+    """Trains (or loads) the student arms over the seeds; merged records."""
+    per_seed = protocol.run_seeds(setup, [STUDENT_ARMS[a] for a in arm_ids],
+                                  evaluate=_evaluate)
+    records = {}
+    for arm_id, seeds in per_seed.items():
+        failed = [r for r in seeds if not protocol.is_done(r)]
+        if failed:
+            records[arm_id] = {"label": LABELS[arm_id], "role": "student",
+                               "status": "failed",
+                               "error": (failed[0] or {}).get("error") or "not run"}
+            continue
+        summary = protocol.summarize(seeds)
+        records[arm_id] = {
+            **seeds[0], "label": LABELS[arm_id], "role": "student",
+            "accuracy_per_seed": summary["accuracy"]["per_seed"],
+            "epoch_seconds_raw": [t for r in seeds for t in r["epoch_seconds_raw"][1:]]
+            or seeds[0]["epoch_seconds_raw"],
+            "train_seconds": summary["train_seconds"],
+        }
+    return records
+
+
+def autokeras_record(setup):
+    """The AutoKeras search (resumed, skipped, or absent and why)."""
+    record = setup.store.load("autokeras")
+    if protocol.is_done(record):
+        setup.log("autokeras: loaded from an earlier run")
+        return record
+    base = {"label": LABELS["autokeras"], "role": "automl"}
+    available, why = arms_lib.autokeras_available()
+    if not available or setup.preset.option("autokeras_trials") <= 0:
+        why = why or "autokeras_trials=0 in this preset"
+        setup.log(f"autokeras: absent, {why}")
+        return {**base, "status": "skipped", "error": why}
+    from benchmarks import automl
+
+    options, data = setup.preset.options, setup.data
+    try:
+        model, info = automl.search(
+            data.x_train, data.y_train, data.x_val, data.y_val,
+            trials=options["autokeras_trials"], epochs=options["autokeras_epochs"],
+            seconds=options["autokeras_seconds"], batch_size=setup.preset.batch_size,
+            directory=setup.store.directory / "autokeras-trials", verbose=setup.verbose)
+        accuracy, _ = measure.accuracy_and_predictions(model, data.x_test, data.y_test)
+        record = {**base, "status": "done", "error": None, "search": info,
+                  "train_seconds": info["search_seconds"], "epoch_seconds_raw": [],
+                  "accuracy_per_seed": [accuracy],
+                  **_first_seed_metrics(setup, "autokeras", model)}
+    except Exception as error:  # recorded, the report still gets written
+        record = {**base, "status": "failed", "error": f"{type(error).__name__}: {error}"}
+    setup.store.save("autokeras", record)
+    setup.log(f"autokeras: {record['status']}")
+    return record
+
+
+def speed_records(setup, records):
+    """Latency and throughput of every finished model, measured in turn."""
+    models = {}
+    for arm_id, record in records.items():
+        path = setup.store.model_path(arm_id)
+        if record.get("status") == "done" and path.exists():
+            try:
+                models[arm_id] = keras.saving.load_model(path, compile=False)
+            except Exception as error:  # e.g. AutoKeras layers without autokeras
+                setup.log(f"speed: {arm_id} not timed ({type(error).__name__})")
+    if not models:
+        return {}
+    setup.log(f"speed: {len(models)} models, {setup.preset.timing_repeats} "
+              "interleaved repeats")
+    return measure.interleaved_speed(
+        models, setup.data.x_test, repeats=setup.preset.timing_repeats,
+        latency_calls=setup.preset.option("latency_calls"))
+
+
+def finish_arm(record, speed=None):
+    """Turns a stored record into the results.json arm schema."""
+    arm = {key: record.get(key) for key in ("label", "role", "status", "error")}
+    if record["status"] != "done":
+        return {**arm, **dict.fromkeys(
+            ("accuracy", "parameters", "size_bytes", "latency_ms", "throughput_per_s",
+             "train_seconds", "epoch_seconds", "confusion_matrix")), "history": {}}
+    epoch = stats.spread(record["epoch_seconds_raw"])
+    arm.update(
+        accuracy=stats.mean_std(record["accuracy_per_seed"]),
+        parameters=record["parameters"], size_bytes=record["size_bytes"],
+        latency_ms=(speed or {}).get("latency_ms"),
+        throughput_per_s=(speed or {}).get("throughput_per_s"),
+        throughput_spread=(speed or {}).get("throughput_spread"),
+        train_seconds=record["train_seconds"],
+        epoch_seconds=None if epoch["median"] is None else epoch,
+        history=record.get("history", {}),
+        confusion_matrix=record.get("confusion_matrix"))
+    arm.update({k: record[k] for k in ("search", "cache") if k in record})
+    return arm
+
+
+def prediction_grid(data, records, count):
+    """Test images for the prediction grid, teacher/student disagreements first."""
+    teacher, student = records.get("teacher", {}), records.get("tfkd", {})
+    if "predictions" not in teacher or "predictions" not in student:
+        return None
+    teacher_predictions = np.asarray(teacher["predictions"])
+    student_predictions = np.asarray(student["predictions"])
+    disagree = np.flatnonzero(teacher_predictions != student_predictions)
+    agree = np.flatnonzero(teacher_predictions == student_predictions)
+    chosen = np.sort(np.concatenate([disagree[: count // 2], agree])[:count])
+    return {"images": data.x_test[chosen], "true_labels": data.y_test[chosen],
+            "teacher_predictions": teacher_predictions[chosen],
+            "student_predictions": student_predictions[chosen],
+            "class_names": list(data.class_names)}
+
+
+def run(preset="quick", dataset=None, output=None, arms=None, fresh=False,
+        seeds=None, verbose=None, log=print):
+    """Runs the comparison and writes results.json, results.md and plots.
+
+    Args:
+        preset: A name of `PRESETS` or a `Preset`. Defaults to `"quick"`.
+        dataset: `"fashion_mnist"` (offline) or a tfds image dataset name.
+            Defaults to `None` (the preset's, Fashion-MNIST).
+        output: Output directory. Defaults to
+            `benchmarks/results/<dataset>-<preset>`.
+        arms: Arm ids to run (the teacher is added when a student arm needs
+            it). Defaults to all of `ALL_ARMS`.
+        fresh: Ignore finished arms of an earlier run. Defaults to `False`.
+        seeds: Seeds instead of the preset's. Defaults to `None`.
+        verbose: Keras verbosity of the teacher and AutoKeras. Defaults to
+            `2` (one line per epoch), `0` in the smoke preset.
+        log: Where progress lines go. Defaults to `print`.
+
+    Returns:
+        The results dict (see `benchmarks.schema`).
+    """
+    from benchmarks import plots, report, results as results_lib
+
+    arm_ids = check_arms(arms)
+    preset = presets_lib.get_preset(PRESETS, preset)
+    dataset = dataset or preset.dataset
+    setup = protocol.start(
+        "compare", PRESETS, preset, seeds=seeds, dataset=dataset, fresh=fresh,
+        output=output or results_lib.RESULTS_DIR / f"{dataset}-{preset.name}",
+        log=log, validate=True,
+        verbose=(0 if preset.name == "smoke" else 2) if verbose is None else verbose)
+    preset, data, output = setup.preset, setup.data, setup.store.directory
+    started = time.perf_counter()
+    records = {"teacher": teacher_record(setup)} if "teacher" in arm_ids else {}
+    records.update(student_records(setup, [a for a in arm_ids if a in STUDENT_ARMS]))
+    if "autokeras" in arm_ids:
+        records["autokeras"] = autokeras_record(setup)
+    speeds = speed_records(setup, records)
+    results = {
+        **results_lib.skeleton("compare", preset), "dataset": dataset,
+        "config": {**preset.to_dict(), "num_examples": data.num_examples,
+                   "test_examples_evaluated": int(len(data.y_test))},
+        "class_names": list(data.class_names),
+        "arms": {a: finish_arm(records[a], speeds.get(a)) for a in records},
+        "wall_seconds": time.perf_counter() - started,
+    }
+    results["derived"] = report.derive(results)
+    grid = prediction_grid(data, records, preset.option("grid_images"))
+    report.write_report(results, output,
+                        plot_files=plots.write_all_plots(results, output, grid=grid))
+    log(f"compare: wrote {output}/results.md")
+    return results
+
+
+def main(argv=None, prog=None):
+    """Parses the command line, runs the comparison; returns 0."""
+    parser = cli.parser(sys.modules[__name__], "compare", prog)
+    parser.add_argument("--arms", default=None, type=cli.name_list,
+                        help="comma-separated arm ids (default: all)")
+    args = parser.parse_args(argv)
+    run(**vars(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""Experiment `methods`: feature, attention, relation and decoupled KD.
+
+With the reference CNN teacher and student (`benchmarks.models`), the
+teacher trained on a larger class-balanced subset containing the
+students' (a teacher usually saw more data than the student gets; Hinton
+et al., 2015, section 3), it trains these student arms from one start, on
+the same batches, interleaved (`benchmarks.protocol`):
+
+- `scratch`: `student.fit` on the labels.
+- `logit_kd`: `tfkd.Distiller` (T, α as in the preset), Hinton et al. 2015.
+- `fitnets`: logit KD + `FitNetHint` (Romero et al., 2015), weight 100:
+  the student's second conv block regresses the teacher's third (both
+  14x14) through a 1x1-conv connector.
+- `attention`: logit KD + two `AttentionTransfer` terms (Zagoruyko &
+  Komodakis, 2017) at 28x28 and 14x14, β = 1000 each.
+- `rkd`: logit KD + `RKDDistance` + `RKDAngle` (Park et al., 2019) on the
+  penultimate dense layers, weights 25 and 50.
+- `dkd`: CE + `DecoupledKD` (Zhao et al., 2022; α = 1, β = 8, T = 4),
+  i.e. `Distiller(alpha=1.0)` so the KL term has no weight.
+
+The term weights are those of the CRD benchmark code (Tian et al., 2020,
+github.com/HobbitLong/RepDistiller), not tuned here. It reports each arm's
+test accuracy (and its paired difference with scratch), its median epoch
+time (each seed's first, tracing epoch excluded) with min/max, and that
+median divided by scratch's: the feature arms read intermediate layers
+from one forward pass per model, so the ratio to `logit_kd` is the price
+of the extra loss terms alone.
+
+    python -m benchmarks methods --preset quick   # ~6 min on 2 CPU cores
+    python -m benchmarks methods --preset smoke   # seconds; what tests run
+
+Output: `benchmarks/results/methods-<preset>/` with `results.json` and
+`results.md`; a rerun resumes (`--fresh` starts over).
+"""
+
+import sys
+
+import keras
+
+from benchmarks import arms as arms_lib
+from benchmarks import cli
+from benchmarks import presets as presets_lib
+from benchmarks import protocol
+from benchmarks import stats
+from tfkd.terms.decoupled import DecoupledKD
+from tfkd.terms.features import AttentionTransfer, FitNetHint
+from tfkd.terms.relations import RKDAngle, RKDDistance
+
+LABELS = {
+    "scratch": "Student from scratch",
+    "logit_kd": "Logit KD (Hinton et al., 2015)",
+    "fitnets": "Logit KD + FitNets hint (Romero et al., 2015)",
+    "attention": "Logit KD + attention transfer (Zagoruyko & Komodakis, 2017)",
+    "rkd": "Logit KD + RKD distance & angle (Park et al., 2019)",
+    "dkd": "CE + decoupled KD (Zhao et al., 2022)",
+}
+ARM_IDS = tuple(LABELS)
+
+PRESETS = {
+    "smoke": presets_lib.Preset(
+        name="smoke", train_examples=256, teacher_examples=256, test_examples=256,
+        batch_size=64, teacher_epochs=1, student_epochs=2, teacher_width=4,
+        student_width=2, validation_fraction=0.01),
+    "quick": presets_lib.Preset(
+        name="quick", train_examples=4_000, teacher_examples=8_000,
+        test_examples=2_000, batch_size=128, teacher_epochs=2, student_epochs=5),
+    "full": presets_lib.Preset(
+        name="full", train_examples=None, test_examples=None, batch_size=128,
+        teacher_epochs=15, student_epochs=20, teacher_width=32, seeds=(0, 1, 2)),
+}
+
+
+def layer_names(model, layer_type):
+    """Names of `model`'s top-level layers of `layer_type`, in order."""
+    return [layer.name for layer in model.layers if isinstance(layer, layer_type)]
+
+
+def extra_losses(arm_id, teacher, student):
+    """The `extra_losses` of an arm, on the reference CNNs' layers.
+
+    Teacher convs: 28x28 (w), 28x28 (2w), 14x14 (4w); student convs:
+    28x28 (v), 14x14 (2v); each has a penultimate dense layer.
+    """
+    teacher_convs = layer_names(teacher, keras.layers.Conv2D)
+    student_convs = layer_names(student, keras.layers.Conv2D)
+    teacher_embedding = layer_names(teacher, keras.layers.Dense)[-2]
+    student_embedding = layer_names(student, keras.layers.Dense)[-2]
+    if arm_id == "fitnets":
+        return [FitNetHint(teacher_convs[2], student_convs[1], weight=100.0)]
+    if arm_id == "attention":
+        return [
+            AttentionTransfer(teacher_convs[1], student_convs[0], name="at_28x28"),
+            AttentionTransfer(teacher_convs[2], student_convs[1], name="at_14x14"),
+        ]
+    if arm_id == "rkd":
+        return [RKDDistance(teacher_embedding, student_embedding, weight=25.0),
+                RKDAngle(teacher_embedding, student_embedding, weight=50.0)]
+    if arm_id == "dkd":
+        return [DecoupledKD(temperature=4.0, target_weight=1.0, non_target_weight=8.0)]
+    return []
+
+
+def make_arm(arm_id):
+    """The `protocol.Arm` of `arm_id`."""
+    if arm_id == "scratch":
+        return arms_lib.scratch(label=LABELS[arm_id])
+    return arms_lib.distilled(
+        arm_id, LABELS[arm_id],
+        # DKD replaces the KL term: CE + DKD, as in the paper.
+        alpha=1.0 if arm_id == "dkd" else None,
+        extra_losses=lambda teacher, student: extra_losses(arm_id, teacher, student))
+
+
+def check_arms(arms):
+    """`scratch` first (the ratios are relative to it), then `arms`."""
+    arms = ("scratch",) + tuple(a for a in (arms or ARM_IDS) if a != "scratch")
+    unknown = [a for a in arms if a not in LABELS]
+    if unknown:
+        raise ValueError(f"Invalid value for argument `arms`. Expected ids from "
+                         f"{ARM_IDS}. Received: {unknown[0]!r}")
+    return arms
+
+
+def arm_result(records, scratch_records, scratch_median):
+    """One arm's entry of the results from its per-seed records."""
+    summary = protocol.summarize(records, scratch_records)
+    median = summary["epoch_seconds"]["median"]
+    return {
+        "accuracy": summary["accuracy"],
+        "vs_scratch": summary["vs_baseline"],
+        "epoch_time": summary["epoch_seconds"],
+        "epoch_time_vs_scratch": (None if median is None or not scratch_median
+                                  else median / scratch_median),
+        "train_seconds": summary["train_seconds"],
+        "history": records[0]["history"],
+    }
+
+
+def run(preset="quick", dataset=None, arms=None, output=None, fresh=False,
+        seeds=None, verbose=0, log=print):
+    """Trains the teacher and the student arms; writes and returns results.
+
+    Args:
+        preset: A name of `PRESETS` or a `Preset`. Defaults to `"quick"`.
+        dataset: Dataset name. Defaults to `None` (the preset's).
+        arms: Arm ids to train; `scratch` is always added. Defaults to all.
+        output: Output directory. Defaults to
+            `benchmarks/results/methods-<preset>`.
+        fresh: Start over instead of resuming. Defaults to `False`.
+        seeds: Seeds instead of the preset's. Defaults to `None`.
+        verbose: Keras verbosity of the teacher. Defaults to `0`.
+        log: Where progress lines go. Defaults to `print`.
+
+    Returns:
+        The results dict: per arm `label`, `accuracy` (mean, sample std,
+        per seed), `vs_scratch` (paired difference, 95 % CI),
+        `epoch_time` (median, min, max), `epoch_time_vs_scratch`,
+        `history`.
+    """
+    from benchmarks import results as results_lib
+
+    arm_ids = check_arms(arms)
+    setup = protocol.start("methods", PRESETS, preset, seeds=seeds, dataset=dataset,
+                           output=output, fresh=fresh, log=log, verbose=verbose)
+    preset, output = setup.preset, setup.store.directory
+    _, teacher = protocol.train_teacher(setup)
+    records = protocol.run_seeds(setup, [make_arm(a) for a in arm_ids])
+    scratch = protocol.summarize(records["scratch"])["epoch_seconds"]["median"]
+    results = results_lib.skeleton("methods", preset)
+    results.update(
+        dataset=setup.data.name, data=setup.data.num_examples,
+        teacher={k: teacher[k] for k in ("accuracy", "parameters", "fingerprint")},
+        arms={a: {"label": LABELS[a], "parameters": int(setup.build_student().count_params()),
+                  **arm_result(records[a], records["scratch"], scratch)}
+              for a in arm_ids})
+    results_lib.write(results, markdown(results), output)
+    log(f"methods: wrote {output}/results.md")
+    return results
+
+
+def markdown(results):
+    """The methods report as Markdown, one row per arm."""
+    from benchmarks import results as results_lib
+
+    config, data = results["config"], results["data"]
+    lines = results_lib.header("distillation methods", results) + [
+        f"{results['dataset']}, {data['train']} training images "
+        f"({data['teacher']} for the teacher), {data['test']} test images, "
+        f"{config['student_epochs']} epochs, seeds {config['seeds']}; teacher "
+        f"accuracy {results['teacher']['accuracy']:.4f} "
+        f"({results['teacher']['parameters']:,} parameters).", "",
+        "| Arm | Accuracy | vs scratch, paired, 95 % CI | Epoch s (median) "
+        "| min-max | ÷ scratch |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for values in results["arms"].values():
+        time_, ratio = values["epoch_time"], values["epoch_time_vs_scratch"]
+        lines.append(
+            f"| {values['label']} | {stats.format_accuracy(values['accuracy'])} "
+            f"| {stats.format_interval(values['vs_scratch'])} "
+            f"| {time_['median']:.2f} | {time_['min']:.2f}-{time_['max']:.2f} "
+            f"| {'n/a' if ratio is None else f'{ratio:.2f}'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None, prog=None):
+    """Parses the command line, runs the experiment; returns 0."""
+    parser = cli.parser(sys.modules[__name__], "methods", prog)
+    parser.add_argument("--arms", default=None, type=cli.name_list,
+                        help=f"comma-separated subset of {','.join(ARM_IDS)}")
+    run(**vars(parser.parse_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

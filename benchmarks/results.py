@@ -1,0 +1,122 @@
+"""Where results go and what every results file records.
+
+Every experiment writes `results.json`, `results.md` and its PNGs to
+`benchmarks/results/<experiment>-<preset>/`, each atomically (see
+`tfkd.utils.files`), and every `results.json` says which commit produced
+it and whether the working tree had uncommitted changes.
+"""
+
+import datetime
+import json
+import pathlib
+import subprocess
+
+from tfkd.utils import files
+from benchmarks import presets as presets_lib
+
+#: Where the `<experiment>-<preset>` directories live.
+RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
+#: Version of the experiments' `results.json` layout.
+SCHEMA_VERSION = 1
+#: Line colours shared by the experiments' plots.
+SCRATCH_COLOR = "#8c8c8c"
+DISTILLED_COLOR = "#1f77b4"
+TEACHER_COLOR = "#222222"
+
+
+def default_output(experiment, preset_name, datasets=()):
+    """`benchmarks/results/<experiment>[-<datasets>]-<preset>`.
+
+    Dataset names appear only when one is not the offline default.
+    """
+    offline = presets_lib.OFFLINE_DATASET
+    names = list(datasets) if any(n != offline for n in datasets) else []
+    return RESULTS_DIR / "-".join([experiment, *names, preset_name])
+
+
+def git_provenance(directory=None):
+    """`{"commit", "clean"}` of the repository holding `directory`.
+
+    `commit` is `git rev-parse HEAD` and `clean` whether `git status
+    --porcelain` printed nothing; both `None` outside a git checkout.
+    """
+    directory = directory or pathlib.Path(__file__).resolve().parent
+
+    def git(*arguments):
+        return subprocess.run(
+            ["git", *arguments], cwd=directory, capture_output=True,
+            text=True, check=True, timeout=30,
+        ).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        # Results written by this run must not make the tree look dirty.
+        status = git("status", "--porcelain", "--", ":/",
+                     ":(top,exclude)benchmarks/results")
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "clean": None}
+    return {"commit": commit, "clean": not status.strip()}
+
+
+def skeleton(experiment, preset):
+    """The common top of every experiment's results dict."""
+    from benchmarks import environment
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "experiment": experiment,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"),
+        "preset": preset.name,
+        "git": git_provenance(),
+        "environment": environment.describe(),
+        "config": preset.to_dict(),
+    }
+
+
+def write(results, markdown_text, directory):
+    """Writes `results.json` and `results.md` atomically; returns the paths."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path, markdown_path = directory / "results.json", directory / "results.md"
+    files.write_text_atomically(
+        json_path, json.dumps(results, indent=1, allow_nan=False) + "\n")
+    files.write_text_atomically(markdown_path, markdown_text)
+    return json_path, markdown_path
+
+
+def header(title, results):
+    """The first lines of an experiment's Markdown report."""
+    info = results["environment"]
+    parts = [f"{name} {info[key]}" for key, name in (
+        ("tensorflow", "TensorFlow"), ("keras", "Keras"), ("python", "Python"))
+        if info.get(key)]
+    device = info.get("device", "?")
+    if info.get("cpu"):
+        device += f" ({info['cpu']}, {info.get('cpu_count', '?')} cores)"
+    git = results.get("git") or {}
+    commit = "unknown commit" if not git.get("commit") else (
+        f"commit {git['commit'][:10]}" + ("" if git.get("clean") else
+                                          " with uncommitted changes"))
+    created = results["created"][:16].replace("T", " ")
+    return [
+        f"# tfkd experiment: {title}, preset `{results['preset']}`", "",
+        f"Run {created} UTC from {commit}. " + " · ".join(parts + [device]) + ".",
+        "",
+    ]
+
+
+def image_links(plot_files, captions):
+    """Markdown image lines for `plot_files` (base names), with captions."""
+    import os
+
+    lines = []
+    for path in plot_files:
+        name = os.path.basename(str(path))
+        lines += [f"![{captions.get(name, name)}]({name})", ""]
+    return lines
+
+
+def plural(count, noun):
+    """`"1 epoch"`, `"6 epochs"`."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")

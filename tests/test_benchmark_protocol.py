@@ -1,0 +1,120 @@
+"""benchmarks.protocol, presets, stats and the launcher: the shared protocol."""
+
+import dataclasses
+import hashlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from benchmarks import __main__ as launcher
+from benchmarks import presets
+from benchmarks import protocol
+from benchmarks import stats
+from benchmarks import store as store_lib
+from benchmarks.experiments import compare
+
+TINY = presets.Preset(name="tiny", train_examples=96, test_examples=64,
+                      batch_size=32, teacher_epochs=0, student_epochs=2,
+                      teacher_width=4, student_width=2, validation_fraction=0.01)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    store = store_lib.ResultStore(tmp_path_factory.mktemp("protocol"))
+    setup = protocol.Setup(TINY, protocol.load_data(TINY), store, log=lambda line: None)
+    protocol.train_teacher(setup)  # 0 epochs: an untrained teacher will do
+    return setup
+
+
+def _batch_digest(batch):
+    x, y = batch
+    labels = y["labels"] if isinstance(y, dict) else y
+    return hashlib.sha256(x.numpy().tobytes() + labels.numpy().tobytes()).hexdigest()
+
+
+def _recording(arm, seen):
+    """`arm`, recording the batches of each epoch's dataset before its fit."""
+    def fit_epoch(setup, trainer, dataset, epoch, callbacks):
+        seen.setdefault(arm.arm_id, []).append([_batch_digest(b) for b in dataset])
+        return arm.fit_epoch(setup, trainer, dataset, epoch, callbacks)
+    return dataclasses.replace(arm, fit_epoch=fit_epoch)
+
+
+def test_every_arm_reads_the_same_batches_in_the_same_order(setup):
+    seen = {}
+    arms = [_recording(compare.STUDENT_ARMS[a], seen)
+            for a in ("scratch", "tfkd", "tfkd_cached")]
+    runs, failures = protocol.train_arms(setup, arms, seed=3)
+    assert not failures and len(runs) == 3
+    reference = seen["scratch"]
+    assert len(reference) == TINY.student_epochs and len(reference[0]) == 3
+    for arm_id, epochs in seen.items():
+        assert epochs == reference, arm_id
+    assert reference[0] != reference[1]  # a new order each epoch
+    # ... and the arms started from the same weights.
+    first = [w.numpy() for w in runs[0].student.weights]
+    assert all(r.history["loss"] for r in runs) and len(first) > 0
+
+
+def test_orders_depend_on_seed_and_epoch_only():
+    a, b = protocol.epoch_order(0, 1, 50), protocol.epoch_order(0, 1, 50)
+    assert (a == b).all() and sorted(a) == list(range(50))
+    assert (a != protocol.epoch_order(1, 1, 50)).any()
+    assert (a != protocol.epoch_order(0, 2, 50)).any()
+
+
+def test_teacher_is_reused_by_fingerprint(setup):
+    lines = []
+    view = protocol.Setup(TINY, setup.data, setup.store, log=lines.append)
+    protocol.train_teacher(view)
+    assert any("loaded from an earlier run" in line for line in lines)
+    other = protocol.teacher_fingerprint(view, 8, None, 0)
+    assert other != protocol.teacher_fingerprint(view, 4, None, 0)
+
+
+def test_sample_std_and_paired_t_interval():
+    summary = stats.mean_std([0.80, 0.82, 0.84])
+    assert summary["std"] == pytest.approx(0.02)  # ddof=1
+    assert stats.mean_std([0.5])["std"] == 0.0
+    difference = stats.paired_difference([0.82, 0.83, 0.84], [0.80, 0.80, 0.82])
+    sd = np.std([0.02, 0.03, 0.02], ddof=1)
+    assert difference["mean"] == pytest.approx(0.07 / 3)
+    assert difference["high"] - difference["mean"] == pytest.approx(4.303 * sd / 3 ** 0.5)
+    assert stats.paired_difference([0.8], [0.7])["low"] is None
+    assert stats.t_quantile_975(30) == 2.042
+    assert 1.96 < stats.t_quantile_975(1000) < stats.t_quantile_975(31) < 2.042
+
+
+def test_presets_keep_experiment_options_apart():
+    preset = TINY.replace(widths=(2, 4), seeds=(0, 1))
+    assert preset.seeds == (0, 1) and preset.option("widths") == (2, 4)
+    assert preset.to_dict()["widths"] == [2, 4] and TINY.options == {}
+    with pytest.raises(ValueError, match="`preset`"):
+        presets.get_preset({"tiny": TINY}, "huge")
+    with pytest.raises(ValueError, match="`seeds`"):
+        presets.check_seeds([1, 1])
+
+
+def test_one_preset_class_for_every_experiment():
+    for name in launcher.EXPERIMENTS:
+        module = __import__(f"benchmarks.experiments.{name}", fromlist=["PRESETS"])
+        assert {"smoke", "quick", "full"} <= set(module.PRESETS), name
+        assert all(type(p) is presets.Preset for p in module.PRESETS.values())
+    assert len(compare.PRESETS["quick"].seeds) >= 3
+
+
+def test_launcher_help_needs_no_tensorflow_and_run_means_compare():
+    code = ("import sys; from benchmarks import __main__ as m\n"
+            "try: m.parse_args(['--help'])\nexcept SystemExit: pass\n"
+            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                               text=True, cwd=str(__import__("pathlib").Path(
+                                   presets.__file__).parents[1]))
+    assert completed.returncode == 0, completed.stderr
+    assert "compare" in completed.stdout and "cache_speed" in completed.stdout
+    assert launcher.parse_args(["run", "--preset", "quick"]) == (
+        "compare", ["--preset", "quick"])
+    with pytest.raises(SystemExit):
+        launcher.parse_args(["nonsense"])

@@ -1,0 +1,78 @@
+"""The `compare` experiment's smoke preset end to end, through `main`."""
+
+import importlib.util
+import json
+
+import pytest
+
+from benchmarks import arms
+from benchmarks import schema
+from benchmarks.experiments import compare
+
+HAS_AUTOKERAS = importlib.util.find_spec("autokeras") is not None
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    output = tmp_path_factory.mktemp("compare")
+    assert compare.main(["--preset", "smoke", "--output", str(output)]) == 0
+    return output, json.loads((output / "results.json").read_text())
+
+
+def test_every_arm_runs_and_the_schema_holds(smoke_run):
+    output, results = smoke_run
+    schema.validate(results)
+    assert set(results["arms"]) == set(compare.ALL_ARMS)
+    assert results["experiment"] == "compare"
+    assert len(results["git"]["commit"]) == 40 and results["git"]["clean"] in (True, False)
+    not_done = {k: a["error"] for k, a in results["arms"].items() if a["status"] != "done"}
+    if HAS_AUTOKERAS:
+        assert not not_done, not_done
+    else:  # absent, and the report says why
+        assert not_done == {"autokeras": arms.AUTOKERAS_MISSING}
+        assert results["arms"]["autokeras"]["status"] == "skipped"
+    student = results["arms"]["scratch"]["parameters"]
+    for arm_id, arm in results["arms"].items():
+        if arm["status"] != "done":
+            continue
+        assert 0.0 <= arm["accuracy"]["mean"] <= 1.0
+        assert arm["size_bytes"] > 0 and arm["throughput_per_s"] > 0
+        assert arm["latency_ms"]["p50"] > 0
+        assert arm["throughput_spread"]["repeats"] == compare.PRESETS["smoke"].timing_repeats
+        if arm["role"] == "student":
+            assert arm["parameters"] == student, arm_id
+    assert results["arms"]["teacher"]["parameters"] > student
+    assert "paired_difference_vs_scratch" in results["derived"]["tfkd"]
+
+
+def test_report_and_every_plot_are_written(smoke_run):
+    output, results = smoke_run
+    markdown = (output / "results.md").read_text()
+    assert "Distilled student (tfkd, online)" in markdown
+    assert "keras.distillation (default loss)" in markdown
+    assert "Paired difference, 95 % CI" in markdown
+    assert results["git"]["commit"][:10] in markdown
+    if not HAS_AUTOKERAS:
+        assert "autokeras is not installed: `pip install 'tfkd[autokeras]'`" in markdown
+    pngs = sorted(output.glob("*.png"))
+    assert len(pngs) >= 5, pngs
+    for png in pngs:
+        assert png.name in markdown
+
+
+def test_a_second_run_resumes_instead_of_retraining(smoke_run):
+    output, results = smoke_run
+    lines = []
+    again = compare.run(preset="smoke", output=output, log=lines.append)
+    text = "\n".join(lines)
+    assert "loaded from an earlier run" in text and "seed 0: loaded" in text
+    if HAS_AUTOKERAS:
+        assert "autokeras: loaded from an earlier run" in text
+    assert again["arms"]["tfkd"]["accuracy"] == results["arms"]["tfkd"]["accuracy"]
+
+
+def test_command_line_rejects_unknown_presets_and_arms(tmp_path):
+    with pytest.raises(SystemExit):
+        compare.main(["--preset", "huge"])
+    with pytest.raises(ValueError, match="`arms`.*nonsense"):
+        compare.run(preset="smoke", output=tmp_path, arms=["nonsense"])
