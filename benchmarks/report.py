@@ -227,7 +227,8 @@ def write_report(results, directory, plot_files=None):
 
     Example:
 
-    >>>     >>> from benchmarks import report, schema
+    >>> import tempfile
+    >>> from benchmarks import report, schema
     >>> directory = tempfile.mkdtemp()
     >>> json_path, md_path = report.write_report(schema.example_results(), directory)
     >>> report.load_results(json_path)["dataset"]
@@ -272,24 +273,22 @@ def load_results(path):
 
     Example:
 
-    >>>     >>> from benchmarks import report, schema
+    >>> import tempfile
+    >>> from benchmarks import report, schema
     >>> json_path, _ = report.write_report(schema.example_results(), tempfile.mkdtemp())
     >>> report.load_results(json_path)["schema_version"]
     1
     """
+    # Imported here: importing tfkd imports TensorFlow, which reading
+    # results does not need otherwise.
+    from tfkd.utils import files
+
     path = os.fspath(path)
-    with open(path, encoding="utf-8") as handle:
-        try:
-            results = json.load(handle)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON: {error}") from error
-    version = results.get("schema_version") if isinstance(results, dict) else None
-    if version != schema.SCHEMA_VERSION:
-        raise ValueError(
-            f"{path} has schema_version {version!r}, but this version of the "
-            f"benchmark reads schema_version {schema.SCHEMA_VERSION}. Re-run "
-            "the benchmark, or read the file with the tfkd version that wrote it."
-        )
+    results = files.read_versioned_json(
+        path, schema.SCHEMA_VERSION, "benchmark results",
+        hint="Re-run the benchmark, or read the file with the tfkd version "
+        "that wrote it.",
+    )
     try:
         return schema.validate(results)
     except ValueError as error:

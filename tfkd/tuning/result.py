@@ -1,11 +1,11 @@
 """`TuningResult`: what a search found, as an object and as `tuning.json`."""
 
 import dataclasses
-import json
 import math
 import os
 
 from tfkd.tuning import hypermodel as hypermodel_lib
+from tfkd.utils import files
 
 #: Version of the `tuning.json` layout; bumped on incompatible changes.
 SCHEMA_VERSION = 1
@@ -101,17 +101,7 @@ class TuningResult:
             ValueError: if the file is not a `tuning.json` of this version.
         """
         path = os.fspath(path)
-        with open(path, encoding="utf-8") as handle:
-            try:
-                data = json.load(handle)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path} is not valid JSON: {error}") from None
-        version = data.get("schema_version") if isinstance(data, dict) else None
-        if version != SCHEMA_VERSION:
-            raise ValueError(
-                f"{path} has schema_version {version!r}; this tfkd reads "
-                f"tuning.json schema_version {SCHEMA_VERSION}."
-            )
+        data = files.read_versioned_json(path, SCHEMA_VERSION, JSON_NAME)
         best = data["best"]
         heatmap = data.get("heatmap")
         heatmap_path = (

@@ -82,6 +82,38 @@ def write_json_atomically(path, data, indent=1, sort_keys=False):
     return write_text_atomically(path, text + "\n")
 
 
+def read_versioned_json(path, schema_version, what, hint=""):
+    """Reads a JSON object whose `"schema_version"` must be `schema_version`.
+
+    Args:
+        path: Path of the file.
+        schema_version: The version this code reads.
+        what: What the file is, for messages (e.g. `"tuning.json"`).
+        hint: A sentence appended to the version error, saying what to do.
+            Defaults to `""`.
+
+    Returns:
+        The parsed dict.
+
+    Raises:
+        ValueError: if the file is not JSON, or holds another version (or
+            none); the message names the file.
+    """
+    path = os.fspath(path)
+    with open(path, encoding="utf-8") as handle:
+        try:
+            data = json.load(handle)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON: {error}") from None
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if version != schema_version:
+        raise ValueError(
+            f"{path} has schema_version {version!r}; this tfkd reads {what} "
+            f"schema_version {schema_version}." + (f" {hint}" if hint else "")
+        )
+    return data
+
+
 def sha256_of(path):
     """The SHA-256 hex digest of a file, read in 1 MiB chunks.
 
