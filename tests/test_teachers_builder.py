@@ -179,7 +179,6 @@ def test_backbone_kwargs_reach_the_constructor():
 INVALID_BUILD_ARGUMENTS = [
     ({"family": "vgg99"}, "Expected one of"),
     ({"num_classes": 1}, "num_classes"),
-    ({"num_classes": 2.0}, "num_classes"),
     ({"input_shape": (28, 28, 2)}, "input_shape"),
     ({"input_shape": (28, 28)}, "input_shape"),
     ({"image_size": 16}, "at least 32"),
@@ -194,15 +193,24 @@ INVALID_BUILD_ARGUMENTS = [
 ]
 
 
-def test_invalid_arguments_fail_before_building():
+INVALID_BUILD_TYPES = [
+    ({"num_classes": 2.0}, "Invalid type for argument `num_classes`"),
+]
+
+
+@pytest.mark.parametrize("cases, error_class", [
+    (INVALID_BUILD_ARGUMENTS, ValueError),
+    (INVALID_BUILD_TYPES, TypeError),
+])
+def test_invalid_arguments_fail_before_building(cases, error_class):
     # One test for all cases: each is a cheap check, not worth a Keras reset.
-    for kwargs, match in INVALID_BUILD_ARGUMENTS:
+    for kwargs, match in cases:
         arguments = dict(family="resnet50", num_classes=10,
                          input_shape=(28, 28, 1), weights=None)
         arguments.update(kwargs)
         try:
             build(**arguments)
-        except ValueError as error:
+        except error_class as error:
             assert re.search(match, str(error)), (kwargs, str(error))
         else:
             pytest.fail(f"build accepted {kwargs}")

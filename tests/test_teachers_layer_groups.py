@@ -97,8 +97,11 @@ def test_frozen_layers_still_count():
 
 def test_invalid_num_groups():
     model = _small_cnn()
-    for num_groups in (1, 5, 2.0, True):
-        with pytest.raises(ValueError, match="num_groups"):
+    for num_groups in (1, 5):
+        with pytest.raises(ValueError, match="value for argument `num_groups`"):
+            layer_groups(model, num_groups=num_groups)
+    for num_groups in (2.0, True):
+        with pytest.raises(TypeError, match="type for argument `num_groups`"):
             layer_groups(model, num_groups=num_groups)
 
 

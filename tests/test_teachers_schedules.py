@@ -100,8 +100,17 @@ def test_invalid_arguments():
         [
             ({"max_learning_rate": 0.0}, "argument `max_learning_rate`"),
             ({"total_steps": 0}, "argument `total_steps`"),
-            ({"total_steps": 10.0}, "argument `total_steps`"),
             ({"cut_frac": 1.0}, "argument `cut_frac`"),
             ({"ratio": 0.5}, "argument `ratio`"),
         ],
+    )
+    _assert_each_rejected(
+        SlantedTriangularLR,
+        dict(max_learning_rate=0.01, total_steps=100),
+        [
+            ({"total_steps": 10.0}, "Invalid type for argument `total_steps`"),
+            ({"max_learning_rate": "fast"},
+             "Invalid type for argument `max_learning_rate`"),
+        ],
+        errors=TypeError,
     )

@@ -209,16 +209,7 @@ def build(
     (None, 10)
     """
     spec = registry.get_family(family)
-    if (
-        not isinstance(num_classes, int)
-        or isinstance(num_classes, bool)
-        or num_classes < 2
-    ):
-        raise validation.invalid_value(
-            "num_classes",
-            "an int >= 2",
-            num_classes,
-        )
+    validation.check_int("num_classes", num_classes, minimum=2)
     input_shape = _validate_input_shape(input_shape)
     weights = weights_lib.validate_weights(weights)
     size = resolve_image_size(spec, input_shape, image_size)

@@ -121,16 +121,7 @@ class DiscriminativeOptimizer(keras.optimizers.Optimizer):
                 "a non-empty list of lists",
                 groups,
             )
-        if (
-            not isinstance(factor, (int, float))
-            or isinstance(factor, bool)
-            or not factor > 0
-        ):
-            raise validation.invalid_value(
-                "factor",
-                "a float > 0",
-                factor,
-            )
+        validation.check_positive_float("factor", factor)
         # Snapshot now: `build` may run while `fit` traces the train step,
         # where reading the template's variables for its config is impossible.
         template_config = template.get_config()

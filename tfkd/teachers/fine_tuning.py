@@ -358,25 +358,16 @@ def _plan(
     num_backbone_groups = len(groups) - 1
     if unfreeze == "all":
         unfreeze = num_backbone_groups
-    if (
-        not isinstance(unfreeze, int)
-        or isinstance(unfreeze, bool)
-        or not 1 <= unfreeze <= num_backbone_groups
-    ):
-        raise validation.invalid_value(
-            "unfreeze",
-            f"'all' or an int in [1, {num_backbone_groups}] (the backbone "
-            f"groups of {teacher.name!r})",
-            unfreeze,
-        )
+    validation.check_int(
+        "unfreeze", unfreeze, 1, num_backbone_groups,
+        expected=f"'all' or an int in [1, {num_backbone_groups}] (the "
+        f"backbone groups of {teacher.name!r})",
+    )
     keras.optimizers.get(optimizer)  # fail early on an unknown identifier
-    if steps_per_epoch is not None and (
-        not isinstance(steps_per_epoch, int)
-        or isinstance(steps_per_epoch, bool)
-        or steps_per_epoch < 1
-    ):
-        raise validation.invalid_value(
-            "steps_per_epoch", "None or an int >= 1", steps_per_epoch
+    if steps_per_epoch is not None:
+        validation.check_int(
+            "steps_per_epoch", steps_per_epoch, minimum=1,
+            expected="None or an int >= 1",
         )
     from_scratch = _built_from_scratch(teacher)
     if from_scratch:

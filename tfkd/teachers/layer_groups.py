@@ -260,15 +260,9 @@ def layer_groups(model, num_groups=None, family=None):
     stages = stages[::-1]  # top first
     if num_groups is None:
         return [head] + stages
-    if (
-        not isinstance(num_groups, int)
-        or isinstance(num_groups, bool)
-        or not 2 <= num_groups <= len(stages) + 1
-    ):
-        raise validation.invalid_value(
-            "num_groups",
-            f"None or an int in [2, {len(stages) + 1}] for model "
-            f"{model.name!r} (the head plus {len(stages)} stages)",
-            num_groups,
-        )
+    validation.check_int(
+        "num_groups", num_groups, 2, len(stages) + 1,
+        expected=f"None or an int in [2, {len(stages) + 1}] for model "
+        f"{model.name!r} (the head plus {len(stages)} stages)",
+    )
     return [head] + _split_evenly(stages, num_groups - 1)

@@ -61,26 +61,8 @@ class SlantedTriangularLR(keras.optimizers.schedules.LearningRateSchedule):
         name="SlantedTriangularLR",
     ):
         super().__init__()
-        if (
-            not isinstance(max_learning_rate, (int, float))
-            or isinstance(max_learning_rate, bool)
-            or not max_learning_rate > 0
-        ):
-            raise validation.invalid_value(
-                "max_learning_rate",
-                "a float > 0",
-                max_learning_rate,
-            )
-        if (
-            not isinstance(total_steps, int)
-            or isinstance(total_steps, bool)
-            or total_steps < 1
-        ):
-            raise validation.invalid_value(
-                "total_steps",
-                "an int >= 1",
-                total_steps,
-            )
+        validation.check_positive_float("max_learning_rate", max_learning_rate)
+        validation.check_int("total_steps", total_steps, minimum=1)
         if not isinstance(cut_frac, (int, float)) or not 0 < cut_frac < 1:
             raise validation.invalid_value(
                 "cut_frac",

@@ -47,16 +47,7 @@ def set_trainable_groups(model, groups, num_trainable, train_batchnorm=False):
     >>> teacher.get_layer("logits").trainable
     True
     """
-    if (
-        not isinstance(num_trainable, int)
-        or isinstance(num_trainable, bool)
-        or not 0 <= num_trainable <= len(groups)
-    ):
-        raise validation.invalid_value(
-            "num_trainable",
-            f"an int in [0, {len(groups)}]",
-            num_trainable,
-        )
+    validation.check_int("num_trainable", num_trainable, 0, len(groups))
     # In Keras 3 a frozen container hides all its layers' weights: open every
     # container (this propagates down), close every layer that owns weights,
     # then reopen the chosen groups (this propagates into nested layers).
@@ -130,26 +121,8 @@ class GradualUnfreezing(keras.callbacks.Callback):
                 "a non-empty list of layer groups",
                 groups,
             )
-        if (
-            not isinstance(initial_groups, int)
-            or isinstance(initial_groups, bool)
-            or not 1 <= initial_groups <= len(groups)
-        ):
-            raise validation.invalid_value(
-                "initial_groups",
-                f"an int in [1, {len(groups)}]",
-                initial_groups,
-            )
-        if (
-            not isinstance(epochs_per_group, int)
-            or isinstance(epochs_per_group, bool)
-            or epochs_per_group < 1
-        ):
-            raise validation.invalid_value(
-                "epochs_per_group",
-                "an int >= 1",
-                epochs_per_group,
-            )
+        validation.check_int("initial_groups", initial_groups, 1, len(groups))
+        validation.check_int("epochs_per_group", epochs_per_group, minimum=1)
         self.groups = groups
         self.initial_groups = initial_groups
         self.epochs_per_group = epochs_per_group

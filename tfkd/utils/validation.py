@@ -98,10 +98,51 @@ def check_class_indices(argument, indices):
     return tuple(int(v) for v in values)
 
 
+def check_int(argument, value, minimum=None, maximum=None, expected=None):
+    """Returns `value` as an int after checking its type and range.
+
+    Args:
+        argument: The argument's name, for the message.
+        value: The value received.
+        minimum: Smallest allowed value, or `None`. Defaults to `None`.
+        maximum: Largest allowed value, or `None`. Defaults to `None`.
+        expected: What the message says is expected. Defaults to a text
+            made from the bounds ("an int in [1, 4]", "an int >= 0").
+
+    Returns:
+        `int(value)`.
+
+    Raises:
+        TypeError: if `value` is not an int (a bool is not an int here).
+        ValueError: if it lies outside `[minimum, maximum]`.
+    """
+    if expected is None:
+        if minimum is not None and maximum is not None:
+            expected = f"an int in [{minimum}, {maximum}]"
+        elif minimum is not None:
+            expected = f"an int >= {minimum}"
+        elif maximum is not None:
+            expected = f"an int <= {maximum}"
+        else:
+            expected = "an int"
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise invalid_type(argument, expected, value)
+    if (minimum is not None and value < minimum) or (
+        maximum is not None and value > maximum
+    ):
+        raise invalid_value(argument, expected, value)
+    return int(value)
+
+
 def check_positive_int(argument, value):
     """Returns `value` after checking it is an int > 0."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise invalid_type(argument, "an int > 0", value)
-    if value <= 0:
-        raise invalid_value(argument, "an int > 0", value)
-    return int(value)
+    return check_int(argument, value, minimum=1, expected="an int > 0")
+
+
+def check_positive_float(argument, value, expected="a float > 0"):
+    """Returns `value` as a float after checking it is finite and > 0."""
+    if not _is_real_number(value):
+        raise invalid_type(argument, expected, value)
+    if not math.isfinite(value) or value <= 0:
+        raise invalid_value(argument, expected, value)
+    return float(value)
