@@ -384,3 +384,149 @@ def test_mixed_precision_policies_give_finite_losses(policy):
     history = distiller.fit(x, y, batch_size=32, epochs=2, verbose=0)
     for name in ("loss", "student_loss", "distillation_loss"):
         assert np.all(np.isfinite(history.history[name])), name
+
+
+# -- unlabelled data -----------------------------------------------------------
+
+
+def _log_softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def _reference_losses(labels, student_logits, teacher_logits, temperature,
+                      alpha, sample_weight=None):
+    """The Distiller docstring's formula in float64 NumPy.
+
+    `labels` are class ids (-1 unlabelled) or float rows (mixed one-hot;
+    a row of zeros is unlabelled). Returns `(total, hard, soft)`.
+    """
+    s = np.asarray(student_logits, np.float64)
+    t = np.asarray(teacher_logits, np.float64)
+    n = len(s)
+    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    labels = np.asarray(labels)
+    if labels.ndim == 2:  # target rows
+        mask = labels.sum(axis=-1) > 0
+        ce = -(labels * _log_softmax(s)).sum(axis=-1)
+    else:
+        mask = labels != -1
+        ce = np.zeros(n)
+        ce[mask] = -_log_softmax(s)[mask, labels[mask]]
+    hard = np.sum(w * mask * ce) / max(mask.sum(), 1)
+    log_pt, log_ps = _log_softmax(t / temperature), _log_softmax(s / temperature)
+    kl = (np.exp(log_pt) * (log_pt - log_ps)).sum(axis=-1)
+    soft = np.sum(w * temperature**2 * kl) / n
+    return alpha * hard + (1 - alpha) * soft, hard, soft
+
+
+def _some_unlabelled(y, every=3):
+    labels = y.copy()
+    labels[::every] = -1  # examples 0, 3, 6, ... are unlabelled
+    return labels
+
+
+def _frozen_distiller(**kwargs):
+    """A Distiller whose steps report losses but leave the weights alone."""
+    distiller = tfkd.Distiller(
+        teacher=_mlp("teacher"), student=_student(), **kwargs
+    )
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0), metrics=["accuracy"])
+    return distiller
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_unlabelled_examples_leave_the_hard_term_only(weighted):
+    x, y = _data(64)
+    labels = _some_unlabelled(y)
+    weights = np.linspace(0.5, 1.5, 64).astype("float32") if weighted else None
+    distiller = _frozen_distiller(temperature=3.0, alpha=0.4)
+    s, t = distiller.student(x), distiller.teacher(x)
+    total, hard, soft = _reference_losses(labels, s, t, 3.0, 0.4, weights)
+    # The training step (one batch, learning rate 0) and the test step.
+    history = distiller.fit(
+        x, labels, sample_weight=weights, batch_size=64, epochs=1, verbose=0
+    ).history
+    results = distiller.evaluate(
+        x, labels, sample_weight=weights, batch_size=64, verbose=0,
+        return_dict=True,
+    )
+    for logs in (
+        {k: v[0] for k, v in history.items()},
+        results,
+    ):
+        np.testing.assert_allclose(logs["loss"], total, rtol=1e-5)
+        np.testing.assert_allclose(logs["student_loss"], hard, rtol=1e-5)
+        np.testing.assert_allclose(logs["distillation_loss"], soft, rtol=1e-5)
+
+
+def test_metrics_ignore_unlabelled_examples():
+    x, y = _data(64)
+    labels = _some_unlabelled(y)
+    distiller = _frozen_distiller()
+    predicted = np.asarray(distiller.student(x)).argmax(axis=-1)
+    labelled = labels != -1
+    expected = np.mean(predicted[labelled] == labels[labelled])
+    # Counting the unlabelled examples (as class 0, or as wrong) differs.
+    assert not np.isclose(expected, np.mean(predicted == np.maximum(labels, 0)))
+    results = distiller.evaluate(x, labels, batch_size=16, verbose=0, return_dict=True)
+    np.testing.assert_allclose(results["accuracy"], expected, rtol=1e-6)
+    # One-hot labels: a row of zeros is unlabelled (a fresh Distiller, as
+    # Keras picks the accuracy's form from the first labels it sees).
+    one_hot = np.eye(CLASSES, dtype="float32")[y] * labelled[:, None]
+    distiller = _frozen_distiller()
+    results = distiller.evaluate(x, one_hot, batch_size=16, verbose=0, return_dict=True)
+    np.testing.assert_allclose(results["accuracy"], expected, rtol=1e-6)
+
+
+def test_an_all_unlabelled_batch_trains_on_the_soft_loss():
+    x, _ = _data(64)
+    labels = np.full(64, -1, "int32")
+    distiller = _frozen_distiller(temperature=2.0, alpha=0.3)
+    s, t = distiller.student(x), distiller.teacher(x)
+    total, hard, soft = _reference_losses(labels, s, t, 2.0, 0.3)
+    assert hard == 0.0
+    history = distiller.fit(x, labels, batch_size=64, epochs=1, verbose=0).history
+    np.testing.assert_allclose(history["loss"][0], 0.7 * soft, rtol=1e-5)
+    assert np.isfinite(history["student_loss"][0])
+
+    moving = _distiller(alpha=0.3)
+    before = [w.copy() for w in moving.student.get_weights()]
+    moving.fit(x, labels, batch_size=32, epochs=1, verbose=0)
+    assert any(
+        not np.array_equal(b, a) for b, a in zip(before, moving.student.get_weights())
+    )
+
+
+@pytest.mark.parametrize("source", ["arrays", "dataset"])
+def test_inputs_without_labels_train_on_the_soft_loss(source):
+    x, _ = _data(64)
+    distiller = _frozen_distiller(temperature=2.0, alpha=0.3)
+    s, t = distiller.student(x), distiller.teacher(x)
+    _, _, soft = _reference_losses(np.full(64, -1), s, t, 2.0, 0.3)
+    if source == "arrays":
+        history = distiller.fit(x, batch_size=64, epochs=1, verbose=0)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices(x).batch(64)
+        history = distiller.fit(dataset, epochs=1, verbose=0)
+    np.testing.assert_allclose(history.history["loss"][0], 0.7 * soft, rtol=1e-5)
+    # No labels: no label metrics, and a hard loss never updated.
+    assert set(history.history) == {"loss", "distillation_loss", "student_loss"}
+    assert history.history["student_loss"] == [0.0]
+
+
+def test_no_labels_and_no_teacher_signal_is_refused():
+    x, _ = _data(64)
+    distiller = tfkd.Distiller(teacher=None, student=_student())
+    distiller.compile(optimizer="adam")
+    with pytest.raises(ValueError, match="teacher=None.*teacher_logits"):
+        distiller.fit(x, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="Expected labels or a teacher signal"):
+        distiller.evaluate(x, verbose=0)
+
+
+def test_labels_below_minus_one_are_still_refused():
+    x, y = _data()
+    distiller = _distiller()
+    with pytest.raises(ValueError, match=r"or -1 for an unlabelled example.*from -2 to 3"):
+        distiller.fit(x, np.where(y == 1, -2, y), epochs=1, verbose=0)
