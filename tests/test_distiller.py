@@ -530,3 +530,191 @@ def test_labels_below_minus_one_are_still_refused():
     distiller = _distiller()
     with pytest.raises(ValueError, match=r"or -1 for an unlabelled example.*from -2 to 3"):
         distiller.fit(x, np.where(y == 1, -2, y), epochs=1, verbose=0)
+
+
+# -- mixing (function matching) ------------------------------------------------
+
+IMAGE_BATCH = 8
+
+
+@keras.saving.register_keras_serializable(package="tfkd_tests")
+class _InputRecorder(keras.layers.Layer):
+    """Stores the batch it last received in a variable; passes it on."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seen = self.add_weight(
+            shape=(IMAGE_BATCH, 4, 4, 1), initializer="zeros",
+            trainable=False, name="seen",
+        )
+
+    def call(self, inputs):
+        self.seen.assign(keras.ops.cast(inputs, "float32"))
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def _image_model(name, seed, record=True):
+    """Flatten + Dense on (4, 4, 1) images; first layer records its input."""
+    keras.utils.set_random_seed(seed)
+    recorder = [_InputRecorder(name=f"{name}_recorder")] if record else []
+    return keras.Sequential(
+        [keras.Input((4, 4, 1)), *recorder, keras.layers.Flatten(),
+         keras.layers.Dense(CLASSES)],
+        name=name,
+    )
+
+
+def _images(n=IMAGE_BATCH, seed=0):
+    """Image i is 1 at pixel i (see tests/test_mixing.py), plus noise."""
+    rng = np.random.default_rng(seed)
+    x = 0.01 * rng.random((n, 16)).astype("float32")
+    x[np.arange(n), np.arange(n) % 16] += 1.0
+    return x.reshape(n, 4, 4, 1), (np.arange(n) % CLASSES).astype("int32")
+
+
+def test_mixing_shows_teacher_and_student_the_same_mixed_batch():
+    x, y = _images()
+    distiller = tfkd.Distiller(
+        teacher=_image_model("teacher", 0),
+        student=_image_model("student", 1),
+        mixing=keras.layers.MixUp(alpha=1.0, seed=3),
+        alpha=0.5,
+    )
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0), metrics=["accuracy"])
+    distiller.fit(x, y, batch_size=IMAGE_BATCH, epochs=1, shuffle=False, verbose=0)
+    seen_by_teacher = distiller.teacher.layers[0].seen.numpy()
+    seen_by_student = distiller.student.layers[0].seen.numpy()
+    assert not np.allclose(seen_by_student, x, atol=1e-3)  # it was mixed
+    np.testing.assert_array_equal(seen_by_teacher, seen_by_student)
+
+
+def test_mixed_batch_loss_matches_the_reference():
+    """Hard term on the mixed one-hot rows, -1 shares dropped, soft on all."""
+    x, y = _images()
+    y[[1, 4]] = -1
+    distiller = tfkd.Distiller(
+        teacher=_image_model("teacher", 0),
+        student=_image_model("student", 1),
+        mixing=keras.layers.MixUp(alpha=1.0, seed=5),
+        temperature=2.0,
+        alpha=0.5,
+    )
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0))
+    history = distiller.fit(x, y, batch_size=IMAGE_BATCH, epochs=1, verbose=0)
+    mixed = distiller.student.layers[0].seen.numpy()  # (8, 4, 4, 1)
+    # The mixing weights over the batch, read off the identity pixels.
+    weights = np.linalg.solve(
+        x.reshape(IMAGE_BATCH, 16)[:, :IMAGE_BATCH].T.astype(np.float64),
+        mixed.reshape(IMAGE_BATCH, 16)[:, :IMAGE_BATCH].T.astype(np.float64),
+    ).T  # mixed = weights @ x, (batch, batch)
+    labelled = (y != -1).astype(np.float64)
+    rows = np.eye(CLASSES)[np.maximum(y, 0)] * labelled[:, None]
+    complete = weights @ labelled >= 1.0 - 1e-2
+    targets = (weights @ rows) * complete[:, None]
+    assert 0 < complete.sum() < IMAGE_BATCH  # both cases occur
+    total, hard, soft = _reference_losses(
+        targets, distiller.student(mixed), distiller.teacher(mixed), 2.0, 0.5
+    )
+    np.testing.assert_allclose(history.history["loss"][0], total, rtol=1e-4)
+    np.testing.assert_allclose(history.history["student_loss"][0], hard, rtol=1e-4)
+
+
+def test_mixing_is_refused_on_cached_logits():
+    x, y = _images()
+    cached = tfkd.Distiller(
+        teacher=None, student=_image_model("student", 1),
+        mixing=keras.layers.MixUp(),
+    )
+    cached.compile(optimizer="adam")
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (x, tfkd.attach_teacher_logits(y, np.zeros((len(x), CLASSES), "float32")))
+    ).batch(IMAGE_BATCH)
+    with pytest.raises(ValueError, match="`mixing`.*Beyer"):
+        cached.fit(dataset, epochs=1, verbose=0)
+
+
+def test_mixing_compiles_without_xla():
+    distiller = tfkd.Distiller(
+        teacher=_image_model("teacher", 0), student=_image_model("student", 1),
+        mixing=keras.layers.CutMix(),
+    )
+    with pytest.raises(ValueError, match="`jit_compile`.*CutMix.*XLA"):
+        distiller.compile(optimizer="adam", jit_compile=True)
+    distiller.compile(optimizer="adam")  # "auto" -> False
+    assert distiller.jit_compile is False
+    x, y = _images()
+    distiller.fit(x, y, batch_size=IMAGE_BATCH, epochs=1, verbose=0)
+
+
+def test_mixing_needs_one_input_and_known_classes():
+    with pytest.raises(TypeError, match="`mixing`"):
+        tfkd.Distiller(student=_student(), teacher=_mlp("t"), mixing="mixup")
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(CLASSES)
+
+        def call(self, x):
+            return self.dense(x)
+
+    with pytest.raises(ValueError, match="`mixing`.*number of classes"):
+        tfkd.Distiller(student=Subclassed(), teacher=_mlp("t"), mixing=keras.layers.MixUp())
+
+
+def test_keras_file_round_trip_with_mixing(tmp_path):
+    x, y = _images()
+    distiller = tfkd.Distiller(
+        teacher=_image_model("teacher", 0),
+        student=_image_model("student", 1),
+        mixing=keras.layers.MixUp(alpha=0.4, seed=2),
+        augmentation=keras.layers.GaussianNoise(0.01),
+        alpha=0.0,
+        temperature=1.0,
+    )
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    distiller.fit(x, y, batch_size=IMAGE_BATCH, epochs=1, verbose=0)
+    config = distiller.get_config()
+    assert config["mixing"]["class_name"] == "MixUp"
+    path = tmp_path / "distiller.keras"
+    distiller.save(path)
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored.mixing, keras.layers.MixUp)
+    assert restored.mixing.alpha == 0.4 and restored.alpha == 0.0
+    assert restored.jit_compile is False
+    np.testing.assert_allclose(
+        restored.predict(x, verbose=0), distiller.predict(x, verbose=0), rtol=1e-6
+    )
+    restored.fit(x, y, batch_size=IMAGE_BATCH, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_with_mixing_and_unlabelled_examples(policy):
+    x, y = _images(32)
+    y[::3] = -1
+    keras.mixed_precision.set_dtype_policy(policy)
+    distiller = tfkd.Distiller(
+        teacher=_image_model("teacher", 0, record=False),
+        student=_image_model("student", 1, record=False),
+        mixing=keras.layers.MixUp(seed=0),
+    )
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    history = distiller.fit(x, y, batch_size=IMAGE_BATCH, epochs=1, verbose=0)
+    for name in ("loss", "student_loss", "distillation_loss", "accuracy"):
+        assert np.all(np.isfinite(history.history[name])), name
+
+
+def test_reported_student_loss_averages_over_labelled_examples():
+    """Batches with few labelled examples weigh little in the epoch's value."""
+    x, y = _data(64)
+    labels = y.copy()
+    labels[:15] = -1  # batch 1 of 16 has one labelled example, the rest 16
+    distiller = _frozen_distiller()
+    results = distiller.evaluate(x, labels, batch_size=16, verbose=0, return_dict=True)
+    s = np.asarray(distiller.student(x), np.float64)
+    labelled = labels != -1
+    ce = -_log_softmax(s)[labelled, labels[labelled]]
+    np.testing.assert_allclose(results["student_loss"], ce.mean(), rtol=1e-5)
