@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfkd import losses
 from tfkd import teacher_outputs as teacher_outputs_lib
 from tfkd.cache import codec as codec_lib
 from tfkd.cache import fingerprint
@@ -39,12 +40,34 @@ def _tfkd_version():
 
 
 def split_batch(element, step):
-    """`(x, y)` of a dataset element as NumPy arrays, or a clear error."""
+    """`(inputs, labels)` of a dataset element as NumPy arrays.
+
+    A batch of inputs only (a tensor, or a 1-tuple) is unlabelled data: it
+    gets int32 labels of -1 (`tfkd.losses.UNLABELLED`), which the cache
+    stores and streams back and the `Distiller` leaves out of the hard
+    loss. Labelled batches may hold -1 labels too.
+
+    Args:
+        element: One element of the dataset.
+        step: Its 1-based index, for the error message.
+
+    Returns:
+        A tuple `(inputs, labels)` of NumPy arrays.
+
+    Raises:
+        ValueError: for elements of any other structure, or several inputs.
+    """
+    if isinstance(element, (tuple, list)) and len(element) == 1:
+        element = element[0]
+    if not isinstance(element, (tuple, list, dict)):
+        inputs = np.asarray(element)
+        return inputs, np.full(len(inputs), losses.UNLABELLED, np.int32)
     if not isinstance(element, (tuple, list)) or len(element) != 2:
         raise ValueError(
             "Invalid value for argument `dataset`. Expected batches "
-            "`(inputs, labels)` with a single input tensor. Received: "
-            f"batch {step} of structure "
+            "`(inputs, labels)` with a single input tensor, or `inputs` "
+            "alone (unlabelled). Received: batch "
+            f"{step} of structure "
             f"{tf.nest.map_structure(lambda t: getattr(t, 'shape', t), element)}"
         )
     inputs, labels = element

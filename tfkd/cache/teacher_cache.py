@@ -41,8 +41,9 @@ def _check_dataset(dataset):
     if not isinstance(dataset, tf.data.Dataset):
         raise validation.invalid_type(
             "dataset",
-            "a `tf.data.Dataset` of `(inputs, labels)` batches (wrap arrays "
-            "with tf.data.Dataset.from_tensor_slices((x, y)).batch(256))",
+            "a `tf.data.Dataset` of `(inputs, labels)` or `inputs` batches "
+            "(wrap arrays with "
+            "tf.data.Dataset.from_tensor_slices((x, y)).batch(256))",
             dataset,
         )
     if int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
@@ -159,7 +160,10 @@ class TeacherCache:
         Args:
             teacher: A trained `keras.Model` with one input and outputs of
                 shape `(batch, classes)`: logits or softmax probabilities.
-            dataset: A `tf.data.Dataset` of `(inputs, labels)` batches. Its
+            dataset: A `tf.data.Dataset` of `(inputs, labels)` batches, or
+                of `inputs` alone for unlabelled data (stored with labels
+                -1); labels of -1 mark unlabelled examples in labelled
+                batches, and are stored and streamed back as they are. Its
                 order does not matter (the cache stores each input with its
                 outputs); random augmentation in it does (use `views`).
             path: Directory to create.
@@ -195,7 +199,8 @@ class TeacherCache:
             TypeError: if `teacher` is not a `keras.Model`, `dataset` not a
                 `tf.data.Dataset`, or an argument has the wrong type.
             ValueError: for an argument out of range, batches that are not
-                `(inputs, labels)`, non-finite teacher outputs, or logits
+                `(inputs, labels)` or `inputs`, non-finite teacher outputs,
+                or logits
                 beyond float16's range with `dtype="float16"`.
             FileExistsError: if `path` exists and `overwrite` is False.
 
