@@ -718,3 +718,25 @@ def test_reported_student_loss_averages_over_labelled_examples():
     labelled = labels != -1
     ce = -_log_softmax(s)[labelled, labels[labelled]]
     np.testing.assert_allclose(results["student_loss"], ce.mean(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["one_hot_zero_rows", "mixed_unlabelled"])
+def test_unlabelled_examples_give_no_hard_gradient(case):
+    """alpha=1 on unlabelled data: loss 0, so the student must not move."""
+    if case == "one_hot_zero_rows":
+        x, _ = _data(32)
+        labels = np.zeros((32, CLASSES), "float32")
+        teacher, student, mixing = _mlp("teacher"), _student(), None
+    else:
+        x, _ = _images()
+        labels = np.full(len(x), -1, "int32")
+        teacher, student = _image_model("teacher", 0), _image_model("student", 1)
+        mixing = keras.layers.MixUp(seed=0)
+    distiller = tfkd.Distiller(
+        teacher=teacher, student=student, alpha=1.0, mixing=mixing
+    )
+    distiller.compile(optimizer=keras.optimizers.SGD(1.0))
+    before = [w.numpy().copy() for w in distiller.student.trainable_weights]
+    distiller.fit(x, labels, batch_size=8, epochs=1, verbose=0)
+    for b, a in zip(before, distiller.student.trainable_weights):
+        np.testing.assert_array_equal(b, a.numpy())

@@ -101,10 +101,15 @@ def hard_target_loss(labels, student_logits):
     labels = ops.convert_to_tensor(labels)
     num_classes = student_logits.shape[-1]
     if is_one_hot(labels, num_classes):
-        # A row of zeros gives -sum(0 * log p) = 0 by itself.
-        return keras.losses.categorical_crossentropy(
-            _as_float32(labels), student_logits, from_logits=True
-        )
+        rows = _as_float32(labels)  # (batch, classes)
+        loss = keras.losses.categorical_crossentropy(
+            rows, student_logits, from_logits=True
+        )  # (batch,)
+        # A row of zeros has loss 0, but TensorFlow's fused softmax
+        # cross-entropy assumes rows summing to 1: its gradient would be
+        # softmax(s) - 0, not 0. The mask zeroes that gradient.
+        mass = ops.sum(ops.abs(rows), axis=-1)  # (batch,)
+        return loss * ops.cast(mass > 0.0, "float32")
     ids = _sparse_ids(labels)  # (batch,)
     labelled = ops.not_equal(ids, UNLABELLED)  # (batch,)
     # Class 0 stands in for -1, which the sparse cross-entropy kernel
