@@ -276,9 +276,11 @@ def test_dataset_must_be_batches_of_inputs_and_labels(tmp_path):
     endless = _dataset(np.zeros((4, 2), np.float32), np.zeros(4, np.int32)).repeat()
     with pytest.raises(ValueError, match="a finite dataset"):
         TeacherCache.build(teacher, endless, str(tmp_path / "c"))
-    only_inputs = tf.data.Dataset.from_tensor_slices(np.zeros((4, 2), np.float32))
+    weighted = tf.data.Dataset.from_tensor_slices(
+        (np.zeros((4, 2), np.float32), np.zeros(4, np.int32), np.ones(4, np.float32))
+    )
     with pytest.raises(ValueError, match=r"Expected batches `\(inputs, labels\)`"):
-        TeacherCache.build(teacher, only_inputs.batch(2), str(tmp_path / "c"), verbose=0)
+        TeacherCache.build(teacher, weighted.batch(2), str(tmp_path / "c"), verbose=0)
     assert not os.listdir(str(tmp_path))
 
 
@@ -313,3 +315,40 @@ def test_build_streams_batches_to_disk_while_reading(tmp_path):
     for step, size in enumerate(sizes_seen):
         assert size >= max(0, step - 2) * 16 * row_bytes, sizes_seen
     assert sizes_seen[-1] > 0
+
+
+def _vector_teacher():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+
+
+def test_unlabelled_inputs_are_stored_with_labels_minus_one(tmp_path):
+    x = np.random.default_rng(0).normal(size=(20, 5)).astype("float32")
+    teacher = _vector_teacher()
+    only_inputs = tf.data.Dataset.from_tensor_slices(x).batch(8)
+    cache = TeacherCache.build(
+        teacher, only_inputs, str(tmp_path / "c"), dtype="float32", verbose=0
+    )
+    inputs, labels, logits = cache.read()
+    np.testing.assert_array_equal(inputs, x)
+    np.testing.assert_array_equal(labels, np.full(20, -1))
+    np.testing.assert_allclose(logits, teacher.predict(x, verbose=0), rtol=1e-6)
+    # Streamed back as they are, and fresh against the same data.
+    _, targets = next(iter(cache.dataset(batch_size=20, shuffle=False)))
+    np.testing.assert_array_equal(targets["labels"].numpy(), np.full(20, -1))
+    TeacherCache.open(str(tmp_path / "c"), teacher=teacher, dataset=only_inputs, verbose=0)
+
+
+def test_minus_one_labels_are_stored_and_a_student_trains_on_them(tmp_path):
+    x = np.random.default_rng(1).normal(size=(32, 5)).astype("float32")
+    y = np.array([0, 1, 2, -1] * 8, np.int32)
+    cache = TeacherCache.build(
+        _vector_teacher(), _dataset(x, y, 16), str(tmp_path / "c"),
+        dtype="float32", verbose=0,
+    )
+    np.testing.assert_array_equal(cache.read()[1], y)
+    student = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+    distiller = tfkd.Distiller(student=student, teacher=None, alpha=0.5)
+    distiller.compile(optimizer="sgd", metrics=["accuracy"])
+    history = distiller.fit(cache.dataset(batch_size=16, seed=0), epochs=1, verbose=0)
+    assert all(np.isfinite(v[0]) for v in history.history.values())

@@ -384,3 +384,359 @@ def test_mixed_precision_policies_give_finite_losses(policy):
     history = distiller.fit(x, y, batch_size=32, epochs=2, verbose=0)
     for name in ("loss", "student_loss", "distillation_loss"):
         assert np.all(np.isfinite(history.history[name])), name
+
+
+# -- unlabelled data -----------------------------------------------------------
+
+
+def _log_softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def _reference_losses(labels, student_logits, teacher_logits, temperature,
+                      alpha, sample_weight=None):
+    """The Distiller docstring's formula in float64 NumPy.
+
+    `labels` are class ids (-1 unlabelled) or float rows (mixed one-hot;
+    a row of zeros is unlabelled). Returns `(total, hard, soft)`.
+    """
+    s = np.asarray(student_logits, np.float64)
+    t = np.asarray(teacher_logits, np.float64)
+    n = len(s)
+    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    labels = np.asarray(labels)
+    if labels.ndim == 2:  # target rows
+        mask = labels.sum(axis=-1) > 0
+        ce = -(labels * _log_softmax(s)).sum(axis=-1)
+    else:
+        mask = labels != -1
+        ce = np.zeros(n)
+        ce[mask] = -_log_softmax(s)[mask, labels[mask]]
+    hard = np.sum(w * mask * ce) / max(mask.sum(), 1)
+    log_pt, log_ps = _log_softmax(t / temperature), _log_softmax(s / temperature)
+    kl = (np.exp(log_pt) * (log_pt - log_ps)).sum(axis=-1)
+    soft = np.sum(w * temperature**2 * kl) / n
+    return alpha * hard + (1 - alpha) * soft, hard, soft
+
+
+def _some_unlabelled(y, every=3):
+    labels = y.copy()
+    labels[::every] = -1  # examples 0, 3, 6, ... are unlabelled
+    return labels
+
+
+def _frozen_distiller(**kwargs):
+    """A Distiller whose steps report losses but leave the weights alone."""
+    distiller = tfkd.Distiller(
+        teacher=_mlp("teacher"), student=_student(), **kwargs
+    )
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0), metrics=["accuracy"])
+    return distiller
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_unlabelled_examples_leave_the_hard_term_only(weighted):
+    x, y = _data(64)
+    labels = _some_unlabelled(y)
+    weights = np.linspace(0.5, 1.5, 64).astype("float32") if weighted else None
+    distiller = _frozen_distiller(temperature=3.0, alpha=0.4)
+    s, t = distiller.student(x), distiller.teacher(x)
+    total, hard, soft = _reference_losses(labels, s, t, 3.0, 0.4, weights)
+    # The training step (one batch, learning rate 0) and the test step.
+    history = distiller.fit(
+        x, labels, sample_weight=weights, batch_size=64, epochs=1, verbose=0
+    ).history
+    results = distiller.evaluate(
+        x, labels, sample_weight=weights, batch_size=64, verbose=0,
+        return_dict=True,
+    )
+    for logs in (
+        {k: v[0] for k, v in history.items()},
+        results,
+    ):
+        np.testing.assert_allclose(logs["loss"], total, rtol=1e-5)
+        np.testing.assert_allclose(logs["student_loss"], hard, rtol=1e-5)
+        np.testing.assert_allclose(logs["distillation_loss"], soft, rtol=1e-5)
+
+
+def test_metrics_ignore_unlabelled_examples():
+    x, y = _data(64)
+    labels = _some_unlabelled(y)
+    distiller = _frozen_distiller()
+    predicted = np.asarray(distiller.student(x)).argmax(axis=-1)
+    labelled = labels != -1
+    expected = np.mean(predicted[labelled] == labels[labelled])
+    # Counting the unlabelled examples (as class 0, or as wrong) differs.
+    assert not np.isclose(expected, np.mean(predicted == np.maximum(labels, 0)))
+    results = distiller.evaluate(x, labels, batch_size=16, verbose=0, return_dict=True)
+    np.testing.assert_allclose(results["accuracy"], expected, rtol=1e-6)
+    # One-hot labels: a row of zeros is unlabelled (a fresh Distiller, as
+    # Keras picks the accuracy's form from the first labels it sees).
+    one_hot = np.eye(CLASSES, dtype="float32")[y] * labelled[:, None]
+    distiller = _frozen_distiller()
+    results = distiller.evaluate(x, one_hot, batch_size=16, verbose=0, return_dict=True)
+    np.testing.assert_allclose(results["accuracy"], expected, rtol=1e-6)
+
+
+def test_an_all_unlabelled_batch_trains_on_the_soft_loss():
+    x, _ = _data(64)
+    labels = np.full(64, -1, "int32")
+    distiller = _frozen_distiller(temperature=2.0, alpha=0.3)
+    s, t = distiller.student(x), distiller.teacher(x)
+    total, hard, soft = _reference_losses(labels, s, t, 2.0, 0.3)
+    assert hard == 0.0
+    history = distiller.fit(x, labels, batch_size=64, epochs=1, verbose=0).history
+    np.testing.assert_allclose(history["loss"][0], 0.7 * soft, rtol=1e-5)
+    assert np.isfinite(history["student_loss"][0])
+
+    moving = _distiller(alpha=0.3)
+    before = [w.copy() for w in moving.student.get_weights()]
+    moving.fit(x, labels, batch_size=32, epochs=1, verbose=0)
+    assert any(
+        not np.array_equal(b, a) for b, a in zip(before, moving.student.get_weights())
+    )
+
+
+@pytest.mark.parametrize("source", ["arrays", "dataset"])
+def test_inputs_without_labels_train_on_the_soft_loss(source):
+    x, _ = _data(64)
+    distiller = _frozen_distiller(temperature=2.0, alpha=0.3)
+    s, t = distiller.student(x), distiller.teacher(x)
+    _, _, soft = _reference_losses(np.full(64, -1), s, t, 2.0, 0.3)
+    if source == "arrays":
+        history = distiller.fit(x, batch_size=64, epochs=1, verbose=0)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices(x).batch(64)
+        history = distiller.fit(dataset, epochs=1, verbose=0)
+    np.testing.assert_allclose(history.history["loss"][0], 0.7 * soft, rtol=1e-5)
+    # No labels: no label metrics, and a hard loss never updated.
+    assert set(history.history) == {"loss", "distillation_loss", "student_loss"}
+    assert history.history["student_loss"] == [0.0]
+
+
+def test_no_labels_and_no_teacher_signal_is_refused():
+    x, _ = _data(64)
+    distiller = tfkd.Distiller(teacher=None, student=_student())
+    distiller.compile(optimizer="adam")
+    with pytest.raises(ValueError, match="teacher=None.*teacher_logits"):
+        distiller.fit(x, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="Expected labels or a teacher signal"):
+        distiller.evaluate(x, verbose=0)
+
+
+def test_labels_below_minus_one_are_still_refused():
+    x, y = _data()
+    distiller = _distiller()
+    with pytest.raises(ValueError, match=r"or -1 for an unlabelled example.*from -2 to 3"):
+        distiller.fit(x, np.where(y == 1, -2, y), epochs=1, verbose=0)
+
+
+# -- mixing (function matching) ------------------------------------------------
+
+IMAGE_BATCH = 8
+
+
+@keras.saving.register_keras_serializable(package="tfkd_tests")
+class _InputRecorder(keras.layers.Layer):
+    """Stores the batch it last received in a variable; passes it on."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seen = self.add_weight(
+            shape=(IMAGE_BATCH, 4, 4, 1), initializer="zeros",
+            trainable=False, name="seen",
+        )
+
+    def call(self, inputs):
+        self.seen.assign(keras.ops.cast(inputs, "float32"))
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def _image_model(name, seed, record=True):
+    """Flatten + Dense on (4, 4, 1) images; first layer records its input."""
+    keras.utils.set_random_seed(seed)
+    recorder = [_InputRecorder(name=f"{name}_recorder")] if record else []
+    return keras.Sequential(
+        [keras.Input((4, 4, 1)), *recorder, keras.layers.Flatten(),
+         keras.layers.Dense(CLASSES)],
+        name=name,
+    )
+
+
+def _images(n=IMAGE_BATCH, seed=0):
+    """Image i is 1 at pixel i (see tests/test_mixing.py), plus noise."""
+    rng = np.random.default_rng(seed)
+    x = 0.01 * rng.random((n, 16)).astype("float32")
+    x[np.arange(n), np.arange(n) % 16] += 1.0
+    return x.reshape(n, 4, 4, 1), (np.arange(n) % CLASSES).astype("int32")
+
+
+def test_mixing_shows_teacher_and_student_the_same_mixed_batch():
+    x, y = _images()
+    distiller = tfkd.Distiller(
+        teacher=_image_model("teacher", 0),
+        student=_image_model("student", 1),
+        mixing=keras.layers.MixUp(alpha=1.0, seed=3),
+        alpha=0.5,
+    )
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0), metrics=["accuracy"])
+    distiller.fit(x, y, batch_size=IMAGE_BATCH, epochs=1, shuffle=False, verbose=0)
+    seen_by_teacher = distiller.teacher.layers[0].seen.numpy()
+    seen_by_student = distiller.student.layers[0].seen.numpy()
+    assert not np.allclose(seen_by_student, x, atol=1e-3)  # it was mixed
+    np.testing.assert_array_equal(seen_by_teacher, seen_by_student)
+
+
+def test_mixed_batch_loss_matches_the_reference():
+    """Hard term on the mixed one-hot rows, -1 shares dropped, soft on all."""
+    x, y = _images()
+    y[[1, 4]] = -1
+    distiller = tfkd.Distiller(
+        teacher=_image_model("teacher", 0),
+        student=_image_model("student", 1),
+        mixing=keras.layers.MixUp(alpha=1.0, seed=5),
+        temperature=2.0,
+        alpha=0.5,
+    )
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0))
+    history = distiller.fit(x, y, batch_size=IMAGE_BATCH, epochs=1, verbose=0)
+    mixed = distiller.student.layers[0].seen.numpy()  # (8, 4, 4, 1)
+    # The mixing weights over the batch, read off the identity pixels.
+    weights = np.linalg.solve(
+        x.reshape(IMAGE_BATCH, 16)[:, :IMAGE_BATCH].T.astype(np.float64),
+        mixed.reshape(IMAGE_BATCH, 16)[:, :IMAGE_BATCH].T.astype(np.float64),
+    ).T  # mixed = weights @ x, (batch, batch)
+    labelled = (y != -1).astype(np.float64)
+    rows = np.eye(CLASSES)[np.maximum(y, 0)] * labelled[:, None]
+    complete = weights @ labelled >= 1.0 - 1e-2
+    targets = (weights @ rows) * complete[:, None]
+    assert 0 < complete.sum() < IMAGE_BATCH  # both cases occur
+    total, hard, soft = _reference_losses(
+        targets, distiller.student(mixed), distiller.teacher(mixed), 2.0, 0.5
+    )
+    np.testing.assert_allclose(history.history["loss"][0], total, rtol=1e-4)
+    np.testing.assert_allclose(history.history["student_loss"][0], hard, rtol=1e-4)
+
+
+def test_mixing_is_refused_on_cached_logits():
+    x, y = _images()
+    cached = tfkd.Distiller(
+        teacher=None, student=_image_model("student", 1),
+        mixing=keras.layers.MixUp(),
+    )
+    cached.compile(optimizer="adam")
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (x, tfkd.attach_teacher_logits(y, np.zeros((len(x), CLASSES), "float32")))
+    ).batch(IMAGE_BATCH)
+    with pytest.raises(ValueError, match="`mixing`.*Beyer"):
+        cached.fit(dataset, epochs=1, verbose=0)
+
+
+def test_mixing_compiles_without_xla():
+    distiller = tfkd.Distiller(
+        teacher=_image_model("teacher", 0), student=_image_model("student", 1),
+        mixing=keras.layers.CutMix(),
+    )
+    with pytest.raises(ValueError, match="`jit_compile`.*CutMix.*XLA"):
+        distiller.compile(optimizer="adam", jit_compile=True)
+    distiller.compile(optimizer="adam")  # "auto" -> False
+    assert distiller.jit_compile is False
+    x, y = _images()
+    distiller.fit(x, y, batch_size=IMAGE_BATCH, epochs=1, verbose=0)
+
+
+def test_mixing_needs_one_input_and_known_classes():
+    with pytest.raises(TypeError, match="`mixing`"):
+        tfkd.Distiller(student=_student(), teacher=_mlp("t"), mixing="mixup")
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(CLASSES)
+
+        def call(self, x):
+            return self.dense(x)
+
+    with pytest.raises(ValueError, match="`mixing`.*number of classes"):
+        tfkd.Distiller(student=Subclassed(), teacher=_mlp("t"), mixing=keras.layers.MixUp())
+
+
+def test_keras_file_round_trip_with_mixing(tmp_path):
+    x, y = _images()
+    distiller = tfkd.Distiller(
+        teacher=_image_model("teacher", 0),
+        student=_image_model("student", 1),
+        mixing=keras.layers.MixUp(alpha=0.4, seed=2),
+        augmentation=keras.layers.GaussianNoise(0.01),
+        alpha=0.0,
+        temperature=1.0,
+    )
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    distiller.fit(x, y, batch_size=IMAGE_BATCH, epochs=1, verbose=0)
+    config = distiller.get_config()
+    assert config["mixing"]["class_name"] == "MixUp"
+    path = tmp_path / "distiller.keras"
+    distiller.save(path)
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored.mixing, keras.layers.MixUp)
+    assert restored.mixing.alpha == 0.4 and restored.alpha == 0.0
+    assert restored.jit_compile is False
+    np.testing.assert_allclose(
+        restored.predict(x, verbose=0), distiller.predict(x, verbose=0), rtol=1e-6
+    )
+    restored.fit(x, y, batch_size=IMAGE_BATCH, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_with_mixing_and_unlabelled_examples(policy):
+    x, y = _images(32)
+    y[::3] = -1
+    keras.mixed_precision.set_dtype_policy(policy)
+    distiller = tfkd.Distiller(
+        teacher=_image_model("teacher", 0, record=False),
+        student=_image_model("student", 1, record=False),
+        mixing=keras.layers.MixUp(seed=0),
+    )
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    history = distiller.fit(x, y, batch_size=IMAGE_BATCH, epochs=1, verbose=0)
+    for name in ("loss", "student_loss", "distillation_loss", "accuracy"):
+        assert np.all(np.isfinite(history.history[name])), name
+
+
+def test_reported_student_loss_averages_over_labelled_examples():
+    """Batches with few labelled examples weigh little in the epoch's value."""
+    x, y = _data(64)
+    labels = y.copy()
+    labels[:15] = -1  # batch 1 of 16 has one labelled example, the rest 16
+    distiller = _frozen_distiller()
+    results = distiller.evaluate(x, labels, batch_size=16, verbose=0, return_dict=True)
+    s = np.asarray(distiller.student(x), np.float64)
+    labelled = labels != -1
+    ce = -_log_softmax(s)[labelled, labels[labelled]]
+    np.testing.assert_allclose(results["student_loss"], ce.mean(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["one_hot_zero_rows", "mixed_unlabelled"])
+def test_unlabelled_examples_give_no_hard_gradient(case):
+    """alpha=1 on unlabelled data: loss 0, so the student must not move."""
+    if case == "one_hot_zero_rows":
+        x, _ = _data(32)
+        labels = np.zeros((32, CLASSES), "float32")
+        teacher, student, mixing = _mlp("teacher"), _student(), None
+    else:
+        x, _ = _images()
+        labels = np.full(len(x), -1, "int32")
+        teacher, student = _image_model("teacher", 0), _image_model("student", 1)
+        mixing = keras.layers.MixUp(seed=0)
+    distiller = tfkd.Distiller(
+        teacher=teacher, student=student, alpha=1.0, mixing=mixing
+    )
+    distiller.compile(optimizer=keras.optimizers.SGD(1.0))
+    before = [w.numpy().copy() for w in distiller.student.trainable_weights]
+    distiller.fit(x, labels, batch_size=8, epochs=1, verbose=0)
+    for b, a in zip(before, distiller.student.trainable_weights):
+        np.testing.assert_array_equal(b, a.numpy())

@@ -157,3 +157,23 @@ def test_loss_class_trains_a_model_in_compile(tmp_path):
     model.save(path)
     reloaded = keras.saving.load_model(path)
     np.testing.assert_allclose(reloaded.evaluate(x, y, verbose=0), after, rtol=1e-5)
+
+
+def test_unlabelled_examples_have_zero_hard_loss_and_gradient():
+    logits = tf.constant([[1.0, 2.0, 0.5], [0.3, -1.0, 2.0]])
+    for labels in (np.array([2, -1]), np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])):
+        with tf.GradientTape() as tape:
+            tape.watch(logits)
+            loss = losses.hard_target_loss(labels, logits)
+            total = tf.reduce_sum(loss)
+        gradient = tape.gradient(total, logits).numpy()
+        z = logits.numpy().astype(np.float64)
+        expected = -(z[0, 2] - np.log(np.exp(z[0]).sum()))
+        np.testing.assert_allclose(loss.numpy(), [expected, 0.0], rtol=1e-6)
+        np.testing.assert_array_equal(gradient[1], 0.0)
+    np.testing.assert_array_equal(
+        losses.labelled_mask(np.array([[1], [-1], [0]]), 3).numpy(), [1, 0, 1]
+    )
+    np.testing.assert_array_equal(
+        losses.class_ids(np.eye(3)[[1, 2]], 3).numpy(), [1, 2]
+    )

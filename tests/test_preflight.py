@@ -100,10 +100,20 @@ def test_labels_out_of_range():
 
 
 def test_negative_labels():
+    """-1 marks an unlabelled example (issue 13); other negatives are wrong."""
     x, y = make_data()
-    y[0] = -1
-    with pytest.raises(ValueError, match="Received: labels from -1 to"):
+    y[0] = -2
+    y[1] = -1
+    with pytest.raises(ValueError, match=r"or -1 for an unlabelled example. Received: labels from -2 to"):
         make_distiller().fit(x, y, epochs=1, verbose=0)
+
+
+def test_minus_one_marks_unlabelled_examples():
+    x, y = make_data()
+    y[::2] = -1
+    preflight.check_first_batch(make_distiller(), x, y)
+    y[:] = -1  # a batch with no labelled example is fine too
+    preflight.check_first_batch(make_distiller(), x, y)
 
 
 def test_non_integer_labels():
@@ -418,3 +428,42 @@ def test_first_batch_returns_a_head_of_the_batch():
 def test_split_targets_names_the_expected_keys():
     with pytest.raises(ValueError, match="'labels' and 'teacher_logits'"):
         teacher_outputs_lib.split_targets({"labels": 1, "logits": 2})
+
+
+def test_teacher_accuracy_counts_labelled_examples_only():
+    x, y = make_data(64)
+    labels = y.copy()
+    labels[::2] = -1
+    # The oracle is right on every labelled example; -1 counted as a
+    # class would make it wrong on those.
+    assert preflight.teacher_accuracy(make_distiller(), x, labels) == 1.0
+    assert preflight.teacher_accuracy(make_distiller(), x, np.full(64, -1)) is None
+
+
+def test_evaluation_without_labels_needs_a_teacher_signal():
+    x, _ = make_data()
+    distiller = tfkd.Distiller(teacher=None, student=make_student())
+    with pytest.raises(ValueError, match="Expected labels or a teacher signal"):
+        preflight.check_first_batch(distiller, x, None, training=False)
+    with pytest.raises(ValueError, match="teacher=None"):
+        preflight.check_first_batch(distiller, x, None, training=True)
+    # With a teacher, inputs alone are enough (soft loss only).
+    preflight.check_first_batch(make_distiller(), x, None, training=True)
+
+
+def test_mixing_is_refused_on_cached_logits():
+    x, y = make_data()
+    distiller = tfkd.Distiller(
+        teacher=None, student=make_student(), mixing=keras.layers.MixUp()
+    )
+    targets = tfkd.attach_teacher_logits(y, np.zeros((len(x), CLASSES), "float32"))
+    dataset = tf.data.Dataset.from_tensor_slices((x, targets)).batch(32)
+    with pytest.raises(ValueError, match="`mixing`.*teacher's outputs on the original images.*Beyer"):
+        preflight.check_first_batch(distiller, dataset)
+
+
+def test_mixing_that_cannot_mix_the_inputs_is_named():
+    x, y = make_data()  # (batch, 4) features, not images
+    distiller = make_distiller(mixing=keras.layers.CutMix())
+    with pytest.raises(ValueError, match=r"`mixing`.*\(batch, height, width, channels\).*failed on a batch of shape \(64, 4\)"):
+        preflight.check_first_batch(distiller, x, y)

@@ -25,6 +25,8 @@ from tfkd import cache
 from tfkd import callbacks
 from tfkd import data
 from tfkd import losses
+from tfkd import mixing
+from tfkd import recipes
 from tfkd import teachers
 from tfkd import terms
 from tfkd.cache import TeacherCache
@@ -76,6 +78,8 @@ __all__ = [
     "data",
     "doctor",
     "losses",
+    "mixing",
+    "recipes",
     "teachers",
     "terms",
     "tuning",

@@ -1,5 +1,7 @@
 """`Distiller`: a `keras.Model` that trains a student from a teacher."""
 
+import collections
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -8,10 +10,82 @@ from tfkd import _keras_compat
 from tfkd.terms import base as terms_base
 from tfkd import feature_views
 from tfkd import losses
+from tfkd import mixing as mixing_lib
 from tfkd import model_checks
 from tfkd import preflight
 from tfkd import teacher_outputs as teacher_outputs_lib
 from tfkd.utils import validation
+
+
+class LossValues(collections.namedtuple(
+    "LossValues", ["total", "hard", "soft", "terms", "labelled"]
+)):
+    """One replica's losses of a step.
+
+    Fields: `total` (float32 scalar), `hard` (mean cross-entropy over the
+    labelled examples, `None` without labels), `soft` (the T²-scaled KL,
+    `None` without a teacher signal), `terms` (dict of unweighted extra
+    terms) and `labelled` (float32 count of labelled examples).
+    """
+
+
+def _hard_loss(labels, student_logits, weights):
+    """`(hard, labelled)`: mean CE over labelled examples, and their count.
+
+    `hard = Σ_i w_i m_i CE_i / max(L, 1)`, `L = Σ_i m_i`: a batch (or a
+    replica's shard) without labelled examples gives 0, never 0 / 0.
+    """
+    if labels is None:
+        return None, ops.zeros((), "float32")
+    num_classes = student_logits.shape[-1]
+    mask = losses.labelled_mask(labels, num_classes)  # (batch,)
+    per_example = losses.hard_target_loss(labels, student_logits)  # (batch,)
+    if weights is not None:
+        per_example = per_example * weights
+    labelled = ops.sum(mask)
+    return ops.sum(per_example) / ops.maximum(labelled, 1.0), labelled
+
+
+class _LabelledMask(keras.layers.Layer):
+    """Attaches "which examples are labelled" to the logits as a Keras mask.
+
+    `compute_metrics` hands sample weights only to `weighted_metrics`; the
+    plain `metrics` (`"accuracy"`, ...) honour a Keras mask on the
+    predictions instead, so this is how unlabelled examples leave both
+    (Keras's metrics built on `MeanMetricWrapper`: the accuracies and
+    cross-entropies).
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs):
+        logits, _ = inputs
+        return ops.copy(logits)  # a new tensor, so the mask is its own
+
+    def compute_mask(self, inputs, previous_mask=None):
+        _, mask = inputs
+        return mask > 0.0  # (batch,) bool
+
+
+def _metric_targets(labels, logits, sparse_labels):
+    """`(labels, logits)` for `compute_metrics`; unlabelled examples masked.
+
+    Metrics get the labels in the form the data has (class ids for sparse
+    data, also after mixing made them rows), with -1 replaced by a valid
+    class id (some metrics fail on -1) that the mask then leaves out.
+    """
+    num_classes = logits.shape[-1]
+    mask = losses.labelled_mask(labels, num_classes)  # (batch,)
+    # Made per trace rather than held by the Distiller: it has no state,
+    # and the Distiller's tracked layers are what `.keras` files save.
+    logits = _LabelledMask(name="labelled_mask")((logits, mask))
+    if losses.is_one_hot(ops.convert_to_tensor(labels), num_classes):
+        if not sparse_labels:
+            return labels, logits
+    ids = losses.class_ids(labels, num_classes)  # (batch,)
+    return ops.where(mask > 0.0, ids, ops.zeros_like(ids)), logits
 
 
 def _num_replicas_in_sync():
@@ -28,10 +102,30 @@ class Distiller(keras.Model):
 
     Knowledge distillation (Hinton, Vinyals & Dean, 2015, "Distilling the
     Knowledge in a Neural Network") trains a small student on a mixture of
-    the labels and the teacher's softened predictions. Per batch:
+    the labels and the teacher's softened predictions. Per batch of N
+    examples with sample weights w_i (1 by default):
 
-        loss = α · CE(labels, s) + (1 − α) · T² · KL(softmax(t/T) ‖ softmax(s/T))
-               + Σ_k weight_k · term_k
+        loss = α · hard + (1 − α) · soft + Σ_k weight_k · term_k
+        hard = Σ_i w_i · m_i · CE(y_i, s_i) / max(L, 1),   L = Σ_i m_i
+        soft = Σ_i w_i · T² · KL(softmax(t_i/T) ‖ softmax(s_i/T)) / N
+
+    m_i is 1 for a labelled example and 0 for an unlabelled one, so the
+    hard term is the mean cross-entropy over the labelled examples (L = N
+    for fully labelled data: Keras's "sum_over_batch_size") and the soft
+    term covers every example.
+
+    Unlabelled data (semi-supervised distillation, a larger unlabelled
+    transfer set): a batch without labels (a dataset of inputs only, or
+    `fit(x)` without `y`) trains on `(1 − α) · soft` alone, and inside a
+    labelled batch a label of -1 (`tfkd.losses.UNLABELLED`; with one-hot
+    labels, a row of zeros) marks an unlabelled example. It is left out of
+    the hard term and of the compiled metrics (they get it with sample
+    weight 0) and kept in the soft term and the extra terms. A batch whose
+    examples are all unlabelled gives `hard = 0`, never 0 / 0; so does a
+    replica's shard under `tf.distribute`, where (as for Keras's own
+    losses) each replica averages its shard and the replicas' losses are
+    averaged: exact when the shards hold equally many labelled examples.
+    With `α = 0` (function matching) the labels only feed the metrics.
 
     The optional `extra_losses` terms go beyond the logits: FitNets hints
     (`tfkd.FitNetHint`), attention transfer (`tfkd.AttentionTransfer`),
@@ -50,7 +144,8 @@ class Distiller(keras.Model):
     "teacher_logits": t})` as `tfkd.TeacherCache` streams them, the teacher
     is not run at all, and `teacher` may be `None`.
 
-    `fit` reports `loss`, `student_loss` (the hard-label CE),
+    `fit` reports `loss`, `student_loss` (the hard-label CE, averaged over
+    labelled examples; absent without labels),
     `distillation_loss` (the T²-scaled KL), each extra term's unweighted
     value under its name, and the compiled metrics, computed on the
     student's predictions. `predict`, `evaluate` and `__call__`
@@ -86,6 +181,17 @@ class Distiller(keras.Model):
             "consistent teaching" of Beyer et al., 2022). Not allowed with
             precomputed teacher logits, which were computed on other views.
             Defaults to `None`.
+        mixing: Optional batch-mixing layer, `keras.layers.MixUp` or
+            `keras.layers.CutMix`, applied during training after
+            `augmentation`, to the one batch both teacher and student see
+            ("function matching", Beyer et al., 2022; `tfkd.mixing`). The
+            hard term then uses the mixed one-hot targets
+            `λ · y_i + (1 − λ) · y_j`; a mixed example with an unlabelled
+            share leaves the hard term and the metrics, and stays in the
+            soft one. Needs a single image input `(batch, height, width,
+            channels)` and a student whose class count is known; compiles
+            without XLA (the layers' Beta sampling has no XLA kernel). Not
+            allowed with precomputed teacher logits. Defaults to `None`.
         extra_losses: List of `tfkd.DistillationTerm`s added to the loss,
             each times its own `weight`; their names must differ. Terms
             that read teacher layers need a `teacher` model (cached logits
@@ -100,7 +206,8 @@ class Distiller(keras.Model):
         TypeError: if `student` or `teacher` is not a `keras.Model`, or a
             hyper-parameter has the wrong type.
         ValueError: for a hyper-parameter out of range, `teacher is
-            student`, a student ending in softmax, teacher and student
+            student`, a student ending in softmax, `mixing` for a student
+            with several inputs or unknown classes, teacher and student
             shapes that cannot work together, or `extra_losses` that name
             unknown layers, layers of a subclassed model, or layers whose
             shapes the term cannot compare.
@@ -130,43 +237,22 @@ class Distiller(keras.Model):
         teacher_outputs="auto",
         teacher_class_indices=None,
         augmentation=None,
+        mixing=None,
         extra_losses=None,
         name="distiller",
         **kwargs,
     ):
-        validation.check_keras_model("student", student)
-        validation.check_keras_model("teacher", teacher, allow_none=True)
-        if teacher is student:
-            raise ValueError(
-                "Invalid value for argument `teacher`. Expected a model "
-                "other than the student (distilling a model into itself "
-                "trains the teacher too). Received: teacher is student "
-                f"(model {student.name!r})"
-            )
-        temperature = validation.check_temperature(temperature)
-        alpha = validation.check_alpha(alpha)
-        validation.check_choice(
-            "teacher_outputs",
-            teacher_outputs,
-            teacher_outputs_lib.TEACHER_OUTPUT_KINDS,
+        temperature, alpha, teacher_class_indices, terms = _check_arguments(
+            student=student,
+            teacher=teacher,
+            temperature=temperature,
+            alpha=alpha,
+            teacher_outputs=teacher_outputs,
+            teacher_class_indices=teacher_class_indices,
+            augmentation=augmentation,
+            mixing=mixing,
+            extra_losses=extra_losses,
         )
-        teacher_class_indices = validation.check_class_indices(
-            "teacher_class_indices", teacher_class_indices
-        )
-        if augmentation is not None and not isinstance(
-            augmentation, keras.layers.Layer
-        ):
-            raise validation.invalid_type(
-                "augmentation", "a `keras.layers.Layer` or None", augmentation
-            )
-        terms = terms_base.check_terms(extra_losses)
-        model_checks.check_student_outputs_logits(student)
-        if teacher is not None:
-            model_checks.check_compatible_inputs(teacher, student)
-            model_checks.check_compatible_classes(
-                teacher, student, teacher_class_indices
-            )
-        _refuse_teacher_features_without_teacher(terms, teacher)
 
         super().__init__(name=name, **kwargs)
         self.student = student
@@ -176,6 +262,7 @@ class Distiller(keras.Model):
             # its weights out of `distiller.trainable_weights`.
             teacher.trainable = False
         self.augmentation = augmentation
+        self.mixing = mixing
         self.temperature = temperature
         self.alpha = alpha
         self.teacher_outputs = teacher_outputs
@@ -229,10 +316,12 @@ class Distiller(keras.Model):
             metrics: Metrics of the student's predictions against the
                 labels, e.g. `["accuracy"]`. Defaults to `None`.
             **kwargs: Passed on to `keras.Model.compile` (for example
-                `jit_compile=True`, `steps_per_execution`).
+                `jit_compile=True`, `steps_per_execution`). With `mixing`,
+                `jit_compile="auto"` (the default) means `False`.
 
         Raises:
-            ValueError: if `loss` is given.
+            ValueError: if `loss` is given, or `jit_compile=True` with
+                Keras's MixUp or CutMix as `mixing`.
         """
         if loss is not None:
             raise validation.invalid_value(
@@ -242,6 +331,9 @@ class Distiller(keras.Model):
                 "the Distiller instead",
                 loss,
             )
+        kwargs["jit_compile"] = mixing_lib.check_jit_compile(
+            self.mixing, kwargs.get("jit_compile", "auto")
+        )
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
 
     def compile_from_config(self, config):
@@ -282,29 +374,30 @@ class Distiller(keras.Model):
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         labels, cached_logits = teacher_outputs_lib.split_targets(y)
-        if self.augmentation is not None:
-            preflight.refuse_augmentation_on_cached(self, cached_logits)
-            # One random view per batch, shared by teacher and student.
-            x = self.augmentation(x, training=True)
+        sparse_labels = self._is_sparse(labels)
+        x, labels = self._random_view(x, labels, cached_logits)
         teacher_logits, teacher_features = self._run_teacher(
             x, cached_logits, training=True
         )
 
         with tf.GradientTape() as tape:
-            student_logits, (total, hard, soft, terms) = self._student_losses(
+            student_logits, loss_values = self._student_losses(
                 x, labels, teacher_logits, teacher_features, sample_weight,
                 training=True,
             )
             # Each replica's gradient is summed across replicas, so each
             # replica's loss (extra terms included) carries 1 / replicas of
             # the global mean.
-            scaled = self.optimizer.scale_loss(total / _num_replicas_in_sync())
+            scaled = self.optimizer.scale_loss(
+                loss_values.total / _num_replicas_in_sync()
+            )
 
         variables = self._optimized_variables()
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
         return self._update_metrics(
-            x, labels, student_logits, sample_weight, total, hard, soft, terms
+            x, labels, student_logits, sample_weight, loss_values,
+            sparse_labels,
         )
 
     def test_step(self, data):
@@ -313,12 +406,13 @@ class Distiller(keras.Model):
         teacher_logits, teacher_features = self._run_teacher(
             x, cached_logits, training=False
         )
-        student_logits, (total, hard, soft, terms) = self._student_losses(
+        student_logits, loss_values = self._student_losses(
             x, labels, teacher_logits, teacher_features, sample_weight,
             training=False,
         )
         return self._update_metrics(
-            x, labels, student_logits, sample_weight, total, hard, soft, terms
+            x, labels, student_logits, sample_weight, loss_values,
+            self._is_sparse(labels),
         )
 
     # -- pieces --------------------------------------------------------------
@@ -382,6 +476,31 @@ class Distiller(keras.Model):
         }
         return logits, features
 
+    def _random_view(self, x, labels, cached_logits):
+        """`(x, labels)` of one random view shared by teacher and student.
+
+        Augmentation draws the view, then mixing blends it with the
+        batch's other examples; the labels become mixed one-hot rows
+        (see `tfkd.mixing.mix_batch`).
+        """
+        if self.augmentation is None and self.mixing is None:
+            return x, labels
+        preflight.refuse_augmentation_on_cached(self, cached_logits)
+        if self.augmentation is not None:
+            x = self.augmentation(x, training=True)
+        if self.mixing is not None:
+            x, labels = mixing_lib.mix_batch(
+                self.mixing, x, labels, model_checks.output_classes(self.student)
+            )  # labels: None or (batch, classes)
+        return x, labels
+
+    def _is_sparse(self, labels):
+        """Whether `labels` are class ids (static), for the metrics' form."""
+        if labels is None:
+            return False
+        classes = model_checks.output_classes(self.student)
+        return not losses.is_one_hot(ops.convert_to_tensor(labels), classes)
+
     def _optimized_variables(self):
         """The student's trainable weights, then the terms' (connectors)."""
         variables = list(self.student.trainable_weights)
@@ -441,29 +560,30 @@ class Distiller(keras.Model):
         student_features,
         teacher_features,
     ):
-        """Returns the per-replica mean `(total, hard, soft, terms)` losses.
+        """This replica's `LossValues` (see the class docstring's formula).
 
         `terms` maps each extra term's name to its unweighted value; it is
         empty when there is no teacher signal (evaluation without teacher).
         """
-        hard = losses.hard_target_loss(labels, student_logits)  # (batch,)
-        if teacher_logits is None:
-            soft = None
-        else:
-            soft = losses.soft_target_loss(
-                teacher_logits, student_logits, self.temperature
-            )  # (batch,)
+        weights = None
         if sample_weight is not None:
             weights = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-            hard = hard * weights
-            soft = None if soft is None else soft * weights
+        hard, labelled = _hard_loss(labels, student_logits, weights)
+        if teacher_logits is None:
+            if hard is None:
+                raise preflight.no_labels_and_no_teacher_error()
+            return LossValues(hard, hard, None, {}, labelled)
+        soft = losses.soft_target_loss(
+            teacher_logits, student_logits, self.temperature
+        )  # (batch,)
+        if weights is not None:
+            soft = soft * weights
         # Keras's "sum_over_batch_size": weighted sum / examples in batch.
-        batch_size = ops.cast(ops.shape(hard)[0], "float32")
-        hard = ops.sum(hard) / batch_size
-        if soft is None:
-            return hard, hard, None, {}
+        batch_size = ops.cast(ops.shape(soft)[0], "float32")
         soft = ops.sum(soft) / batch_size
-        total = self.alpha * hard + (1.0 - self.alpha) * soft
+        total = (1.0 - self.alpha) * soft
+        if hard is not None:
+            total = total + self.alpha * hard
         terms = {}
         for term in self.extra_losses:
             value = term(
@@ -474,14 +594,21 @@ class Distiller(keras.Model):
             )  # float32 scalar over this replica's batch
             terms[term.name] = value
             total = total + term.weight * value
-        return total, hard, soft, terms
+        return LossValues(total, hard, soft, terms, labelled)
 
     def _update_metrics(
-        self, x, labels, student_logits, sample_weight, total, hard, soft, terms
+        self, x, labels, student_logits, sample_weight, loss_values,
+        sparse_labels,
     ):
+        total, hard, soft, terms, labelled = loss_values
         batch_size = ops.shape(student_logits)[0]
         self._loss_tracker.update_state(total, sample_weight=batch_size)
-        self.student_loss_tracker.update_state(hard, sample_weight=batch_size)
+        if hard is not None:
+            # Weighted by the labelled examples, so the epoch's value is
+            # the mean cross-entropy over labelled examples.
+            self.student_loss_tracker.update_state(
+                hard, sample_weight=labelled
+            )
         if soft is not None:
             self.distillation_loss_tracker.update_state(
                 soft, sample_weight=batch_size
@@ -491,11 +618,34 @@ class Distiller(keras.Model):
                 tracker.update_state(
                     terms[tracker.name], sample_weight=batch_size
                 )
+        if labels is None:  # nothing to measure label metrics against
+            return _keras_compat.step_logs(self.get_metrics_result())
+        metric_labels, masked_logits = _metric_targets(
+            labels, student_logits, sparse_labels
+        )
         return _keras_compat.step_logs(
             self.compute_metrics(
-                x, labels, student_logits, sample_weight=sample_weight
+                x, metric_labels, masked_logits, sample_weight=sample_weight
             )
         )
+
+    def get_metrics_result(self):
+        """Every metric's current value, as Keras's, minus unbuilt ones.
+
+        Data without labels never builds the compiled label metrics (Keras
+        builds them from the first labels it sees), and an unbuilt metric
+        has no result: they are left out until labels come.
+        """
+        logs = {}
+        for metric in self.metrics:
+            if not getattr(metric, "built", True):
+                continue
+            result = metric.result()
+            if isinstance(result, dict):
+                logs.update(result)
+            else:
+                logs[metric.name] = result
+        return logs
 
     # -- serialization -------------------------------------------------------
 
@@ -521,6 +671,9 @@ class Distiller(keras.Model):
                     if self.augmentation is None
                     else serialize(self.augmentation)
                 ),
+                "mixing": (
+                    None if self.mixing is None else serialize(self.mixing)
+                ),
                 "extra_losses": [serialize(term) for term in self.extra_losses],
             }
         )
@@ -530,7 +683,7 @@ class Distiller(keras.Model):
     def from_config(cls, config):
         config = dict(config)
         deserialize = keras.saving.deserialize_keras_object
-        for key in ("student", "teacher", "augmentation"):
+        for key in ("student", "teacher", "augmentation", "mixing"):
             if config.get(key) is not None:
                 config[key] = deserialize(config[key])
         if config.get("extra_losses"):
@@ -550,4 +703,86 @@ def _refuse_teacher_features_without_teacher(terms, teacher):
             "precomputed teacher logits carry no features. Received: "
             "teacher=None. Pass the teacher, or use terms on the logits "
             "only (teacher_layer=None, e.g. tfkd.DecoupledKD)."
+        )
+
+
+def _check_arguments(
+    *,
+    student,
+    teacher,
+    temperature,
+    alpha,
+    teacher_outputs,
+    teacher_class_indices,
+    augmentation,
+    mixing,
+    extra_losses,
+):
+    """Validates the `Distiller` arguments before any model is touched.
+
+    Returns:
+        The normalised `(temperature, alpha, teacher_class_indices,
+        extra_losses)`.
+
+    Raises:
+        TypeError: for a wrong type (see `Distiller`).
+        ValueError: for a wrong value (see `Distiller`).
+    """
+    validation.check_keras_model("student", student)
+    validation.check_keras_model("teacher", teacher, allow_none=True)
+    if teacher is student:
+        raise ValueError(
+            "Invalid value for argument `teacher`. Expected a model "
+            "other than the student (distilling a model into itself "
+            "trains the teacher too). Received: teacher is student "
+            f"(model {student.name!r})"
+        )
+    temperature = validation.check_temperature(temperature)
+    alpha = validation.check_alpha(alpha)
+    validation.check_choice(
+        "teacher_outputs", teacher_outputs, teacher_outputs_lib.TEACHER_OUTPUT_KINDS
+    )
+    teacher_class_indices = validation.check_class_indices(
+        "teacher_class_indices", teacher_class_indices
+    )
+    if augmentation is not None and not isinstance(
+        augmentation, keras.layers.Layer
+    ):
+        raise validation.invalid_type(
+            "augmentation", "a `keras.layers.Layer` or None", augmentation
+        )
+    if mixing_lib.check_mixing(mixing) is not None:
+        _check_student_for_mixing(student, mixing)
+    terms = terms_base.check_terms(extra_losses)
+    model_checks.check_student_outputs_logits(student)
+    if teacher is not None:
+        model_checks.check_compatible_inputs(teacher, student)
+        model_checks.check_compatible_classes(
+            teacher, student, teacher_class_indices
+        )
+    _refuse_teacher_features_without_teacher(terms, teacher)
+    return temperature, alpha, teacher_class_indices, terms
+
+
+def _check_student_for_mixing(student, mixing):
+    """Raises unless `mixing` can mix the student's inputs and labels.
+
+    Mixing layers take one image tensor, and mixing the labels needs the
+    number of classes before the first step.
+    """
+    inputs = getattr(student, "inputs", None)
+    if inputs is not None and len(inputs) != 1:
+        raise validation.invalid_value(
+            "mixing",
+            "None for a student with several inputs (mixing layers mix "
+            f"one image tensor; the student has {len(inputs)} inputs)",
+            mixing.name,
+        )
+    if model_checks.output_classes(student) is None:
+        raise validation.invalid_value(
+            "mixing",
+            "None for a student whose number of classes is unknown before "
+            "training (mixing one-hot labels needs it): build the student "
+            "as a functional or `keras.Input`-started Sequential model",
+            mixing.name,
         )

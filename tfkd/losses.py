@@ -69,12 +69,19 @@ def soft_target_loss(teacher_logits, student_logits, temperature=4.0):
     return (temperature**2) * kl
 
 
+#: The sparse label that marks an unlabelled example (semi-supervised data).
+UNLABELLED = -1
+
+
 def hard_target_loss(labels, student_logits):
     """Per-example cross-entropy of the student logits against the labels.
 
     Sparse labels (integers, shape `(batch,)` or `(batch, 1)`) and one-hot
-    labels (shape `(batch, classes)`) are both accepted; the form is read
-    from the static shapes.
+    labels (shape `(batch, classes)`, also mixed or smoothed rows) are both
+    accepted; the form is read from the static shapes. An unlabelled
+    example (sparse label `UNLABELLED`, i.e. -1, or a one-hot row of
+    zeros, which is what `keras.ops.one_hot(-1, classes)` gives) has a loss
+    of exactly 0 and no gradient; `labelled_mask` tells which they are.
 
     Args:
         labels: Integer class ids or one-hot rows.
@@ -86,22 +93,97 @@ def hard_target_loss(labels, student_logits):
     Example:
 
     >>> import numpy as np
-    >>> loss = hard_target_loss(np.array([0]), np.array([[0.0, 0.0]]))
-    >>> round(float(loss[0]), 4)  # log(2)
-    0.6931
+    >>> loss = hard_target_loss(np.array([0, -1]), np.zeros((2, 2)))
+    >>> [round(float(v), 4) for v in loss]  # log(2), then unlabelled
+    [0.6931, 0.0]
     """
     student_logits = _as_float32(student_logits)
     labels = ops.convert_to_tensor(labels)
     num_classes = student_logits.shape[-1]
     if is_one_hot(labels, num_classes):
-        return keras.losses.categorical_crossentropy(
-            _as_float32(labels), student_logits, from_logits=True
-        )
-    if len(labels.shape) == len(student_logits.shape):
-        labels = ops.squeeze(labels, axis=-1)  # (batch, 1) -> (batch,)
-    return keras.losses.sparse_categorical_crossentropy(
-        ops.cast(labels, "int32"), student_logits, from_logits=True
-    )
+        rows = _as_float32(labels)  # (batch, classes)
+        loss = keras.losses.categorical_crossentropy(
+            rows, student_logits, from_logits=True
+        )  # (batch,)
+        # A row of zeros has loss 0, but TensorFlow's fused softmax
+        # cross-entropy assumes rows summing to 1: its gradient would be
+        # softmax(s) - 0, not 0. The mask zeroes that gradient.
+        mass = ops.sum(ops.abs(rows), axis=-1)  # (batch,)
+        return loss * ops.cast(mass > 0.0, "float32")
+    ids = _sparse_ids(labels)  # (batch,)
+    labelled = ops.not_equal(ids, UNLABELLED)  # (batch,)
+    # Class 0 stands in for -1, which the sparse cross-entropy kernel
+    # refuses (CPU) or turns into NaN (GPU); the mask then zeroes it, and
+    # its gradient with it. Other out-of-range labels still fail there.
+    safe_ids = ops.where(labelled, ids, ops.zeros_like(ids))
+    loss = keras.losses.sparse_categorical_crossentropy(
+        safe_ids, student_logits, from_logits=True
+    )  # (batch,)
+    return loss * ops.cast(labelled, "float32")
+
+
+def _sparse_ids(labels):
+    """int32 ids `(batch,)` from sparse labels `(batch,)` or `(batch, 1)`."""
+    if len(labels.shape) >= 2:
+        labels = ops.reshape(labels, (-1,))  # (batch, 1) -> (batch,)
+    return ops.cast(labels, "int32")
+
+
+def labelled_mask(labels, num_classes):
+    """1.0 for each labelled example of a batch, 0.0 for each unlabelled one.
+
+    Unlabelled means a sparse label of `UNLABELLED` (-1) or a one-hot row
+    that is all zeros.
+
+    Args:
+        labels: Integer class ids `(batch,)`/`(batch, 1)` or one-hot rows
+            `(batch, classes)`.
+        num_classes: The student's number of classes.
+
+    Returns:
+        A float32 tensor of shape `(batch,)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> labelled_mask(np.array([2, -1, 0]), 3).numpy().tolist()
+    [1.0, 0.0, 1.0]
+    """
+    labels = ops.convert_to_tensor(labels)
+    if is_one_hot(labels, num_classes):
+        mass = ops.sum(ops.abs(_as_float32(labels)), axis=-1)  # (batch,)
+        return ops.cast(mass > 0.0, "float32")
+    return ops.cast(ops.not_equal(_sparse_ids(labels), UNLABELLED), "float32")
+
+
+def class_ids(labels, num_classes):
+    """Sparse int32 class ids `(batch,)` from sparse or one-hot `labels`.
+
+    The one conversion tfkd uses everywhere labels become class ids: one-hot
+    (or mixed) rows give their largest entry, sparse labels are flattened.
+    Unlabelled examples stay -1 (sparse) or give 0 (a row of zeros): mask
+    them with `labelled_mask`.
+
+    Args:
+        labels: Integer class ids `(batch,)`/`(batch, 1)` or one-hot rows
+            `(batch, classes)`; arrays or tensors.
+        num_classes: The student's number of classes.
+
+    Returns:
+        An int32 tensor of shape `(batch,)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> class_ids(np.eye(3)[[2, 0]], 3).numpy().tolist()
+    [2, 0]
+    >>> class_ids(np.array([[1], [-1]]), 3).numpy().tolist()
+    [1, -1]
+    """
+    labels = ops.convert_to_tensor(labels)
+    if is_one_hot(labels, num_classes):
+        return ops.cast(ops.argmax(labels, axis=-1), "int32")
+    return _sparse_ids(labels)
 
 
 def is_one_hot(labels, num_classes):
@@ -166,9 +248,7 @@ def pack_targets(labels, teacher_logits):
     TensorShape([1, 4])
     """
     teacher_logits = _as_float32(teacher_logits)
-    labels = ops.convert_to_tensor(labels)
-    if is_one_hot(labels, teacher_logits.shape[-1]):
-        labels = ops.argmax(labels, axis=-1)
+    labels = class_ids(labels, teacher_logits.shape[-1])  # (batch,)
     labels = ops.reshape(_as_float32(labels), (-1, 1))
     return ops.concatenate([labels, teacher_logits], axis=-1)
 

@@ -27,6 +27,7 @@ import tensorflow as tf
 import keras
 
 from tfkd import losses
+from tfkd import mixing as mixing_lib
 from tfkd import model_checks
 from tfkd import teacher_outputs as teacher_outputs_lib
 
@@ -89,16 +90,44 @@ def no_teacher_signal_error():
     )
 
 
+def no_labels_and_no_teacher_error():
+    """The error for data with neither labels nor a teacher signal."""
+    return ValueError(
+        "Invalid batch. Expected labels or a teacher signal (a `teacher` "
+        "model or cached teacher logits): the Distiller has nothing to "
+        "compute a loss from. Received: a batch without labels, with "
+        "teacher=None and no teacher logits"
+    )
+
+
+def _check_mixing(mixing, inputs, labels, num_classes):
+    """Runs `mixing` once on the first examples, rewording its error."""
+    try:
+        mixing_lib.mix_batch(mixing, inputs, labels, num_classes)
+    except Exception as error:  # the layer's error, re-worded
+        shapes = tf.nest.map_structure(lambda a: tuple(a.shape), inputs)
+        raise ValueError(
+            "Invalid value for argument `mixing`. Expected a layer that "
+            "mixes the training batches (Keras's MixUp and CutMix take "
+            "images of shape (batch, height, width, channels)). Received: "
+            f"mixing {mixing.name!r} failed on a batch of shape {shapes}: "
+            f"{error}"
+        ) from error
+
+
 def refuse_augmentation_on_cached(distiller, cached_logits):
-    """Raises if random augmentation would meet precomputed teacher logits.
+    """Raises if random augmentation or mixing would meet cached logits.
 
     Cached logits were computed on other views of the images; training a
-    student on a fresh random view against them teaches it the wrong
-    targets (Beyer et al., 2022, "Knowledge distillation: A good teacher is
-    patient and consistent"). Use online distillation with `augmentation`,
-    or a cache of fixed augmented views.
+    student on a fresh random view (or a fresh mix of two images) against
+    them teaches it the wrong targets (Beyer et al., 2022, "Knowledge
+    distillation: A good teacher is patient and consistent"). Use online
+    distillation with `augmentation`/`mixing`, or a cache of fixed
+    augmented views.
     """
-    if cached_logits is not None and distiller.augmentation is not None:
+    if cached_logits is None:
+        return
+    if distiller.augmentation is not None:
         raise ValueError(
             "Invalid value for argument `augmentation`. Expected None when "
             "batches carry precomputed teacher logits: those logits belong "
@@ -108,6 +137,17 @@ def refuse_augmentation_on_cached(distiller, cached_logits):
             "see the same view, or cache K fixed augmented views. "
             f"Received: augmentation={distiller.augmentation.name!r} with "
             "cached teacher logits"
+        )
+    mixing = getattr(distiller, "mixing", None)
+    if mixing is not None:
+        raise ValueError(
+            "Invalid value for argument `mixing`. Expected None when "
+            "batches carry precomputed teacher logits: they are the "
+            "teacher's outputs on the original images, not on a new mix "
+            "of two images, which the teacher must see too (function "
+            "matching, Beyer et al., 2022). Distil online "
+            "(teacher=..., mixing=...) instead. Received: "
+            f"mixing={mixing.name!r} with cached teacher logits"
         )
 
 
@@ -273,21 +313,42 @@ def _check_labels(labels, num_classes, where="the first batch"):
                 f"ids. Received: non-integer values such as "
                 f"{labels.ravel()[:5].tolist()}"
             )
-    low, high = labels.min(), labels.max()
+    # -1 marks an unlabelled example (semi-supervised data).
+    labelled = labels[labels != losses.UNLABELLED]
+    if labelled.size == 0:
+        return
+    low, high = labelled.min(), labelled.max()
     if low < 0 or high >= num_classes:
         raise ValueError(
             f"Invalid labels in {where}. Expected class ids in "
             f"[0, {num_classes - 1}] for a student with {num_classes} "
-            f"classes. Received: labels from {low} to {high}"
+            f"classes, or {losses.UNLABELLED} for an unlabelled example. "
+            f"Received: labels from {low} to {high}"
         )
 
 
 def class_ids(labels, num_classes):
-    """Sparse class ids `(batch,)` from sparse or one-hot `labels`."""
-    labels = np.asarray(keras.ops.convert_to_numpy(labels))
-    if losses.is_one_hot(labels, num_classes):
-        return np.argmax(labels, axis=-1)
-    return labels.reshape(-1).astype(np.int64)
+    """NumPy int64 class ids `(batch,)` of sparse or one-hot `labels`.
+
+    Kept for callers of this name; the conversion is
+    `tfkd.losses.class_ids`.
+    """
+    return np.asarray(losses.class_ids(labels, num_classes)).astype(np.int64)
+
+
+def labelled_class_ids(labels, num_classes):
+    """NumPy class ids `(labelled,)` and the mask of labelled examples.
+
+    Args:
+        labels: Sparse or one-hot labels of a batch (arrays or tensors).
+        num_classes: The student's number of classes.
+
+    Returns:
+        A tuple `(ids, mask)`: int64 ids of the labelled examples and a
+        bool mask `(batch,)` of which examples are labelled.
+    """
+    mask = np.asarray(losses.labelled_mask(labels, num_classes)) > 0.0
+    return class_ids(labels, num_classes)[mask], mask
 
 
 def _refuse_probabilities_as_cached_logits(cached_logits):
@@ -332,14 +393,17 @@ def teacher_accuracy(distiller, inputs, labels, cached_logits=None):
             to run the teacher.
 
     Returns:
-        A float in [0, 1], or `None` when there is no teacher signal.
+        A float in [0, 1] over the labelled examples, or `None` when there
+        is no teacher signal or no labelled example.
     """
     logits = distiller.teacher_logits(inputs, cached_logits, training=False)
     if logits is None:
         return None
     logits = np.asarray(keras.ops.convert_to_numpy(logits))
-    ids = class_ids(labels, logits.shape[-1])
-    return float(np.mean(np.argmax(logits, axis=-1) == ids))
+    ids, labelled = labelled_class_ids(labels, logits.shape[-1])
+    if not ids.size:  # no labelled example to measure on
+        return None
+    return float(np.mean(np.argmax(logits[labelled], axis=-1) == ids))
 
 
 def _check_validation_data(distiller, validation_data, num_classes):
@@ -358,7 +422,7 @@ def _check_validation_data(distiller, validation_data, num_classes):
         raw = _call_model(distiller.teacher, "teacher", inputs)
         _check_finite("teacher outputs", keras.ops.convert_to_numpy(raw), where)
     accuracy = teacher_accuracy(distiller, inputs, labels, cached_logits)
-    count = len(class_ids(labels, num_classes))
+    count = len(labelled_class_ids(labels, num_classes)[0])
     if accuracy is None or count < MIN_EXAMPLES_FOR_CHANCE:
         return
     limit = near_chance_accuracy(num_classes, count)
@@ -394,8 +458,10 @@ def check_first_batch(
             accuracy on them is near chance (see `near_chance_accuracy`).
 
     Raises:
-        ValueError: for data that does not fit the models, labels out of
-            range, non-finite inputs or teacher outputs, a class-count
+        ValueError: for data that does not fit the models (or the
+            `mixing` layer), labels out of range (-1 marks an unlabelled
+            example), no labels and no teacher signal in evaluation,
+            non-finite inputs or teacher outputs, a class-count
             mismatch, batch parts of different sizes, precomputed teacher
             logits that are probabilities, or no teacher signal.
 
@@ -423,12 +489,16 @@ def check_first_batch(
         refuse_augmentation_on_cached(distiller, cached_logits)
         if cached_logits is None and distiller.teacher is None:
             raise no_teacher_signal_error()
+    elif labels is None and cached_logits is None and distiller.teacher is None:
+        raise no_labels_and_no_teacher_error()
     _check_finite_inputs(inputs)
 
     student_logits = _call_model(distiller.student, "student", inputs)
     num_classes = student_logits.shape[-1]
     if labels is not None:
         _check_labels(labels, num_classes)
+    if training and getattr(distiller, "mixing", None) is not None:
+        _check_mixing(distiller.mixing, inputs, labels, num_classes)
 
     if cached_logits is not None:
         outputs, kind = cached_logits, "logits"

@@ -10,17 +10,19 @@ fails with a Python exception also removes its partial directory; a killed
 process cannot, and `TeacherCache.open` names the leftovers.
 """
 
+import dataclasses
 import datetime
 import os
 import secrets
 import shutil
 import time
-import weakref
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tfkd import losses
+from tfkd import teacher_logits as teacher_logits_lib
 from tfkd import teacher_outputs as teacher_outputs_lib
 from tfkd.cache import codec as codec_lib
 from tfkd.cache import fingerprint
@@ -28,6 +30,11 @@ from tfkd.cache import format as format_lib
 from tfkd.cache import topk
 from tfkd.cache import views as views_lib
 from tfkd.utils import files
+from tfkd.utils import progress
+from tfkd.utils import validation
+
+#: Storage dtypes of the teacher's outputs.
+OUTPUT_DTYPES = ("float16", "float32")
 
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -39,12 +46,34 @@ def _tfkd_version():
 
 
 def split_batch(element, step):
-    """`(x, y)` of a dataset element as NumPy arrays, or a clear error."""
+    """`(inputs, labels)` of a dataset element as NumPy arrays.
+
+    A batch of inputs only (a tensor, or a 1-tuple) is unlabelled data: it
+    gets int32 labels of -1 (`tfkd.losses.UNLABELLED`), which the cache
+    stores and streams back and the `Distiller` leaves out of the hard
+    loss. Labelled batches may hold -1 labels too.
+
+    Args:
+        element: One element of the dataset.
+        step: Its 1-based index, for the error message.
+
+    Returns:
+        A tuple `(inputs, labels)` of NumPy arrays.
+
+    Raises:
+        ValueError: for elements of any other structure, or several inputs.
+    """
+    if isinstance(element, (tuple, list)) and len(element) == 1:
+        element = element[0]
+    if not isinstance(element, (tuple, list, dict)):
+        inputs = np.asarray(element)
+        return inputs, np.full(len(inputs), losses.UNLABELLED, np.int32)
     if not isinstance(element, (tuple, list)) or len(element) != 2:
         raise ValueError(
             "Invalid value for argument `dataset`. Expected batches "
-            "`(inputs, labels)` with a single input tensor. Received: "
-            f"batch {step} of structure "
+            "`(inputs, labels)` with a single input tensor, or `inputs` "
+            "alone (unlabelled). Received: batch "
+            f"{step} of structure "
             f"{tf.nest.map_structure(lambda t: getattr(t, 'shape', t), element)}"
         )
     inputs, labels = element
@@ -121,79 +150,6 @@ class _OutputWriters:
             writer.abort()
 
 
-# One traced inference function per teacher, as `Model.predict` keeps its
-# own: rebuilding a cache (a stale one, or in a benchmark) does not trace
-# the teacher again. Keys are weak and the function holds the teacher only
-# through a weak reference, so the cache never keeps a model alive.
-_PREDICT_FUNCTIONS = weakref.WeakKeyDictionary()
-
-
-def _predict_function(teacher):
-    function = _PREDICT_FUNCTIONS.get(teacher)
-    if function is None:
-        teacher_ref = weakref.ref(teacher)
-
-        @tf.function(reduce_retracing=True)
-        def function(inputs):
-            return teacher_ref()(inputs, training=False)
-
-        _PREDICT_FUNCTIONS[teacher] = function
-    return function
-
-
-class _TeacherRunner:
-    """Runs the teacher on batches; resolves and converts its outputs."""
-
-    def __init__(self, teacher, teacher_outputs):
-        self.teacher = teacher
-        self.kind = None if teacher_outputs == "auto" else teacher_outputs
-        self._predict = _predict_function(teacher)
-
-    def logits(self, inputs, step):
-        """float32 logits `(batch, classes)` of the teacher on `inputs`."""
-        outputs = self._predict(tf.convert_to_tensor(inputs))
-        if isinstance(outputs, (dict, list, tuple)):
-            raise ValueError(
-                "Invalid value for argument `teacher`. Expected a model with "
-                "a single output of shape (batch, classes). Received: a "
-                f"model with {len(outputs)} outputs"
-            )
-        if len(outputs.shape) != 2:
-            raise ValueError(
-                "Invalid value for argument `teacher`. Expected outputs of "
-                "shape (batch, classes). Received: outputs of shape "
-                f"{tuple(outputs.shape)}"
-            )
-        if self.kind is None:
-            # Decided once, on the first batch, as the Distiller does.
-            self.kind = (
-                "probabilities"
-                if teacher_outputs_lib.looks_like_probabilities(
-                    np.asarray(outputs)
-                )
-                else "logits"
-            )
-        logits = teacher_outputs_lib.to_logits(outputs, self.kind)
-        logits = np.asarray(logits, dtype=np.float32)
-        if not np.all(np.isfinite(logits)):
-            raise ValueError(
-                "Invalid value for argument `teacher`. Expected finite "
-                f"outputs. Received: NaN or inf in the outputs of batch {step}"
-            )
-        return logits
-
-
-def _progbar(dataset, verbose):
-    if not verbose:
-        return None
-    cardinality = int(dataset.cardinality())
-    return keras.utils.Progbar(
-        target=cardinality if cardinality >= 0 else None,
-        unit_name="batch",
-        verbose=verbose,
-    )
-
-
 def _augmentation_entry(augmentation):
     if augmentation is None:
         return None
@@ -232,38 +188,248 @@ def commit(partial, path):
         shutil.rmtree(replaced, ignore_errors=True)
 
 
-def build(
-    teacher,
-    dataset,
-    path,
-    *,
-    dtype,
-    top_k,
-    top_k_temperature,
-    teacher_outputs,
-    input_dtype,
-    views,
-    augmentation,
-    overwrite,
-    verbose,
-):
+@dataclasses.dataclass(frozen=True)
+class BuildOptions:
+    """The options of one cache build, validated when created.
+
+    `TeacherCache.build` documents each option and holds the defaults;
+    this object carries them to `build`, so they cannot drift apart, and
+    its validation runs before any file is touched.
+
+    Args:
+        dtype: `"float16"` or `"float32"`, storage of the outputs.
+        top_k: Int k or `None` (dense logits).
+        top_k_temperature: Float > 0.
+        teacher_outputs: `"auto"`, `"logits"` or `"probabilities"`.
+        input_dtype: One of `tfkd.cache.codec.INPUT_DTYPES`.
+        views: Int K >= 1.
+        augmentation: A `keras.layers.Layer` when `views > 1`, else `None`.
+        overwrite: Whether to replace an existing `path`.
+        verbose: `0`, `1` or `2`.
+
+    Raises:
+        TypeError: for an option of the wrong type.
+        ValueError: for an option out of range.
+    """
+
+    dtype: str
+    top_k: object
+    top_k_temperature: float
+    teacher_outputs: str
+    input_dtype: str
+    views: int
+    augmentation: object
+    overwrite: bool
+    verbose: int
+
+    def __post_init__(self):
+        validation.check_choice("dtype", self.dtype, OUTPUT_DTYPES)
+        if self.top_k is not None:
+            validation.check_positive_int("top_k", self.top_k)
+        # Normalised (an int temperature becomes a float) in place: the
+        # dataclass is frozen for everyone else.
+        object.__setattr__(
+            self,
+            "top_k_temperature",
+            _check_top_k_temperature(self.top_k_temperature),
+        )
+        validation.check_choice(
+            "teacher_outputs",
+            self.teacher_outputs,
+            teacher_outputs_lib.TEACHER_OUTPUT_KINDS,
+        )
+        validation.check_choice(
+            "input_dtype", self.input_dtype, codec_lib.INPUT_DTYPES
+        )
+        validation.check_positive_int("views", self.views)
+        _check_views_augmentation(self.views, self.augmentation)
+        if self.verbose not in (0, 1, 2):
+            raise validation.invalid_value("verbose", "0, 1 or 2", self.verbose)
+
+
+def _check_top_k_temperature(value):
+    try:
+        return validation.check_temperature(value)
+    except TypeError:
+        raise validation.invalid_type(
+            "top_k_temperature", "a float > 0", value
+        ) from None
+    except ValueError:
+        raise validation.invalid_value(
+            "top_k_temperature", "a float > 0", value
+        ) from None
+
+
+def _check_views_augmentation(views, augmentation):
+    if views > 1 and not isinstance(augmentation, keras.layers.Layer):
+        raise validation.invalid_type(
+            "augmentation",
+            "a `keras.layers.Layer` drawing random views when views > 1",
+            augmentation,
+        )
+    if views == 1 and augmentation is not None:
+        raise validation.invalid_value(
+            "augmentation",
+            "None when views=1 (a cache stores fixed views only: pass "
+            "views=K to store K augmented views, or give the "
+            "augmentation to the Distiller for online distillation)",
+            augmentation,
+        )
+
+
+class _BatchWriter:
+    """Runs the teacher on each batch and appends everything to the files."""
+
+    def __init__(self, teacher, partial, options):
+        self.partial = partial
+        self.options = options
+        self.runner = teacher_logits_lib.TeacherLogits(
+            teacher, options.teacher_outputs
+        )
+        self.augment = (
+            views_lib.augment_function(options.augmentation)
+            if options.views > 1
+            else None
+        )
+        self.fingerprint = fingerprint.DataFingerprint()
+        self.codec = self.inputs = self.labels = self.outputs = None
+        self.classes = None
+
+    def append(self, element, step):
+        """Encodes, runs the teacher on and writes batch `step`."""
+        inputs, labels = split_batch(element, step)
+        self.fingerprint.update(inputs, labels)
+        rows = inputs
+        if self.augment is not None:
+            rows = views_lib.expand_views(self.augment, inputs, self.options.views)
+            labels = views_lib.repeat_labels(labels, self.options.views)
+        if self.codec is None:
+            self._open(rows)
+        stored = self.codec.encode(rows)
+        # The teacher sees exactly what the stream will hand the student.
+        seen = self.codec.decode(stored)
+        self._refuse_lossy_auto_uint8(seen, rows, step)
+        logits = self.runner(seen, step)  # (rows, classes)
+        self.classes = logits.shape[-1]
+        self.inputs.append(stored)
+        self.labels.append(labels)
+        self.outputs.append(logits, step)
+
+    def _open(self, rows):
+        options = self.options
+        self.codec = codec_lib.InputCodec.resolve(options.input_dtype, rows)
+        self.inputs = format_lib.ArrayWriter(self.partial, format_lib.INPUTS)
+        self.labels = format_lib.ArrayWriter(self.partial, format_lib.LABELS)
+        self.outputs = _OutputWriters(
+            self.partial, options.dtype, options.top_k, options.top_k_temperature
+        )
+
+    def _refuse_lossy_auto_uint8(self, seen, rows, step):
+        if (
+            self.options.input_dtype == "auto"
+            and self.codec.kind == "unit_uint8"
+            and not np.array_equal(seen, rows)
+        ):
+            raise ValueError(
+                "Invalid value for argument `input_dtype`. "
+                "input_dtype='auto' chose uint8 storage because the "
+                "first batch held 8-bit images scaled to [0, 1], but "
+                f"batch {step} holds other values, which uint8 would "
+                "change. Expected input_dtype='float32' (exact) or "
+                "'float16'/'uint8' (lossy, consistent) for this data. "
+                "Received: input_dtype='auto'"
+            )
+
+    def close(self):
+        """Closes the files; returns their specs for the metadata."""
+        if self.codec is None:
+            raise ValueError(
+                "Invalid value for argument `dataset`. Expected at least one "
+                "batch. Received: an empty dataset"
+            )
+        arrays = {
+            format_lib.INPUTS: self.inputs.close(),
+            format_lib.LABELS: self.labels.close(),
+        }
+        arrays.update(self.outputs.close())
+        return arrays
+
+    def abort(self):
+        for writer in (self.inputs, self.labels, self.outputs):
+            if writer is not None:
+                writer.abort()
+
+
+def _metadata(teacher, options, writer, arrays, seconds):
+    """The metadata dict of a finished build (see `tfkd.cache.format`)."""
+    examples = writer.fingerprint.count
+    top_k = options.top_k
+    outputs = writer.outputs
+    kind = writer.runner.kind
+    return {
+        "format": format_lib.FORMAT_NAME,
+        "format_version": format_lib.FORMAT_VERSION,
+        "tfkd_version": _tfkd_version(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "build_seconds": round(seconds, 3),
+        "examples": examples,
+        "views": options.views,
+        "rows": examples * options.views,
+        "classes": int(writer.classes),
+        "outputs": {
+            "dtype": np.dtype(options.dtype).name,
+            "storage": "dense" if top_k is None else "top_k",
+            "top_k": top_k,
+            "top_k_temperature": (
+                None if top_k is None else float(options.top_k_temperature)
+            ),
+            "tail_mass_mean": (
+                None
+                if top_k is None
+                else outputs.tail_mass_sum / (examples * options.views)
+            ),
+            "tail_mass_max": None if top_k is None else outputs.tail_mass_max,
+        },
+        "teacher": {
+            "name": teacher.name,
+            "class_name": type(teacher).__name__,
+            "parameters": fingerprint.count_parameters(teacher),
+            "fingerprint": fingerprint.teacher_fingerprint(teacher),
+            "outputs": kind,
+            "stored_as": (
+                "log_probabilities" if kind == "probabilities" else "logits"
+            ),
+        },
+        "data": {"fingerprint": writer.fingerprint.hexdigest()},
+        "inputs": writer.codec.get_config(),
+        # `BuildOptions` refuses an augmentation with views=1.
+        "augmentation": _augmentation_entry(options.augmentation),
+        "arrays": arrays,
+    }
+
+
+def build(teacher, dataset, path, options):
     """Builds a cache at `path`; arguments as `TeacherCache.build`.
 
-    No defaults here: `TeacherCache.build` holds them and passes every
-    argument, so they cannot drift apart.
+    `teacher` and `dataset` are checked by `TeacherCache.build` and the
+    options by `BuildOptions`; this function checks the data as it
+    streams.
 
-    The arguments are validated by `TeacherCache.build`; this function
-    checks the data as it streams.
+    Args:
+        teacher: The `keras.Model`.
+        dataset: A `tf.data.Dataset` of `(inputs, labels)` or `inputs`.
+        path: The directory to create.
+        options: A `BuildOptions`.
 
     Returns:
         The metadata dict written to `path`.
 
     Raises:
-        FileExistsError: if `path` exists and `overwrite` is False.
+        FileExistsError: if `path` exists and `options.overwrite` is False.
         ValueError: for data or teacher outputs the cache cannot hold.
     """
     path = os.fspath(path)
-    if os.path.lexists(path) and not overwrite:
+    if os.path.lexists(path) and not options.overwrite:
         raise FileExistsError(
             f"A file or directory already exists at {path!r}. Open an "
             "existing cache with `TeacherCache.open(path)`, or pass "
@@ -272,114 +438,23 @@ def build(
     started = time.perf_counter()
     partial = format_lib.partial_directory(path, secrets.token_hex(4))
     os.makedirs(partial)
-    runner = _TeacherRunner(teacher, teacher_outputs)
-    augment = (
-        views_lib.augment_function(augmentation) if views > 1 else None
-    )
-    data_fingerprint = fingerprint.DataFingerprint()
-    progbar = _progbar(dataset, verbose)
-    codec = input_writer = label_writer = outputs = None
-    classes = None
+    writer = None
     try:
+        writer = _BatchWriter(teacher, partial, options)
+        progbar = progress.dataset_progbar(dataset, options.verbose)
         for step, element in enumerate(dataset, start=1):
-            inputs, labels = split_batch(element, step)
-            data_fingerprint.update(inputs, labels)
-            if augment is not None:
-                rows = views_lib.expand_views(augment, inputs, views)
-                labels = views_lib.repeat_labels(labels, views)
-            else:
-                rows = inputs
-            if codec is None:
-                codec = codec_lib.InputCodec.resolve(input_dtype, rows)
-                input_writer = format_lib.ArrayWriter(partial, format_lib.INPUTS)
-                label_writer = format_lib.ArrayWriter(partial, format_lib.LABELS)
-                outputs = _OutputWriters(
-                    partial, dtype, top_k, top_k_temperature
-                )
-            stored = codec.encode(rows)
-            # The teacher sees exactly what the stream will hand the student.
-            seen = codec.decode(stored)
-            if (
-                input_dtype == "auto"
-                and codec.kind == "unit_uint8"
-                and not np.array_equal(seen, rows)
-            ):
-                raise ValueError(
-                    "Invalid value for argument `input_dtype`. "
-                    "input_dtype='auto' chose uint8 storage because the "
-                    "first batch held 8-bit images scaled to [0, 1], but "
-                    f"batch {step} holds other values, which uint8 would "
-                    "change. Expected input_dtype='float32' (exact) or "
-                    "'float16'/'uint8' (lossy, consistent) for this data. "
-                    "Received: input_dtype='auto'"
-                )
-            logits = runner.logits(seen, step)  # (rows, classes)
-            if classes is None:
-                classes = logits.shape[-1]
-            input_writer.append(stored)
-            label_writer.append(labels)
-            outputs.append(logits, step)
+            writer.append(element, step)
             if progbar is not None:
                 progbar.update(step)
-        if codec is None:
-            raise ValueError(
-                "Invalid value for argument `dataset`. Expected at least one "
-                "batch. Received: an empty dataset"
-            )
-        arrays = {
-            format_lib.INPUTS: input_writer.close(),
-            format_lib.LABELS: label_writer.close(),
-        }
-        arrays.update(outputs.close())
-        examples = data_fingerprint.count
-        metadata = {
-            "format": format_lib.FORMAT_NAME,
-            "format_version": format_lib.FORMAT_VERSION,
-            "tfkd_version": _tfkd_version(),
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            "build_seconds": round(time.perf_counter() - started, 3),
-            "examples": examples,
-            "views": views,
-            "rows": examples * views,
-            "classes": int(classes),
-            "outputs": {
-                "dtype": np.dtype(dtype).name,
-                "storage": "dense" if top_k is None else "top_k",
-                "top_k": top_k,
-                "top_k_temperature": (
-                    None if top_k is None else float(top_k_temperature)
-                ),
-                "tail_mass_mean": (
-                    None
-                    if top_k is None
-                    else outputs.tail_mass_sum / (examples * views)
-                ),
-                "tail_mass_max": None if top_k is None else outputs.tail_mass_max,
-            },
-            "teacher": {
-                "name": teacher.name,
-                "class_name": type(teacher).__name__,
-                "parameters": fingerprint.count_parameters(teacher),
-                "fingerprint": fingerprint.teacher_fingerprint(teacher),
-                "outputs": runner.kind,
-                "stored_as": (
-                    "log_probabilities"
-                    if runner.kind == "probabilities"
-                    else "logits"
-                ),
-            },
-            "data": {"fingerprint": data_fingerprint.hexdigest()},
-            "inputs": codec.get_config(),
-            # `TeacherCache.build` refuses an augmentation with views=1.
-            "augmentation": _augmentation_entry(augmentation),
-            "arrays": arrays,
-        }
+        arrays = writer.close()
+        metadata = _metadata(
+            teacher, options, writer, arrays, time.perf_counter() - started
+        )
         format_lib.write_metadata(partial, metadata)
         commit(partial, path)
         return metadata
     except BaseException:
-        for writer in (input_writer, label_writer, outputs):
-            if writer is not None:
-                writer.abort()
+        if writer is not None:
+            writer.abort()
         shutil.rmtree(partial, ignore_errors=True)
         raise

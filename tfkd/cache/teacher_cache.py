@@ -4,12 +4,11 @@ import copy
 import numbers
 import os
 
-import keras
 import numpy as np
 import tensorflow as tf
 
+from tfkd.utils import progress
 from tfkd.utils import validation
-from tfkd import teacher_outputs as teacher_outputs_lib
 from tfkd.cache import builder
 from tfkd.cache import codec as codec_lib
 from tfkd.cache import errors
@@ -20,7 +19,7 @@ from tfkd.cache import topk
 from tfkd.cache import views as views_lib
 
 #: Storage dtypes of the teacher's outputs.
-OUTPUT_DTYPES = ("float16", "float32")
+OUTPUT_DTYPES = builder.OUTPUT_DTYPES
 #: The values `TeacherCache.open(on_stale=...)` accepts.
 ON_STALE = ("raise", "rebuild")
 # Settings a rebuild takes from the stale cache's metadata when not given.
@@ -41,8 +40,9 @@ def _check_dataset(dataset):
     if not isinstance(dataset, tf.data.Dataset):
         raise validation.invalid_type(
             "dataset",
-            "a `tf.data.Dataset` of `(inputs, labels)` batches (wrap arrays "
-            "with tf.data.Dataset.from_tensor_slices((x, y)).batch(256))",
+            "a `tf.data.Dataset` of `(inputs, labels)` or `inputs` batches "
+            "(wrap arrays with "
+            "tf.data.Dataset.from_tensor_slices((x, y)).batch(256))",
             dataset,
         )
     if int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
@@ -52,19 +52,6 @@ def _check_dataset(dataset):
             dataset,
         )
     return dataset
-
-
-def _check_top_k_temperature(value):
-    try:
-        return validation.check_temperature(value)
-    except TypeError:
-        raise validation.invalid_type(
-            "top_k_temperature", "a float > 0", value
-        ) from None
-    except ValueError:
-        raise validation.invalid_value(
-            "top_k_temperature", "a float > 0", value
-        ) from None
 
 
 def _numpy_batches(dataset):
@@ -159,7 +146,10 @@ class TeacherCache:
         Args:
             teacher: A trained `keras.Model` with one input and outputs of
                 shape `(batch, classes)`: logits or softmax probabilities.
-            dataset: A `tf.data.Dataset` of `(inputs, labels)` batches. Its
+            dataset: A `tf.data.Dataset` of `(inputs, labels)` batches, or
+                of `inputs` alone for unlabelled data (stored with labels
+                -1); labels of -1 mark unlabelled examples in labelled
+                batches, and are stored and streamed back as they are. Its
                 order does not matter (the cache stores each input with its
                 outputs); random augmentation in it does (use `views`).
             path: Directory to create.
@@ -195,7 +185,8 @@ class TeacherCache:
             TypeError: if `teacher` is not a `keras.Model`, `dataset` not a
                 `tf.data.Dataset`, or an argument has the wrong type.
             ValueError: for an argument out of range, batches that are not
-                `(inputs, labels)`, non-finite teacher outputs, or logits
+                `(inputs, labels)` or `inputs`, non-finite teacher outputs,
+                or logits
                 beyond float16's range with `dtype="float16"`.
             FileExistsError: if `path` exists and `overwrite` is False.
 
@@ -208,39 +199,7 @@ class TeacherCache:
         """
         validation.check_keras_model("teacher", teacher)
         _check_dataset(dataset)
-        validation.check_choice("dtype", dtype, OUTPUT_DTYPES)
-        if top_k is not None:
-            validation.check_positive_int("top_k", top_k)
-        top_k_temperature = _check_top_k_temperature(top_k_temperature)
-        validation.check_choice(
-            "teacher_outputs",
-            teacher_outputs,
-            teacher_outputs_lib.TEACHER_OUTPUT_KINDS,
-        )
-        validation.check_choice(
-            "input_dtype", input_dtype, codec_lib.INPUT_DTYPES
-        )
-        views = validation.check_positive_int("views", views)
-        if views > 1 and not isinstance(augmentation, keras.layers.Layer):
-            raise validation.invalid_type(
-                "augmentation",
-                "a `keras.layers.Layer` drawing random views when views > 1",
-                augmentation,
-            )
-        if views == 1 and augmentation is not None:
-            raise validation.invalid_value(
-                "augmentation",
-                "None when views=1 (a cache stores fixed views only: pass "
-                "views=K to store K augmented views, or give the "
-                "augmentation to the Distiller for online distillation)",
-                augmentation,
-            )
-        if verbose not in (0, 1, 2):
-            raise validation.invalid_value("verbose", "0, 1 or 2", verbose)
-        metadata = builder.build(
-            teacher,
-            dataset,
-            path,
+        options = builder.BuildOptions(
             dtype=dtype,
             top_k=top_k,
             top_k_temperature=top_k_temperature,
@@ -251,6 +210,7 @@ class TeacherCache:
             overwrite=overwrite,
             verbose=verbose,
         )
+        metadata = builder.build(teacher, dataset, path, options)
         return cls(path, metadata)
 
     @classmethod
@@ -427,7 +387,7 @@ class TeacherCache:
                 )
         if dataset is not None:
             _check_dataset(dataset)
-            progbar = builder._progbar(dataset, 1 if verbose else 0)
+            progbar = progress.dataset_progbar(dataset, 1 if verbose else 0)
             current = fingerprint.dataset_fingerprint(
                 _numpy_batches(dataset), progbar
             )

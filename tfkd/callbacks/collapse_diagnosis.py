@@ -177,8 +177,11 @@ def teacher_near_chance(teacher_logits, labels):
     count, num_classes = logits.shape
     if count < preflight.MIN_EXAMPLES_FOR_CHANCE:
         return None
-    ids = preflight.class_ids(labels, num_classes)
-    accuracy = float(np.mean(np.argmax(logits, axis=-1) == ids))
+    ids, labelled = preflight.labelled_class_ids(labels, num_classes)
+    count = len(ids)  # unlabelled examples (-1) say nothing about classes
+    if count < preflight.MIN_EXAMPLES_FOR_CHANCE:
+        return None
+    accuracy = float(np.mean(np.argmax(logits[labelled], axis=-1) == ids))
     if accuracy > preflight.near_chance_accuracy(num_classes, count):
         return None
     return Finding(

@@ -190,10 +190,13 @@ class CollapseMonitor(keras.callbacks.Callback):
         top_fraction = float(histogram[top_class] / len(predictions))
         self._last_collapsed = top_fraction >= self.threshold
         if not self._last_collapsed:
-            ids = np.concatenate(
-                [preflight.class_ids(y, num_classes) for y in labels]
+            # Accuracy over the labelled examples (-1 marks unlabelled).
+            parts = [preflight.labelled_class_ids(y, num_classes) for y in labels]
+            ids = np.concatenate([ids for ids, _ in parts])
+            labelled = np.concatenate([mask for _, mask in parts])
+            accuracy = (
+                float(np.mean(predictions[labelled] == ids)) if ids.size else 0.0
             )
-            accuracy = float(np.mean(predictions == ids))
             if accuracy > self._best_accuracy:
                 self._best_accuracy = accuracy
                 self._best_weights = student.get_weights()

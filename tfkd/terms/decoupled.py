@@ -31,14 +31,6 @@ from tfkd import losses
 _MASKED_LOGIT = -1e9
 
 
-def _class_ids(labels, num_classes):
-    """`(batch,)` int32 class ids from sparse or one-hot labels."""
-    labels = ops.convert_to_tensor(labels)
-    if losses.is_one_hot(labels, num_classes):
-        return ops.cast(ops.argmax(labels, axis=-1), "int32")
-    return ops.cast(ops.reshape(labels, (-1,)), "int32")
-
-
 def _binary_log_probabilities(logits, is_target):
     """`log p_g` and `log(1 − p_g)` per example, from logits `(batch, C)`."""
     log_total = ops.logsumexp(logits, axis=-1)  # (batch,)
@@ -90,7 +82,7 @@ def decoupled_kd_loss(
     teacher = ops.cast(teacher_logits, "float32") / temperature  # (batch, C)
     num_classes = student.shape[-1]
     is_target = ops.cast(
-        ops.one_hot(_class_ids(labels, num_classes), num_classes), "bool"
+        ops.one_hot(losses.class_ids(labels, num_classes), num_classes), "bool"
     )  # (batch, C)
 
     teacher_target, teacher_rest = _binary_log_probabilities(teacher, is_target)

@@ -18,9 +18,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfkd.utils import validation
+from tfkd import teacher_logits as teacher_logits_lib
 from tfkd import teacher_outputs as teacher_outputs_lib
-from tfkd.cache import builder as cache_builder
+from tfkd.utils import validation
 
 
 class TeacherLogitsInMemory:
@@ -90,25 +90,20 @@ class TeacherLogitsInMemory:
         Raises:
             TypeError: if `dataset` is not a `tf.data.Dataset`.
             ValueError: for batches with sample weights or with precomputed
-                teacher logits, for an empty dataset, or for non-finite
-                teacher outputs.
+                teacher logits, for an empty dataset, for an unknown
+                `teacher_outputs`, or for non-finite teacher outputs.
         """
         validation.check_keras_model("teacher", teacher)
         if not isinstance(dataset, tf.data.Dataset):
             raise validation.invalid_type(
                 "dataset", "a `tf.data.Dataset` of (inputs, labels)", dataset
             )
-        validation.check_choice(
-            "teacher_outputs",
-            teacher_outputs,
-            teacher_outputs_lib.TEACHER_OUTPUT_KINDS,
-        )
-        # One traced inference function instead of eager calls per batch.
-        infer = cache_builder._predict_function(teacher)
+        # One traced inference function and one probabilities-or-logits
+        # decision, shared with `tfkd.TeacherCache` (tfkd.teacher_logits).
+        run_teacher = teacher_logits_lib.TeacherLogits(teacher, teacher_outputs)
         inputs, labels, logits = [], [], []
-        kind = None if teacher_outputs == "auto" else teacher_outputs
         batch_size = None
-        for batch in dataset:
+        for step, batch in enumerate(dataset, start=1):
             x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
             if sample_weight is not None or isinstance(y, dict):
                 raise ValueError(
@@ -122,21 +117,7 @@ class TeacherLogitsInMemory:
                     + ". Pass cache_teacher_logits=False to tune on them "
                     "with the teacher run online."
                 )
-            outputs = np.asarray(infer(x), dtype=np.float32)  # (batch, classes)
-            if not np.all(np.isfinite(outputs)):
-                raise ValueError(
-                    "Invalid teacher outputs. Expected finite values. "
-                    "Received: NaN or infinity in the teacher's outputs."
-                )
-            if kind is None:
-                kind = (
-                    "probabilities"
-                    if teacher_outputs_lib.looks_like_probabilities(outputs)
-                    else "logits"
-                )
-            logits.append(
-                np.asarray(teacher_outputs_lib.to_logits(outputs, kind))
-            )
+            logits.append(run_teacher(x, step))  # (batch, classes)
             inputs.append(tf.nest.map_structure(np.asarray, x))
             labels.append(np.asarray(y))
             batch_size = batch_size or len(labels[-1])
