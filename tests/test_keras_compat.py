@@ -88,3 +88,18 @@ def test_set_initial_epoch_makes_fit_resume_there():
     )
     assert epochs_run == [2]
     assert len(history.history["loss"]) == 1
+
+
+def test_mixup_mixes_images_and_label_rows_under_mixed_precision():
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    layer = keras.layers.MixUp(alpha=1.0, seed=3)
+    images = np.random.rand(4, 6, 6, 1).astype("float32")
+    rows = np.eye(3, dtype="float32")[[0, 1, 2, 0]]
+    mixed_images, mixed_rows = _keras_compat.mix_images_and_labels(
+        layer, images, rows
+    )
+    assert tuple(mixed_images.shape) == images.shape
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(keras.ops.sum(mixed_rows, axis=-1)),
+        np.ones(4), rtol=1e-2,
+    )

@@ -11,6 +11,7 @@ and only this module needs a change.
 """
 
 import keras
+from keras import ops
 import tensorflow as tf
 
 #: The Keras versions every workaround here is tested on (`make test`).
@@ -168,3 +169,43 @@ def set_initial_epoch(model, epoch):
         epoch: The epoch index to resume at.
     """
     model._initial_epoch = epoch
+
+
+def mix_images_and_labels(mixing, images, rows):
+    """Mixed `(images, rows)` with one transformation of `mixing`.
+
+    Keras's image preprocessing layers (MixUp, CutMix) are driven through
+    their public `get_random_transformation`/`transform_images`/
+    `transform_labels` methods rather than their `{"images", "labels"}`
+    call: under a mixed-precision policy that call casts the labels to
+    float16/bfloat16 and MixUp then multiplies them by float32 weights,
+    which fails (Keras 3.12-3.15). The rows are given the dtype of the
+    transformation's `mix_weight` (float32 for MixUp, the compute dtype for
+    CutMix). Other layers get the `{"images", "labels"}` call.
+
+    Args:
+        mixing: A batch-mixing layer (`keras.layers.MixUp`, `CutMix`, ...).
+        images: A batch of images.
+        rows: The batch's one-hot (or zero) label rows, `(batch, classes)`.
+
+    Returns:
+        `(mixed images, mixed rows)`.
+    """
+    if not (
+        hasattr(mixing, "get_random_transformation")
+        and hasattr(mixing, "transform_labels")
+    ):
+        mixed = mixing({"images": images, "labels": rows}, training=True)
+        return mixed["images"], mixed["labels"]
+    transformation = mixing.get_random_transformation(images, training=True)
+    weight = None
+    if isinstance(transformation, dict):
+        weight = transformation.get("mix_weight")
+    dtype = mixing.compute_dtype if weight is None else weight.dtype
+    mixed_images = mixing.transform_images(
+        images, transformation=transformation, training=True
+    )
+    mixed_rows = mixing.transform_labels(
+        ops.cast(rows, dtype), transformation=transformation, training=True
+    )
+    return mixed_images, mixed_rows

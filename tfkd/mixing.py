@@ -27,6 +27,7 @@ therefore compiles without XLA when it mixes (see `check_jit_compile`).
 import keras
 from keras import ops
 
+from tfkd import _keras_compat
 from tfkd import losses
 from tfkd.utils import validation
 
@@ -118,40 +119,8 @@ def mix_batch(mixing, inputs, labels, num_classes):
         ids = losses.class_ids(labels, num_classes)  # (batch,), -1 allowed
         rows = ops.one_hot(ops.maximum(ids, 0), num_classes)
     rows = rows * mask[:, None]  # unlabelled -> zeros, (batch, classes)
-    images, targets = _mix_images_and_rows(mixing, inputs, rows)
+    images, targets = _keras_compat.mix_images_and_labels(mixing, inputs, rows)
     targets = ops.cast(targets, "float32")  # (batch, classes)
     mass = ops.sum(targets, axis=-1, keepdims=True)  # (batch, 1)
     complete = ops.cast(mass >= 1.0 - _FULL_MASS_TOLERANCE, "float32")
     return images, complete * targets
-
-
-def _mix_images_and_rows(mixing, images, rows):
-    """Mixed `(images, rows)` with one transformation of `mixing`.
-
-    Keras's image preprocessing layers (MixUp, CutMix) are driven through
-    their public `get_random_transformation`/`transform_images`/
-    `transform_labels` methods rather than their `{"images", "labels"}`
-    call: under a mixed-precision policy that call casts the labels to
-    float16/bfloat16 and MixUp then multiplies them by float32 weights,
-    which fails (Keras 3.12 and 3.15). The rows are given the dtype of the
-    transformation's `mix_weight` (float32 for MixUp, the compute dtype for
-    CutMix). Other layers get the `{"images", "labels"}` call.
-    """
-    if not (
-        hasattr(mixing, "get_random_transformation")
-        and hasattr(mixing, "transform_labels")
-    ):
-        mixed = mixing({"images": images, "labels": rows}, training=True)
-        return mixed["images"], mixed["labels"]
-    transformation = mixing.get_random_transformation(images, training=True)
-    weight = None
-    if isinstance(transformation, dict):
-        weight = transformation.get("mix_weight")
-    dtype = mixing.compute_dtype if weight is None else weight.dtype
-    mixed_images = mixing.transform_images(
-        images, transformation=transformation, training=True
-    )
-    mixed_rows = mixing.transform_labels(
-        ops.cast(rows, dtype), transformation=transformation, training=True
-    )
-    return mixed_images, mixed_rows
