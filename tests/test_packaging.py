@@ -74,3 +74,15 @@ def test_import_tfkd_loads_no_optional_dependency():
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
     ).stdout.split()
     assert output == ["[]", "True"]
+
+
+def test_modules_of_earlier_releases_still_import():
+    import importlib
+
+    import tfkd
+
+    for old, new in tfkd.MOVED_MODULES.items():
+        assert importlib.import_module(old) is importlib.import_module(new)
+    from tfkd.feature_losses import FitNetHint
+
+    assert FitNetHint is tfkd.FitNetHint
