@@ -239,3 +239,7 @@ _BUILTIN: Sequence = (
 for _entry in _BUILTIN:
     _register_builtin(*_entry)
 del _entry
+
+#: The families tfkd registers itself, in registration order (users may
+#: register more with `register_family`).
+BUILTIN_FAMILIES = tuple(entry[0] for entry in _BUILTIN)
