@@ -21,12 +21,18 @@ def _write_cache_directory(directory, arrays):
         for chunk in chunks:
             writer.append(chunk)
         specs[name] = writer.close()
+    rows = specs["logits"]["shape"][0]
     format_lib.write_metadata(
         directory,
         {
             "format": format_lib.FORMAT_NAME,
             "format_version": format_lib.FORMAT_VERSION,
             "tfkd_version": "test",
+            "examples": rows,
+            "views": 1,
+            "rows": rows,
+            "classes": specs["logits"]["shape"][1],
+            "outputs": {"storage": "dense"},
             "arrays": specs,
         },
     )
@@ -41,6 +47,7 @@ def cache_dir(tmp_path):
         directory,
         {
             "inputs": [rng.integers(0, 255, (5, 3, 2), dtype=np.uint8)] * 2,
+            "labels": [rng.integers(0, 4, (5,), dtype=np.int32)] * 2,
             "logits": [rng.normal(size=(5, 4)).astype(np.float16)] * 2,
         },
     )
@@ -147,3 +154,63 @@ def test_missing_array_file_is_invalid(cache_dir):
     metadata = format_lib.read_metadata(cache_dir)
     with pytest.raises(errors.InvalidCacheError, match="is missing"):
         format_lib.verify_arrays(cache_dir, metadata)
+
+
+def _craft(cache_dir, change):
+    """Rewrites the cache's metadata.json with `change(metadata)` applied."""
+    path = os.path.join(cache_dir, format_lib.METADATA_FILE)
+    with open(path, encoding="utf-8") as handle:
+        metadata = json.load(handle)
+    change(metadata)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(metadata, handle)
+
+
+def _set(*keys_and_value):
+    *keys, value = keys_and_value
+
+    def change(metadata):
+        target = metadata
+        for key in keys[:-1]:
+            target = target[key]
+        target[keys[-1]] = value
+
+    return change
+
+
+def _delete(key):
+    return lambda metadata: metadata.pop(key)
+
+
+CRAFTED = [
+    # Path traversal: another directory's files, absolute paths.
+    (_set("arrays", "inputs", "file", "../other/inputs.bin"),
+     "`arrays.inputs.file`"),
+    (_set("arrays", "logits", "file", "/etc/passwd"), "`arrays.logits.file`"),
+    (_set("arrays", "labels", "file", "logits.bin"), "`arrays.labels.file`"),
+    # Counts that disagree with each other or with the arrays.
+    (_set("rows", 10**12), "`rows`"),
+    (_set("examples", 11), "`rows`"),
+    (_set("classes", 7), "`arrays.logits.shape`"),
+    (_set("arrays", "inputs", "shape", [10**12, 3, 2]), "`arrays.inputs.shape`"),
+    (_set("arrays", "labels", "shape", [9]), "`arrays.labels.shape`"),
+    (_set("arrays", "inputs", "shape", [10, -3, 2]), "`arrays.inputs.shape`"),
+    (_set("rows", "10"), "`rows`"),
+    (_set("views", 0), "`views`"),
+    # Dtypes no cache writes (object arrays would unpickle).
+    (_set("arrays", "logits", "dtype", "|O"), "`arrays.logits.dtype`"),
+    (_set("arrays", "logits", "dtype", ">f4"), "`arrays.logits.dtype`"),
+    # Missing keys.
+    (_delete("rows"), "`rows`"),
+    (_delete("arrays"), "`arrays`"),
+    (_delete("outputs"), "`outputs.storage`"),
+    (lambda m: m["arrays"].pop("labels"), "`arrays`"),
+    (lambda m: m["arrays"]["inputs"].pop("sha256"), "`arrays.inputs`"),
+]
+
+
+@pytest.mark.parametrize("change, field", CRAFTED)
+def test_crafted_metadata_is_refused_naming_the_field(cache_dir, change, field):
+    _craft(cache_dir, change)
+    with pytest.raises(errors.InvalidCacheError, match=field):
+        format_lib.read_metadata(cache_dir)

@@ -209,7 +209,117 @@ def read_metadata(path):
             f"{metadata.get('tfkd_version')!r}) and this tfkd reads version "
             f"{FORMAT_VERSION}. {_RECOVERY_HINT}"
         )
+    check_structure(path, metadata)
     return metadata
+
+
+#: Dtypes an array file may hold (little-endian; `|` for one byte).
+ALLOWED_DTYPES = frozenset(
+    np.dtype(name).newbyteorder("<").str
+    for name in (
+        "bool", "uint8", "int8", "uint16", "int16", "uint32", "int32",
+        "int64", "float16", "float32", "float64",
+    )
+)
+#: The arrays of each storage kind, as `metadata["outputs"]["storage"]`.
+ARRAYS_BY_STORAGE = {
+    "dense": frozenset({INPUTS, LABELS, LOGITS}),
+    "top_k": frozenset({INPUTS, LABELS, TOP_K_VALUES, TOP_K_INDICES, TOP_K_FILL}),
+}
+
+
+def _invalid_field(path, field, expected, received):
+    return errors.InvalidCacheError(
+        f"Invalid teacher cache at {path!r}: metadata field `{field}` must "
+        f"be {expected}. Received: {received!r}. {_RECOVERY_HINT}"
+    )
+
+
+def _count(path, metadata, field, minimum):
+    value = metadata.get(field)
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or value < minimum
+    ):
+        raise _invalid_field(path, field, f"an int >= {minimum}", value)
+    return value
+
+
+def check_structure(path, metadata):
+    """Checks a cache's metadata as untrusted input, before any file is read.
+
+    A cache directory may come from anywhere (a copy, a download, a shared
+    disk), so its `metadata.json` is not trusted: every array file must be
+    the plain file name of its array inside the cache directory (no path,
+    no `..`), every dtype one of `ALLOWED_DTYPES`, every shape a list of
+    ints whose first dimension is the cache's `rows`, and the counts must
+    agree with each other (`rows == examples * views`, the logits' width
+    with `classes`).
+
+    Args:
+        path: The cache directory (for messages).
+        metadata: The parsed `metadata.json`.
+
+    Raises:
+        InvalidCacheError: naming the first field that does not hold.
+    """
+    examples = _count(path, metadata, "examples", 0)
+    views = _count(path, metadata, "views", 1)
+    rows = _count(path, metadata, "rows", 0)
+    classes = _count(path, metadata, "classes", 1)
+    if rows != examples * views:
+        raise _invalid_field(
+            path, "rows", f"examples * views = {examples * views}", rows
+        )
+    outputs = metadata.get("outputs")
+    storage = outputs.get("storage") if isinstance(outputs, dict) else None
+    if storage not in ARRAYS_BY_STORAGE:
+        raise _invalid_field(
+            path, "outputs.storage", "'dense' or 'top_k'", storage
+        )
+    arrays = metadata.get("arrays")
+    if not isinstance(arrays, dict) or set(arrays) != ARRAYS_BY_STORAGE[storage]:
+        raise _invalid_field(
+            path, "arrays", f"the arrays {sorted(ARRAYS_BY_STORAGE[storage])}",
+            sorted(arrays) if isinstance(arrays, dict) else arrays,
+        )
+    for name, spec in sorted(arrays.items()):
+        _check_array_spec(path, name, spec, rows)
+    if storage == "dense" and arrays[LOGITS]["shape"][1:] != [classes]:
+        raise _invalid_field(
+            path, "arrays.logits.shape", f"[rows, classes] = [{rows}, {classes}]",
+            arrays[LOGITS]["shape"],
+        )
+
+
+def _check_array_spec(path, name, spec, rows):
+    field = f"arrays.{name}"
+    if not isinstance(spec, dict) or not {"file", "dtype", "shape", "sha256"} <= set(spec):
+        raise _invalid_field(
+            path, field, "a dict with file, dtype, shape and sha256", spec
+        )
+    if spec["file"] != array_file(name):
+        # Only the array's own plain file name: never a path that leaves
+        # (or walks around in) the cache directory.
+        raise _invalid_field(path, f"{field}.file", repr(array_file(name)), spec["file"])
+    if spec["dtype"] not in ALLOWED_DTYPES:
+        raise _invalid_field(
+            path, f"{field}.dtype", f"one of {sorted(ALLOWED_DTYPES)}", spec["dtype"]
+        )
+    shape = spec["shape"]
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
+        raise _invalid_field(path, f"{field}.shape", "a list of ints >= 0", shape)
+    if shape[0] != rows:
+        raise _invalid_field(
+            path, f"{field}.shape", f"a first dimension of rows = {rows}", shape
+        )
+    if not isinstance(spec["sha256"], str):
+        raise _invalid_field(path, f"{field}.sha256", "a hex digest", spec["sha256"])
 
 
 def expected_bytes(spec):
