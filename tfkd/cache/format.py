@@ -224,7 +224,9 @@ ALLOWED_DTYPES = frozenset(
 #: The arrays of each storage kind, as `metadata["outputs"]["storage"]`.
 ARRAYS_BY_STORAGE = {
     "dense": frozenset({INPUTS, LABELS, LOGITS}),
-    "top_k": frozenset({INPUTS, LABELS, TOP_K_VALUES, TOP_K_INDICES, TOP_K_FILL}),
+    "top_k": frozenset(
+        {INPUTS, LABELS, TOP_K_VALUES, TOP_K_INDICES, TOP_K_FILL}
+    ),
 }
 
 
@@ -279,39 +281,48 @@ def check_structure(path, metadata):
             path, "outputs.storage", "'dense' or 'top_k'", storage
         )
     arrays = metadata.get("arrays")
-    if not isinstance(arrays, dict) or set(arrays) != ARRAYS_BY_STORAGE[storage]:
+    expected_arrays = ARRAYS_BY_STORAGE[storage]
+    if not isinstance(arrays, dict) or set(arrays) != expected_arrays:
         raise _invalid_field(
-            path, "arrays", f"the arrays {sorted(ARRAYS_BY_STORAGE[storage])}",
+            path, "arrays", f"the arrays {sorted(expected_arrays)}",
             sorted(arrays) if isinstance(arrays, dict) else arrays,
         )
     for name, spec in sorted(arrays.items()):
         _check_array_spec(path, name, spec, rows)
     if storage == "dense" and arrays[LOGITS]["shape"][1:] != [classes]:
         raise _invalid_field(
-            path, "arrays.logits.shape", f"[rows, classes] = [{rows}, {classes}]",
+            path, "arrays.logits.shape",
+            f"[rows, classes] = [{rows}, {classes}]",
             arrays[LOGITS]["shape"],
         )
 
 
 def _check_array_spec(path, name, spec, rows):
     field = f"arrays.{name}"
-    if not isinstance(spec, dict) or not {"file", "dtype", "shape", "sha256"} <= set(spec):
+    required = {"file", "dtype", "shape", "sha256"}
+    if not isinstance(spec, dict) or not required <= set(spec):
         raise _invalid_field(
             path, field, "a dict with file, dtype, shape and sha256", spec
         )
     if spec["file"] != array_file(name):
         # Only the array's own plain file name: never a path that leaves
         # (or walks around in) the cache directory.
-        raise _invalid_field(path, f"{field}.file", repr(array_file(name)), spec["file"])
+        raise _invalid_field(
+            path, f"{field}.file", repr(array_file(name)), spec["file"]
+        )
     if spec["dtype"] not in ALLOWED_DTYPES:
         raise _invalid_field(
-            path, f"{field}.dtype", f"one of {sorted(ALLOWED_DTYPES)}", spec["dtype"]
+            path, f"{field}.dtype", f"one of {sorted(ALLOWED_DTYPES)}",
+            spec["dtype"],
         )
     shape = spec["shape"]
     if (
         not isinstance(shape, list)
         or not shape
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0
+            for d in shape
+        )
     ):
         raise _invalid_field(path, f"{field}.shape", "a list of ints >= 0", shape)
     if shape[0] != rows:
@@ -319,7 +330,9 @@ def _check_array_spec(path, name, spec, rows):
             path, f"{field}.shape", f"a first dimension of rows = {rows}", shape
         )
     if not isinstance(spec["sha256"], str):
-        raise _invalid_field(path, f"{field}.sha256", "a hex digest", spec["sha256"])
+        raise _invalid_field(
+            path, f"{field}.sha256", "a hex digest", spec["sha256"]
+        )
 
 
 def expected_bytes(spec):
