@@ -52,9 +52,11 @@ def test_layers_outside_the_groups_are_frozen():
 def test_set_trainable_groups_validates():
     model = _small_cnn()
     groups = layer_groups(model)
-    for num_trainable in (-1, 5, 1.0):
-        with pytest.raises(ValueError, match="num_trainable"):
+    for num_trainable in (-1, 5):
+        with pytest.raises(ValueError, match="value for argument `num_trainable`"):
             set_trainable_groups(model, groups, num_trainable)
+    with pytest.raises(TypeError, match="type for argument `num_trainable`"):
+        set_trainable_groups(model, groups, 1.0)
 
 
 class _ChangedLayers(keras.callbacks.Callback):
