@@ -53,5 +53,15 @@ test-bench: env-bench data
 benchmark: env-bench data
 	$(BENCH)/bin/python -m benchmarks compare --dataset fashion_mnist --preset $(PRESET)
 
+# Every experiment whose quick results the README quotes, in the
+# benchmark environment (hours on 2 CPU cores; each resumes if stopped).
+# Each results.json records the commit it came from and whether the tree
+# was clean.
+EXPERIMENTS ?= compare gain transfer capacity methods cache_speed teachers
+results: env-bench data
+	for experiment in $(EXPERIMENTS); do \
+		$(BENCH)/bin/python -m benchmarks $$experiment --preset quick || exit 1; \
+	done
+
 clean:
 	rm -rf .venv-latest-* .venv-bench-* build *.egg-info
