@@ -10,7 +10,8 @@ Run by tests/test_fault_tolerance.py in subprocesses:
 It distils a saved teacher into a fresh student on 512 Fashion-MNIST
 images (16 batches of 32 per epoch, 3 epochs, no shuffling), with the
 same seed and deterministic ops every time, then writes the student's
-weights to `--out`. With `--kill-after-steps K` it sends itself SIGKILL
+weights to `--out`, with how much this process trained (`TrainingProgress`:
+the optimizer step it started from and ended at, the epochs it began). With `--kill-after-steps K` it sends itself SIGKILL
 after K training steps of this process, as a preempted machine would.
 With `--reference-out` it then runs the same distillation again from
 scratch (same seed, no callbacks) and writes that student too, which saves
