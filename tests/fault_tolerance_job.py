@@ -10,7 +10,8 @@ Run by tests/test_fault_tolerance.py in subprocesses:
 It distils a saved teacher into a fresh student on 512 Fashion-MNIST
 images (16 batches of 32 per epoch, 3 epochs, no shuffling), with the
 same seed and deterministic ops every time, then writes the student's
-weights to `--out`. With `--kill-after-steps K` it sends itself SIGKILL
+weights to `--out`, with how much this process trained (`TrainingProgress`:
+the optimizer step it started from and ended at, the epochs it began). With `--kill-after-steps K` it sends itself SIGKILL
 after K training steps of this process, as a preempted machine would.
 With `--reference-out` it then runs the same distillation again from
 scratch (same seed, no callbacks) and writes that student too, which saves
@@ -68,6 +69,35 @@ class KillAfterSteps(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class TrainingProgress(keras.callbacks.Callback):
+    """Records how much training this process did, to prove a restore.
+
+    A restore that did nothing would leave a fresh same-seed run, whose
+    student equals the uninterrupted one: comparing weights alone cannot
+    tell. Placed after the backup callback, `on_train_begin` sees the
+    restored optimizer.
+
+    Attributes:
+        start_step: The optimizer's step count when training began (0 for
+            a fresh run; the backup's step count after a restore).
+        end_step: Its step count when training ended; `end_step -
+            start_step` steps were trained by this process (batches
+            fast-forwarded past by a restore do not count).
+        epochs: The epochs this process began (0-based).
+    """
+
+    def on_train_begin(self, logs=None):
+        self.start_step = int(self.model.optimizer.iterations.numpy())
+        self.end_step = self.start_step
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+    def on_train_end(self, logs=None):
+        self.end_step = int(self.model.optimizer.iterations.numpy())
+
+
 def backup_callback(kind, backup_dir, save_freq):
     if kind == "keras-epoch":
         return keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch")
@@ -103,13 +133,18 @@ def main(argv=None):
         callbacks.append(tfkd.callbacks.StudentCheckpoint(args.checkpoint))
     if args.kill_after_steps:
         callbacks.append(KillAfterSteps(args.kill_after_steps))
-    distil(args, args.out, callbacks)
+    progress = TrainingProgress()
+    callbacks.append(progress)
+    distil(args, args.out, callbacks, progress)
     if args.reference_out:
         distil(args, args.reference_out, callbacks=[])
 
 
-def distil(args, out, callbacks):
-    """One seeded distillation; writes the student's weights to `out`."""
+def distil(args, out, callbacks, progress=None):
+    """One seeded distillation; writes the student's weights to `out`.
+
+    With a `TrainingProgress` among `callbacks`, also writes what it saw.
+    """
     keras.utils.set_random_seed(0)
     x, y = load_examples()
     # No shuffling: the batch order must not depend on how many epochs
@@ -128,6 +163,15 @@ def distil(args, out, callbacks):
         *distiller.student.get_weights(),
         epochs_run=len(history.history["loss"]),
         last_loss=history.history["loss"][-1],
+        **(
+            {}
+            if progress is None
+            else {
+                "start_step": progress.start_step,
+                "end_step": progress.end_step,
+                "epochs": np.asarray(progress.epochs),
+            }
+        ),
     )
 
 

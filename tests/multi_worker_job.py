@@ -4,7 +4,7 @@ Run by tests/test_multi_worker.py:
 
     TF_CONFIG='{"cluster": {"worker": [...]}, "task": {...}}' \\
         python tests/multi_worker_job.py --out W.npz --cache DIR \\
-            [--reference online|cached]
+            [--reference online|cached] [--checkpoint-dir DIR]
 
 With `TF_CONFIG` set it trains under
 `tf.distribute.MultiWorkerMirroredStrategy` (CPU, collective ops over gRPC
@@ -15,7 +15,10 @@ It distils twice: online (the teacher runs every step) and from a
 `tfkd.TeacherCache` (built beforehand by `build_cache`; no teacher in the
 Distiller). With `--reference MODE` the process then runs that one again
 alone, under the default strategy, for comparison (the test gives each
-worker one, so they run side by side).
+worker one, so they run side by side). With `--checkpoint-dir` every
+worker gives its online run a `tfkd.callbacks.StudentCheckpoint` writing to
+`<DIR>/worker<index>/student.keras`, its own path, so the test can see
+which workers wrote (only worker 0 should).
 
 Each worker reads the same dataset of global batches; with the DATA
 auto-shard policy (the cache's stream sets it itself) `tf.distribute`
@@ -24,6 +27,7 @@ two workers sees exactly the batch the single-worker step sees.
 """
 
 import argparse
+import json
 import os
 import sys
 
@@ -40,6 +44,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfkd  # noqa: E402
+import tfkd.callbacks  # noqa: E402
 from tfkd import data  # noqa: E402
 from tfkd.cache import TeacherCache  # noqa: E402
 
@@ -74,13 +79,14 @@ def sharded_by_data(dataset):
     return dataset.with_options(options)
 
 
-def distil(strategy, cache_path=None):
+def distil(strategy, cache_path=None, callbacks=()):
     """One seeded distillation under `strategy`; returns weights and losses.
 
     Args:
         strategy: The `tf.distribute.Strategy` to train under.
         cache_path: A `tfkd.TeacherCache` directory to train from (the
             Distiller then has no teacher), or None to run the teacher.
+        callbacks: Keras callbacks of the fit.
     """
     keras.utils.set_random_seed(0)
     with strategy.scope():
@@ -99,7 +105,9 @@ def distil(strategy, cache_path=None):
         x, y = load_examples()
         dataset = tf.data.Dataset.from_tensor_slices((x, y))
         dataset = sharded_by_data(dataset.batch(GLOBAL_BATCH))
-    history = distiller.fit(dataset, epochs=EPOCHS, verbose=0)
+    history = distiller.fit(
+        dataset, epochs=EPOCHS, verbose=0, callbacks=list(callbacks)
+    )
     return student.get_weights(), np.asarray(history.history["loss"])
 
 
@@ -124,6 +132,11 @@ def main(argv=None):
         default=None,
         help="Then also run this distillation in this process alone.",
     )
+    parser.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        help="Give the online run a StudentCheckpoint under this directory.",
+    )
     args = parser.parse_args(argv)
 
     tf.config.experimental.enable_op_determinism()
@@ -132,14 +145,24 @@ def main(argv=None):
     else:
         strategy = tf.distribute.get_strategy()
     results = {"replicas": strategy.num_replicas_in_sync}
-    runs = [("online", strategy, None), ("cached", strategy, args.cache)]
+    online_callbacks = []
+    if args.checkpoint_dir:
+        task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {})
+        path = os.path.join(
+            args.checkpoint_dir, f"worker{task.get('index', 0)}", "student.keras"
+        )
+        online_callbacks.append(tfkd.callbacks.StudentCheckpoint(path))
+    runs = [
+        ("online", strategy, None, online_callbacks),
+        ("cached", strategy, args.cache, ()),
+    ]
     if args.reference:
         # Outside any strategy scope: the default, single-process strategy.
         cache_path = args.cache if args.reference == "cached" else None
         default = tf.distribute.get_strategy()
-        runs.append((f"{args.reference}_single", default, cache_path))
-    for name, run_strategy, cache_path in runs:
-        weights, losses = distil(run_strategy, cache_path)
+        runs.append((f"{args.reference}_single", default, cache_path, ()))
+    for name, run_strategy, cache_path, callbacks in runs:
+        weights, losses = distil(run_strategy, cache_path, callbacks)
         results[f"{name}_loss"] = losses
         for index, weight in enumerate(weights):
             results[f"{name}_weight_{index}"] = weight

@@ -131,14 +131,19 @@ def test_rebuild_needs_the_teacher_and_the_data(built):
 
 
 def test_cached_student_matches_online_distillation(tmp_path, fashion_mnist):
-    """Same seed, same batches: the cache changes nothing but the float16
-    rounding of the teacher's logits. Tolerance: 2 points of accuracy on
-    1000 test images (the gap measured when this test was written: 0.0,
-    both 0.687). A cache whose logits were misaligned with their inputs
-    (the bug this guards against; rolled by one row) scored 0.22.
+    """Same seed, same batches: the cached run trains the same student.
+
+    The cache stores the logits in float32 and the 8-bit images as uint8
+    (exact), so both runs see the same numbers; the tolerance, 1e-6 on
+    the weights, allows only float32 rounding: the online step computes
+    the teacher's logits inside the training graph, which may fuse its
+    matmul differently from `predict` (measured: bit-identical here; with
+    2000 examples, whose last batch is partial, 6e-8 after 4 epochs).
+    float16 storage already moves the weights by 1.2e-4 here; a cache
+    whose logits are misaligned with their inputs (the bug this guards
+    against) by far more.
     """
-    x, y = _subset(fashion_mnist, 2000)
-    x_test, y_test = _subset(fashion_mnist, 1000, split=1)
+    x, y = _subset(fashion_mnist, 512)
     keras.utils.set_random_seed(0)
     teacher = _mlp(128, "teacher")
     teacher.compile(
@@ -146,10 +151,12 @@ def test_cached_student_matches_online_distillation(tmp_path, fashion_mnist):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     teacher.fit(x, y, batch_size=64, epochs=3, verbose=0)
-    cache = TeacherCache.build(teacher, _dataset(x, y), str(tmp_path / "c"), verbose=0)
+    cache = TeacherCache.build(
+        teacher, _dataset(x, y), str(tmp_path / "c"), verbose=0, dtype="float32"
+    )
 
     initial = _mlp(16, "student").get_weights()
-    accuracies = {}
+    students = {}
     for mode in ("online", "cached"):
         keras.utils.set_random_seed(1)
         student = _mlp(16, "student")
@@ -164,9 +171,10 @@ def test_cached_student_matches_online_distillation(tmp_path, fashion_mnist):
             temperature=4.0,
             alpha=0.1,
         )
-        distiller.compile(optimizer="adam", metrics=["accuracy"])
-        distiller.fit(train, epochs=4, verbose=0)
-        predictions = student.predict(x_test, verbose=0).argmax(-1)
-        accuracies[mode] = float(np.mean(predictions == y_test))
-    assert accuracies["online"] > 0.6, accuracies  # the student learned
-    assert abs(accuracies["cached"] - accuracies["online"]) <= 0.02, accuracies
+        distiller.compile(optimizer="adam")
+        distiller.fit(train, epochs=2, verbose=0)
+        students[mode] = student.get_weights()
+    for cached, online in zip(students["cached"], students["online"]):
+        np.testing.assert_allclose(cached, online, rtol=0, atol=1e-6)
+    moved = max(np.abs(a - b).max() for a, b in zip(initial, students["online"]))
+    assert moved > 1e-2  # the student learned: the comparison is not vacuous

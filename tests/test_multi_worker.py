@@ -7,7 +7,9 @@ with collective ops over gRPC on the loopback interface. Each worker then
 runs one of the two distillations alone under the default strategy. The
 students must agree with the single-process ones to 1e-6 (the summation
 order of the gradient all-reduce differs, so not bit for bit; observed
-differences are about 3e-8) and be identical on both workers.
+differences are about 3e-8) and be identical on both workers. Each
+worker's online run also carries a `tfkd.callbacks.StudentCheckpoint`
+with its own path: only worker 0 may write.
 
 The global batch is 32; with the DATA auto-shard policy each worker gets a
 16-example slice of every global batch. That the results agree also
@@ -24,6 +26,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from tfkd.callbacks import checkpointing
 
 JOB = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "multi_worker_job.py"
@@ -48,7 +52,7 @@ def free_ports(count):
             sock.close()
 
 
-def start_workers(tmp_path, cache_path):
+def start_workers(tmp_path, cache_path, checkpoint_dir):
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(WORKERS)]}
     processes = []
     for index in range(WORKERS):
@@ -66,6 +70,7 @@ def start_workers(tmp_path, cache_path):
         command = [sys.executable, JOB, "--out", out, "--cache", cache_path]
         # Each worker then runs one single-process reference.
         command += ["--reference", ("online", "cached")[index]]
+        command += ["--checkpoint-dir", checkpoint_dir]
         processes.append(
             subprocess.Popen(
                 command,
@@ -100,8 +105,13 @@ def wait_for_all(processes):
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("multi_worker")
+def run_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("multi_worker")
+
+
+@pytest.fixture(scope="module")
+def results(run_dir):
+    tmp_path = run_dir
     # Built here, once; both workers open the same directory, as workers
     # on several machines open a shared or copied one.
     spec = importlib.util.spec_from_file_location("multi_worker_job", JOB)
@@ -109,7 +119,9 @@ def results(tmp_path_factory):
     spec.loader.exec_module(multi_worker_job)
     cache_path = str(tmp_path / "cache")
     multi_worker_job.build_cache(cache_path)
-    wait_for_all(start_workers(tmp_path, cache_path))
+    wait_for_all(
+        start_workers(tmp_path, cache_path, str(tmp_path / "checkpoints"))
+    )
     return [np.load(tmp_path / f"w{index}.npz") for index in range(WORKERS)]
 
 
@@ -150,3 +162,18 @@ def test_training_moved_the_student(results):
     # Guards against a vacuous pass: both runs must have learned.
     losses = results[0]["online_single_loss"]
     assert losses[-1] < losses[0]
+
+
+def test_only_worker_0_writes_the_student_checkpoint(results, run_dir):
+    # Each worker had its own candidate path: worker 1's stays unwritten.
+    checkpoints = run_dir / "checkpoints"
+    assert sorted(os.listdir(checkpoints / "worker0")) == [
+        "student.keras",
+        "student.keras.sha256.json",
+    ]
+    assert not (checkpoints / "worker1").exists()
+    student = checkpointing.load_model_verified(
+        str(checkpoints / "worker0" / "student.keras")
+    )
+    for saved, trained in zip(student.get_weights(), weights(results[0], "online")):
+        np.testing.assert_array_equal(saved, trained)
