@@ -11,4 +11,6 @@ in `benchmarks/results/<name>-<preset>/` as JSON, Markdown and PNG.
 - `teachers`: which `keras.applications` family makes a good teacher?
 - `methods`: feature, attention, relation and decoupled KD.
 - `cache_speed`: what a teacher cache costs and saves, per epoch.
+- `gain`: where does distillation beat scratch (labels, patience, teacher
+  gap, capacity, T)?
 """
