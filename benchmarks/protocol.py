@@ -3,13 +3,13 @@
 1. `load_data(preset)`: the preset's class-balanced subsets as arrays
    (`Data`); the teacher may see more examples than the students
    (`Preset.teacher_examples`), the rest being an unlabelled pool.
-2. `train_teacher(setup)`: trains the teacher once and keeps it under a
-   fingerprint of everything that shapes it, so a rerun (or another preset
-   with the same teacher) loads it instead.
    `Setup.with_labels(count)` keeps `count` of the students' examples
    labelled and moves the rest to the pool: the few-labels setting, where
    the students' epochs run over a *transfer set* (labelled examples, then
-   the pool) that only distilled arms can read in full.
+   the pool) that only arms fed teacher logits read in full.
+2. `train_teacher(setup)`: trains the teacher once and keeps it under a
+   fingerprint of everything that shapes it, so a rerun (or another preset
+   with the same teacher) loads it instead.
 3. `train_arms(setup, arms, seed)`: builds every student arm from ONE
    initial weight set per seed and trains the arms interleaved, one epoch
    each in a rotating order, so their epoch times are measured under the
