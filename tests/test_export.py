@@ -47,6 +47,14 @@ def images():
 # - int8: every activation on 256 levels calibrated on these images, the
 #   output itself one level in ~256 of its range: 10 %.
 TOLERANCE = {None: 1e-4, "float16": 0.01, "dynamic": 0.05, "int8": 0.10}
+# Largest file size as a share of the float32 file's: float16 halves the
+# weights, int8 quarters them; the flatbuffer's fixed part (~3 KB) stays.
+SIZE_RATIO = {None: 1.0, "float16": 0.6, "dynamic": 0.45, "int8": 0.45}
+# Which low-precision tensor types each file must (True) or must not hold.
+TENSOR_TYPES = {None: {"float16": False, "int8": False},
+                "float16": {"float16": True, "int8": False},
+                "dynamic": {"float16": False, "int8": True},
+                "int8": {"float16": False, "int8": True}}
 
 
 @pytest.mark.parametrize("quantization", [None, "float16", "dynamic", "int8"])
@@ -67,6 +75,12 @@ def test_each_mode_round_trips_through_the_litert_interpreter(
     error = np.abs(outputs - expected).max() / np.ptp(expected)
     assert error <= TOLERANCE[quantization], error
     assert np.mean(outputs.argmax(-1) == expected.argmax(-1)) >= 0.9
+    reference = tfkd.export.to_tflite(model, tmp_path / "float32.tflite")
+    ratio = deployed.size_bytes / os.path.getsize(reference)
+    assert ratio <= SIZE_RATIO[quantization], ratio
+    types = deployed.tensor_types()
+    for dtype, present in TENSOR_TYPES[quantization].items():
+        assert (dtype in types) == present, (dtype, types)
     single = deployed(images[:1])  # batch 1 and batch 64 agree
     np.testing.assert_allclose(single, outputs[:1], atol=1e-5)
 

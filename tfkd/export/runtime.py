@@ -116,6 +116,18 @@ class TFLiteModel:
             self._interpreters[batch] = interpreter
         return self._interpreters[batch]
 
+    def tensor_types(self):
+        """The dtypes of the file's tensors (weights included), by name.
+
+        What quantization did: float16 weights show as `"float16"`, int8
+        weights and activations as `"int8"`.
+
+        Returns:
+            A sorted list such as `["float32", "int32", "int8"]`.
+        """
+        details = self._interpreter(1).get_tensor_details()
+        return sorted({np.dtype(d["dtype"]).name for d in details})
+
     def quantize_input(self, x):
         """`x` (float) in the file's input dtype, quantized if it is integer."""
         x = np.asarray(x, dtype=np.float32)
