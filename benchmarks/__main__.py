@@ -19,6 +19,10 @@ EXPERIMENTS = {
     "teachers": "accuracy, size and speed of keras.applications teachers",
     "methods": "feature, attention, relation and decoupled KD next to logit KD",
     "cache_speed": "what a teacher cache costs and saves, per epoch",
+    "gain": "the KD gain over scratch along labels, patience, teacher gap, "
+            "student capacity and T",
+    "deploy": "the few-labels students as LiteRT files (float32, float16, "
+              "dynamic, int8): accuracy, size, latency",
 }
 #: Other names accepted on the command line.
 ALIASES = {"run": "compare"}

@@ -194,3 +194,28 @@ def interleaved_speed(models, images, repeats=5, latency_calls=40, batch=256):
         "throughput_per_s": float(np.median(rates[key])),
         "throughput_spread": stats.spread(rates[key]),
     } for key in functions}
+
+
+def interleaved_calls(timers, repeats=5):
+    """Runs timing functions in turn, `repeats` times, rotating the order.
+
+    The scheme of `interleaved_speed` for anything that times itself (a
+    LiteRT interpreter, `tfkd.export.TFLiteModel.time_calls`): each repeat
+    calls every timer once, starting one further along the list each time,
+    so a slow minute of a shared CPU slows every model alike.
+
+    Args:
+        timers: Dict id -> function of no argument returning a list of
+            call times (ms).
+        repeats: Interleaved repeats. Defaults to `5`.
+
+    Returns:
+        Dict id -> every time measured (ms), in order.
+    """
+    times = {key: [] for key in timers}
+    order = list(timers)
+    for repeat in range(repeats):
+        shift = repeat % max(len(order), 1)
+        for key in order[shift:] + order[:shift]:
+            times[key].extend(timers[key]())
+    return times

@@ -43,6 +43,10 @@ class Preset:
         temperature: KD temperature T.
         alpha: Weight of the hard-label loss.
         learning_rate: Adam learning rate of every model.
+        learning_rate_schedule: The students' schedule: `"constant"`, or
+            `"cosine"` decay to 0 over each arm's training steps (see
+            `benchmarks.protocol.student_optimizer`). The teacher always
+            trains at the constant rate.
         timing_repeats: Interleaved repeats of every speed measurement.
         options: What only one experiment reads (see its module).
     """
@@ -64,6 +68,7 @@ class Preset:
     temperature: float = 4.0
     alpha: float = 0.1
     learning_rate: float = 2e-3
+    learning_rate_schedule: str = "constant"
     timing_repeats: int = 5
     options: dict = dataclasses.field(default_factory=dict)
 

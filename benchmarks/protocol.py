@@ -3,6 +3,10 @@
 1. `load_data(preset)`: the preset's class-balanced subsets as arrays
    (`Data`); the teacher may see more examples than the students
    (`Preset.teacher_examples`), the rest being an unlabelled pool.
+   `Setup.with_labels(count)` keeps `count` of the students' examples
+   labelled and moves the rest to the pool: the few-labels setting, where
+   the students' epochs run over a *transfer set* (labelled examples, then
+   the pool) that only arms fed teacher logits read in full.
 2. `train_teacher(setup)`: trains the teacher once and keeps it under a
    fingerprint of everything that shapes it, so a rerun (or another preset
    with the same teacher) loads it instead.
@@ -26,6 +30,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable
 
@@ -189,12 +194,62 @@ class Setup:
         self._tensors = {}
         self.teacher_cache = None
         self.cache_build_seconds = None
+        #: Whether the students' epochs also run over `data.x_pool`.
+        self.over_pool = False
+        self.cache_name = "teacher-cache"
 
     def with_preset(self, preset):
         """A view of this setup with another preset (same data, teacher)."""
         view = copy.copy(self)
         view.preset = preset
         return view
+
+    def with_labels(self, count):
+        """A view in which the students have only `count` labels.
+
+        `count` of the students' labelled examples stay labelled (a
+        class-balanced choice, seed 0; all of them when `count` is at
+        least their number), the others join the unlabelled pool ahead of
+        its own images, and the students' epochs run over the whole
+        *transfer set*: the labelled rows, then the pool rows (see
+        `epoch_size`). The teacher and the teacher's data are unchanged;
+        the view makes its own tensors and teacher cache.
+
+        Returns:
+            A `Setup`.
+        """
+        data = self.data
+        keep = np.arange(len(data.y_train))
+        if count < len(keep):
+            keep = tfkd.data.balanced_subset(data.y_train, count, seed=0)
+        rest = np.setdiff1d(np.arange(len(data.y_train)), keep)
+        view = copy.copy(self)
+        view.data = dataclasses.replace(
+            data, x_train=data.x_train[keep], y_train=data.y_train[keep],
+            x_pool=np.concatenate([data.x_train[rest], data.x_pool]))
+        view.over_pool = True
+        view._tensors = {}
+        view.teacher_cache = view.cache_build_seconds = None
+        view.cache_name = f"teacher-cache-{len(keep)}-labelled"
+        return view
+
+    def epoch_size(self):
+        """Rows of the shared per-epoch order (`epoch_order`).
+
+        The labelled examples; with `over_pool` (`with_labels`), also the
+        pool, rows `len(y_train)` on. Arms that read labels only cycle
+        through the labelled examples for the pool's rows
+        (`labelled_batches`), so every arm takes the same number of steps.
+        """
+        pool = len(self.data.x_pool) if self.over_pool else 0
+        return len(self.data.y_train) + pool
+
+    def epoch_inputs(self):
+        """The images of the `epoch_size()` rows, as one tensor."""
+        if not self.over_pool:
+            return self.tensor("x_train", lambda: self.data.x_train)
+        return self.tensor("x_transfer", lambda: np.concatenate(
+            [self.data.x_train, self.data.x_pool]))
 
     def tensor(self, name, make):
         """`make()` as a tensor, made once per run under `name`."""
@@ -220,28 +275,35 @@ class Setup:
                                   width=width or self.preset.student_width)
 
     def teacher_logits(self):
-        """The teacher's logits on `x_train`, computed once, in memory."""
+        """The teacher's logits on the epoch's rows, once, in memory.
+
+        The rows are `x_train` (then the pool with `over_pool`).
+        """
         def predict():
             start = time.perf_counter()
-            logits = self.teacher.predict(self.data.x_train, batch_size=256, verbose=0)
+            logits = self.teacher.predict(self.epoch_inputs(), batch_size=256,
+                                          verbose=0)
             self.log(f"  teacher logits for {len(logits)} examples "
                      f"({time.perf_counter() - start:.1f} s)")
             return logits
         return self.tensor("teacher_logits", predict)
 
     def cached_teacher_logits(self):
-        """The teacher's logits on `x_train` as stored by `tfkd.TeacherCache`.
+        """The teacher's logits on the epoch's rows, from a `tfkd.TeacherCache`.
 
-        The cache is built once from the training examples in their stored
-        order, so its row `i` is example `i`; the arms then read its logits
-        in the shared epoch order.
+        The cache is built once from the rows in their stored order
+        (`x_train`, then the pool with `over_pool`, stored with label 0: only
+        its logits are read), so its row `i` is row `i`; the arms then read
+        its logits in the shared epoch order.
         """
         def build():
             start = time.perf_counter()
+            labels = np.zeros(self.epoch_size(), self.data.y_train.dtype)
+            labels[:len(self.data.y_train)] = self.data.y_train
             ordered = tf.data.Dataset.from_tensor_slices(
-                (self.data.x_train, self.data.y_train)).batch(self.preset.batch_size)
+                (self.epoch_inputs(), labels)).batch(self.preset.batch_size)
             self.teacher_cache = tfkd.TeacherCache.build(
-                self.teacher, ordered, path=self.store.directory / "teacher-cache",
+                self.teacher, ordered, path=self.store.directory / self.cache_name,
                 overwrite=True, verbose=0)
             self.cache_build_seconds = time.perf_counter() - start
             return self.teacher_cache.read()[2]
@@ -356,17 +418,50 @@ def train_teacher(setup, width=None, dense_units=None, epochs=None):
     return teacher, record
 
 
-def compile_classifier(model, preset, run_eagerly=False):
-    """Compiles a logits classifier with the preset's Adam and accuracy."""
-    model.compile(keras.optimizers.Adam(preset.learning_rate),
+def compile_classifier(model, preset, run_eagerly=False, optimizer=None):
+    """Compiles a logits classifier with Adam (or `optimizer`) and accuracy.
+
+    `optimizer` defaults to Adam at the preset's constant learning rate
+    (the teacher's); students get `student_optimizer(setup)`.
+    """
+    model.compile(optimizer or keras.optimizers.Adam(preset.learning_rate),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"], run_eagerly=run_eagerly)
     return model
 
 
+def training_steps(setup):
+    """Optimizer steps of one student arm: epochs x batches per epoch."""
+    preset = setup.preset
+    return preset.student_epochs * math.ceil(setup.epoch_size() / preset.batch_size)
+
+
+def student_optimizer(setup):
+    """A student's Adam, at the preset's `learning_rate_schedule`.
+
+    `"constant"`: the preset's learning rate throughout. `"cosine"`: cosine
+    decay from it to 0 over the arm's `training_steps` (Loshchilov &
+    Hutter, 2017), the same schedule for every arm of a run, since they
+    all take the same number of steps.
+    """
+    preset = setup.preset
+    rate = preset.learning_rate
+    if preset.learning_rate_schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(
+            rate, decay_steps=training_steps(setup))
+    return keras.optimizers.Adam(rate)
+
+
 def labelled_batches(setup, order):
-    """An epoch of `(x, y)` batches of the labelled examples in `order`."""
-    return gather_batches(order, setup.preset.batch_size, setup.labelled())
+    """An epoch of `(x, y)` batches of the labelled examples in `order`.
+
+    Rows past the labelled examples (the pool's, with `over_pool`) are
+    labelled example `row % len(y_train)`: an arm that can only use
+    labels cycles through them, as many steps as an arm that reads the
+    pool, with the labelled rows where the other arms have them.
+    """
+    rows = np.asarray(order) % len(setup.data.y_train)
+    return gather_batches(rows, setup.preset.batch_size, setup.labelled())
 
 
 def fit_one_epoch(setup, trainer, dataset, epoch, callbacks):
@@ -459,7 +554,7 @@ def train_arms(setup, arms, seed, epochs=None):
     epochs = setup.preset.student_epochs if epochs is None else epochs
     runs, failures = prepare_arms(setup, arms, seed)
     for epoch in range(epochs):
-        order = epoch_order(seed, epoch, len(setup.data.y_train))
+        order = epoch_order(seed, epoch, setup.epoch_size())
         shift = epoch % max(len(runs), 1)
         for run in runs[shift:] + runs[:shift]:
             dataset = run.arm.epoch_data(setup, order)

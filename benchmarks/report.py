@@ -82,13 +82,20 @@ def derive(results):
     derived = {}
     for arm_id, arm in arms.items():
         accuracy = _accuracy(arm)
-        is_distilled = (arm or {}).get("role") == "student" and arm_id != SCRATCH
+        # A student is compared with its own scratch baseline: `baseline`
+        # names it (a few-labels arm with the scratch student of the same
+        # few labels), `None` for a baseline itself; default `scratch`.
+        baseline = (arm or {}).get("baseline", SCRATCH)
+        is_distilled = ((arm or {}).get("role") == "student" and arm_id != SCRATCH
+                        and baseline is not None)
+        baseline_accuracy = (scratch_accuracy if baseline == SCRATCH
+                             else _accuracy(arms.get(baseline)))
         kd_gain = paired = None
-        if is_distilled and accuracy is not None and scratch_accuracy is not None:
-            kd_gain = float(accuracy - scratch_accuracy)
+        if is_distilled and accuracy is not None and baseline_accuracy is not None:
+            kd_gain = float(accuracy - baseline_accuracy)
             paired = stats.paired_difference(
                 arm["accuracy"].get("per_seed") or [],
-                arms[SCRATCH]["accuracy"].get("per_seed") or [],
+                arms[baseline]["accuracy"].get("per_seed") or [],
             )
         derived[arm_id] = {
             "accuracy_kept_vs_teacher": _ratio(accuracy, teacher_accuracy),
@@ -102,6 +109,8 @@ def derive(results):
             # Same seeds, same initial weights, same batches: paired.
             "paired_difference_vs_scratch": paired,
         }
+        if is_distilled and baseline != SCRATCH:
+            derived[arm_id]["baseline"] = baseline
 
     def epoch_ratio(numerator, denominator):
         return _ratio(
@@ -180,6 +189,7 @@ def markdown(results, plot_files=None):
     lines.append("")
 
     lines += _derived_section(done, derived)
+    lines += few_labels_section(results)
 
     if not_done:
         lines += ["## Failed or skipped", ""]
@@ -461,10 +471,13 @@ def _three_digits(value):
 
 
 def _results_table(done, derived):
+    # The data column appears when the runner says what each arm saw.
+    data_column = any(arm.get("trained_on") for _, arm in done)
     rows = [
         "| Arm | Accuracy | Kept vs teacher | Params | Size "
-        "| Latency p50 / p95 | Throughput | Train time | Epoch time |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| Latency p50 / p95 | Throughput | Train time | Epoch time |"
+        + (" Trained on |" if data_column else ""),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---|" if data_column else ""),
     ]
     for arm_id, arm in done:
         kept = (derived.get(arm_id) or {}).get("accuracy_kept_vs_teacher")
@@ -481,6 +494,8 @@ def _results_table(done, derived):
             format_duration(arm.get("train_seconds")),
             format_duration((arm.get("epoch_seconds") or {}).get("median")),
         ]
+        if data_column:
+            cells.append(_cell(arm.get("trained_on") or _DASH))
         rows.append("| " + " | ".join(cells) + " |")
     return rows
 
@@ -496,11 +511,16 @@ def _derived_section(done, derived):
             "| Compression vs teacher | Speed-up vs teacher |",
             "|---|---:|---:|---:|---:|",
         ]
+        labels = dict(done)
         for arm_id, arm in students:
             entry = derived.get(arm_id) or {}
+            gain = format_points(entry.get("kd_gain_over_scratch"))
+            if entry.get("baseline") not in (None, SCRATCH):
+                other = labels.get(entry["baseline"], {}).get("label", entry["baseline"])
+                gain += f" (vs {_cell(other)})"
             lines.append(
                 f"| {_cell(arm.get('label', arm_id))} "
-                f"| {format_points(entry.get('kd_gain_over_scratch'))} "
+                f"| {gain} "
                 f"| {stats.format_interval(entry.get('paired_difference_vs_scratch'))} "
                 f"| {format_ratio(entry.get('compression_ratio'))} "
                 f"| {format_ratio(entry.get('speedup_vs_teacher'))} |"
@@ -508,7 +528,8 @@ def _derived_section(done, derived):
         lines += [
             "",
             "KD gain: accuracy difference with the student trained from "
-            "scratch, in percentage points. Paired difference: mean over "
+            "scratch (on the same data, unless another baseline is named), "
+            "in percentage points. Paired difference: mean over "
             "seeds of (arm - scratch) on the same seed, with its 95 % "
             "Student-t interval. Speed-up: ratio of batch-1 p50 latencies.",
             "",
@@ -526,6 +547,38 @@ def _derived_section(done, derived):
         "",
     ]
     return lines
+
+
+def few_labels_section(results):
+    """The Markdown lines of a run's few-labels block (none without one).
+
+    Says what data the teacher and each few-labels student saw, how they
+    were trained, and the recipe's paired gain over its scratch baseline.
+    """
+    few = results.get("few_labels")
+    if not few:
+        return []
+    arms = results.get("arms") or {}
+    recipe = (arms.get(few["recipe"]) or {}).get("label", few["recipe"])
+    baseline = (arms.get(few["baseline"]) or {}).get("label", few["baseline"])
+    augmentation = ("with random 1-pixel shifts" if few.get("scratch_augmentation")
+                    else "without augmentation")
+    return [
+        "## Few labels: a transfer set", "",
+        f"Teacher: {few['teacher_examples']:,} labelled images. "
+        f"{_cell(baseline)}: {few['labelled']:,} labelled images only "
+        f"({augmentation}, as measured better for it). "
+        f"{_cell(recipe)}: the same {few['labelled']:,} labelled images plus "
+        f"the other {few['unlabelled']:,} without labels, learning from the "
+        f"teacher's soft targets (T={few['temperature']:g}, α={few['alpha']:g}). "
+        f"Both: {few['epochs']} epochs over the {few['labelled'] + few['unlabelled']:,}"
+        f" images ({few['steps']:,} steps of batch {few['batch_size']}; scratch "
+        "cycles through its labelled images), "
+        f"{few['learning_rate_schedule']} learning-rate decay, the same initial "
+        "weights and batch order per seed.", "",
+        f"Recipe vs scratch on the same labels, paired over seeds: "
+        f"{stats.format_interval(few.get('gain'))}.", "",
+    ]
 
 
 def _format_accuracy(accuracy):

@@ -50,6 +50,10 @@ Schema version 1 (`SCHEMA_VERSION`); `?` marks a value that may be `null`:
     - `confusion_matrix` (list of list of int?): test-set counts for the
       first seed, `len(class_names)` square, rows = true class, columns =
       predicted class.
+    - `trained_on` (str, optional): the data the model saw, e.g.
+      `"600 labelled + 5,400 unlabelled"`.
+    - `baseline` (str?, optional): for a student, the arm it is compared
+      with (default `scratch`); `null` for a baseline itself.
 
   The metric fields (`accuracy` to `confusion_matrix`) may be missing or
   `null` when `status` is not `"done"`. A `"done"` arm must have
@@ -62,7 +66,11 @@ Schema version 1 (`SCHEMA_VERSION`); `?` marks a value that may be `null`:
       accuracy / teacher accuracy), `compression_ratio` (teacher parameters
       / arm parameters), `speedup_vs_teacher` (teacher p50 latency / arm
       p50 latency), `kd_gain_over_scratch` (arm accuracy - scratch
-      accuracy, for distilled students only).
+      accuracy, for distilled students only) and
+      `paired_difference_vs_scratch` (`benchmarks.stats.paired_difference`,
+      or `null`). An arm that names another `baseline` (arm key, see
+      below) is compared with that arm instead, and its derived entry
+      repeats `baseline`.
     - `epoch_time_ratios` (dict): median epoch time ratios
       `tfkd_over_scratch`, `tfkd_over_keras_distillation` (against
       `keras_distillation_kl`) and `cached_over_scratch`.

@@ -2,6 +2,7 @@
 
 import dataclasses
 import hashlib
+import math
 import subprocess
 import sys
 
@@ -118,3 +119,81 @@ def test_launcher_help_needs_no_tensorflow_and_run_means_compare():
         "compare", ["--preset", "quick"])
     with pytest.raises(SystemExit):
         launcher.parse_args(["nonsense"])
+
+
+# The few-labels setting: a transfer set of labelled rows and an unlabelled pool.
+
+def test_with_labels_moves_the_other_examples_to_the_pool(setup):
+    view = setup.with_labels(20)
+    data = view.data
+    assert len(data.y_train) == 20 and np.bincount(data.y_train).max() <= 2
+    assert len(data.x_pool) == len(setup.data.y_train) - 20 + len(setup.data.x_pool)
+    assert view.epoch_size() == len(setup.data.y_train) + len(setup.data.x_pool)
+    assert view.teacher is setup.teacher and data.x_teacher is setup.data.x_teacher
+    # The view has its own tensors; the setup it came from is unchanged.
+    assert view.labelled()[0].shape[0] == 20
+    assert setup.labelled()[0].shape[0] == setup.epoch_size() == TINY.train_examples
+    assert setup.with_labels(1_000).data.y_train.shape == setup.data.y_train.shape
+
+
+def test_few_label_arms_read_the_same_rows_and_take_the_same_steps(setup):
+    from benchmarks import arms
+
+    view = setup.with_labels(20)
+    order = protocol.epoch_order(5, 0, view.epoch_size())
+    scratch = list(arms.scratch().epoch_data(view, order))
+    distilled = list(arms.distilled("kd", "KD", alpha=0.0, soft_targets="memory")
+                     .epoch_data(view, order))
+    assert len(scratch) == len(distilled) == math.ceil(view.epoch_size() / TINY.batch_size)
+    inputs = view.epoch_inputs().numpy()
+    x_kd = np.concatenate([x.numpy() for x, _ in distilled])
+    x_scratch = np.concatenate([x.numpy() for x, _ in scratch])
+    # The distilled arm reads every row of the transfer set once, in order ...
+    np.testing.assert_array_equal(x_kd, inputs[order])
+    # ... scratch has the labelled rows where it has them, and cycles through
+    # the labelled examples (with their labels) for the pool's rows.
+    labelled = order < 20
+    np.testing.assert_array_equal(x_scratch[labelled], x_kd[labelled])
+    np.testing.assert_array_equal(x_scratch, view.data.x_train[order % 20])
+    y_scratch = np.concatenate([y.numpy() for _, y in scratch])
+    np.testing.assert_array_equal(y_scratch, view.data.y_train[order % 20])
+    logits = np.concatenate([y["teacher_logits"].numpy() for _, y in distilled])
+    np.testing.assert_allclose(logits, view.teacher_logits().numpy()[order])
+
+
+def test_few_label_arms_refuse_to_misuse_the_pool(setup):
+    from benchmarks import arms
+
+    view = setup.with_labels(20)
+    runs, failures = protocol.prepare_arms(view, [
+        arms.distilled("online", "online", alpha=0.0),
+        arms.distilled("alpha", "alpha", alpha=0.1, soft_targets="memory"),
+        arms.distilled("ok", "ok", alpha=0.0, soft_targets="memory")], seed=0)
+    assert [run.arm.arm_id for run in runs] == ["ok"]
+    assert "`soft_targets`" in failures["online"] and "`alpha`" in failures["alpha"]
+
+
+def test_cosine_schedule_decays_over_the_arm_steps(setup):
+    view = setup.with_labels(20).with_preset(TINY.replace(learning_rate_schedule="cosine"))
+    steps = protocol.training_steps(view)
+    assert steps == TINY.student_epochs * math.ceil(view.epoch_size() / TINY.batch_size)
+    schedule = protocol.student_optimizer(view).get_config()["learning_rate"]
+    assert schedule["class_name"] == "CosineDecay"
+    assert schedule["config"]["decay_steps"] == steps
+    assert schedule["config"]["initial_learning_rate"] == TINY.learning_rate
+    constant = protocol.student_optimizer(setup).get_config()["learning_rate"]
+    assert constant == pytest.approx(TINY.learning_rate)
+
+
+def test_augmented_scratch_trains_the_student_behind_the_augmentation(setup):
+    from benchmarks import arms
+
+    runs, failures = protocol.train_arms(
+        setup, [arms.scratch("aug", "aug", augmentation=arms.small_shift)], seed=1,
+        epochs=1)
+    assert not failures
+    run = runs[0]
+    assert run.trainer.layers[0].name == "small_shift"
+    assert run.trainer.layers[1] is run.student
+    before = protocol.initial_weights(setup, 1)
+    assert any((a != b.numpy()).any() for a, b in zip(before, run.student.weights))

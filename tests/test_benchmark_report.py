@@ -125,6 +125,56 @@ def test_derive_per_arm_numbers():
         assert set(derived[arm_id].values()) == {None}
 
 
+def _with_few_labels(results):
+    """`results` plus a few-labels block: its scratch and the recipe arm."""
+    results["arms"]["scratch_few"] = {
+        **_arm("Student from scratch (few labels)", "student", [0.70, 0.72], 0.01,
+               100_000, 409_600, 1.0, 1.5, 25_000.0, 40.0, 4.0),
+        "baseline": None, "trained_on": "60 labelled"}
+    results["arms"]["tfkd_transfer"] = {
+        **_arm("tfkd recipe: transfer set (few labels)", "student", [0.75, 0.78],
+               0.02, 100_000, 409_600, 1.0, 1.5, 25_000.0, 40.0, 4.0),
+        "baseline": "scratch_few", "trained_on": "60 labelled + 540 unlabelled"}
+    results["few_labels"] = {
+        "teacher_examples": 600, "labelled": 60, "unlabelled": 540, "epochs": 10,
+        "batch_size": 64, "steps": 100, "temperature": 2.0, "alpha": 0.0,
+        "learning_rate_schedule": "cosine", "scratch_augmentation": False,
+        "baseline": "scratch_few", "recipe": "tfkd_transfer",
+        "gain": {"mean": 0.055, "low": 0.0, "high": 0.1, "seeds": 2}}
+    results["derived"] = report.derive(results)
+    return results
+
+
+def test_derive_compares_an_arm_with_its_own_baseline():
+    derived = report.derive(_with_few_labels(make_results()))
+    recipe = derived["tfkd_transfer"]
+    assert recipe["baseline"] == "scratch_few"
+    assert recipe["kd_gain_over_scratch"] == pytest.approx(0.055)  # not vs `scratch`
+    assert recipe["paired_difference_vs_scratch"]["mean"] == pytest.approx(0.055)
+    # A baseline is compared with nothing; the default arms keep `scratch`.
+    assert derived["scratch_few"]["kd_gain_over_scratch"] is None
+    assert "baseline" not in derived["scratch_few"] and "baseline" not in derived["tfkd"]
+    assert derived["tfkd"]["kd_gain_over_scratch"] == pytest.approx(0.05)
+
+
+def test_markdown_says_what_data_each_model_saw():
+    results = _with_few_labels(make_results())
+    results["arms"]["teacher"]["trained_on"] = "600 labelled"
+    schema.validate(results)
+    text = report.markdown(results)
+    assert "| Trained on |" in text
+    assert "| 10.0 s | 600 labelled |" in text
+    assert "| 4.0 s | 60 labelled + 540 unlabelled |" in text
+    assert "| +5.50 pp (vs Student from scratch (few labels)) |" in text
+    few = text.split("## Few labels: a transfer set")[1]
+    assert "Teacher: 600 labelled images." in few
+    assert "the same 60 labelled images plus the other 540 without labels" in few
+    assert "+5.50 pp [+0.00, +10.00]" in few
+    # Without the block or the data notes, the report is as before.
+    assert "Trained on" not in report.markdown(make_results())
+    assert "Few labels" not in report.markdown(make_results())
+
+
 def test_derive_epoch_time_ratios():
     assert report.derive(make_results())["epoch_time_ratios"] == {
         "tfkd_over_scratch": 1.5,

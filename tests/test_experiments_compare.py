@@ -45,6 +45,36 @@ def test_every_arm_runs_and_the_schema_holds(smoke_run):
     assert "paired_difference_vs_scratch" in results["derived"]["tfkd"]
 
 
+def test_few_labels_block_pairs_the_recipe_with_scratch_on_the_same_labels(smoke_run):
+    output, results = smoke_run
+    preset = compare.PRESETS["smoke"]
+    arms = results["arms"]
+    labelled = preset.option("few_labels")
+    unlabelled = preset.train_examples - labelled
+    assert arms["teacher"]["trained_on"] == f"{preset.train_examples} labelled"
+    assert arms["scratch"]["trained_on"] == f"{preset.train_examples} labelled"
+    assert arms["scratch_few"]["trained_on"] == f"{labelled} labelled"
+    assert arms["tfkd_transfer"]["trained_on"] == (
+        f"{labelled} labelled + {unlabelled} unlabelled")
+    few = results["few_labels"]
+    assert (few["labelled"], few["unlabelled"]) == (labelled, unlabelled)
+    assert few["teacher_examples"] == preset.train_examples and few["alpha"] == 0.0
+    assert few["steps"] == preset.option("few_epochs") * -(
+        -preset.train_examples // preset.option("few_batch_size"))
+    derived = results["derived"]["tfkd_transfer"]
+    assert derived["baseline"] == "scratch_few"
+    per_seed = [arms[a]["accuracy"]["per_seed"] for a in ("tfkd_transfer", "scratch_few")]
+    assert derived["paired_difference_vs_scratch"]["mean"] == pytest.approx(
+        per_seed[0][0] - per_seed[1][0])
+    assert few["gain"] == derived["paired_difference_vs_scratch"]
+    # Both started from the seed's weights: a scratch of the same width.
+    assert arms["tfkd_transfer"]["parameters"] == arms["scratch_few"]["parameters"]
+    assert results["derived"]["scratch_few"]["kd_gain_over_scratch"] is None
+    markdown = (output / "results.md").read_text()
+    assert "## Few labels: a transfer set" in markdown and "| Trained on |" in markdown
+    assert f"{labelled} labelled + {unlabelled} unlabelled" in markdown
+
+
 def test_report_and_every_plot_are_written(smoke_run):
     output, results = smoke_run
     markdown = (output / "results.md").read_text()

@@ -63,7 +63,7 @@ def test_import_tfkd_loads_no_optional_dependency():
     code = (
         "import sys, tfkd\n"
         "loaded = [m for m in ('keras_tuner', 'autokeras', "
-        "'tensorflow_datasets') if m in sys.modules]\n"
+        "'tensorflow_datasets', 'ai_edge_litert') if m in sys.modules]\n"
         "print(loaded)\n"
         "tfkd.tuning\n"
         "print('keras_tuner' in sys.modules)\n"
@@ -86,3 +86,23 @@ def test_modules_of_earlier_releases_still_import():
     from tfkd.feature_losses import FitNetHint
 
     assert FitNetHint is tfkd.FitNetHint
+
+
+def test_the_litert_runtime_is_an_extra_loaded_only_to_run_a_file():
+    extras = _setup_cfg()["options.extras_require"]
+    for extra in ("litert", "bench"):
+        names = {_name(r) for r in _requirements(extras[extra])}
+        assert "ai-edge-litert" in names, extra
+    code = (
+        "import sys, tfkd\n"
+        "tfkd.export.to_tflite\n"
+        "print('ai_edge_litert' in sys.modules)\n"
+        "tfkd.export.runtime.interpreter_class()\n"
+        "print('ai_edge_litert' in sys.modules)\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    ).stdout.split()
+    assert output == ["False", "True"]

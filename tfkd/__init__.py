@@ -24,6 +24,7 @@ except ImportError as error:  # pragma: no cover - depends on the install
 from tfkd import cache
 from tfkd import callbacks
 from tfkd import data
+from tfkd import export
 from tfkd import losses
 from tfkd import mixing
 from tfkd import recipes
@@ -102,6 +103,7 @@ __all__ = [
     "checkpointing",
     "data",
     "doctor",
+    "export",
     "losses",
     "mixing",
     "recipes",

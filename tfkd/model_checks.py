@@ -47,6 +47,20 @@ def _last_activation_is_softmax(model):
     return None
 
 
+def softmax_output_layer(model):
+    """The model's last layer if it applies a softmax, else `None`.
+
+    Shared with `tfkd.export`, which warns where `Distiller` refuses.
+
+    Args:
+        model: A `keras.Model`.
+
+    Returns:
+        The last layer (a `keras.layers.Layer`) or `None`.
+    """
+    return _last_activation_is_softmax(model)
+
+
 def check_student_outputs_logits(student):
     """Raises if the student's last layer is a softmax.
 

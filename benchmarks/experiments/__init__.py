@@ -11,4 +11,7 @@ in `benchmarks/results/<name>-<preset>/` as JSON, Markdown and PNG.
 - `teachers`: which `keras.applications` family makes a good teacher?
 - `methods`: feature, attention, relation and decoupled KD.
 - `cache_speed`: what a teacher cache costs and saves, per epoch.
+- `gain`: where does distillation beat scratch (labels, patience, teacher
+  gap, capacity, T)?
+- `deploy`: what each LiteRT format (float32 to int8) costs the students.
 """

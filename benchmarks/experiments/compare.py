@@ -10,6 +10,18 @@ student from scratch with its 95 % t-interval), size, batch-1 latency and
 throughput (all models timed in turn, repeated), epoch times and ratios,
 with plots.
 
+Beside the students on all the labels, a *few-labels* block asks where
+distillation pays (see the `gain` experiment): the teacher keeps all its
+labelled images, but the students get only a few labels (quick: 600 of
+the 6,000). `scratch_few` learns from those 600 alone; `tfkd_transfer`,
+the tfkd recipe, learns from the teacher's soft targets on all 6,000
+images, the 600 labelled and the other 5,400 as an unlabelled transfer
+set (logits from a `tfkd.TeacherCache`, α=0, T and schedule from the gain
+map). Both start from the same weights, take the same number of steps on
+the same batch order (scratch cycles through its 600 for the transfer
+set's other rows) with the same cosine-decayed Adam, and `tfkd_transfer`
+is reported with its paired gain over `scratch_few`.
+
     python -m benchmarks compare --preset quick   # ~25 min on 2 CPU cores
     python -m benchmarks run --dataset fashion_mnist --preset quick  # same
     python -m benchmarks compare --preset smoke   # seconds; what tests run
@@ -44,6 +56,8 @@ LABELS = {
     "keras_distillation": "keras.distillation (default loss)",
     "keras_distillation_kl": "keras.distillation (KLDivergence)",
     "autokeras": "AutoKeras ImageClassifier",
+    "scratch_few": "Student from scratch (few labels)",
+    "tfkd_transfer": "tfkd recipe: transfer set (few labels)",
 }
 STUDENT_ARMS = {
     "scratch": arms_lib.scratch(label=LABELS["scratch"]),
@@ -57,7 +71,19 @@ STUDENT_ARMS = {
         "keras_distillation_kl", LABELS["keras_distillation_kl"],
         loss=keras.losses.KLDivergence()),
 }
-ALL_ARMS = ("teacher", *STUDENT_ARMS, "autokeras")
+#: The few-labels block (`few_label_arms`), trained in `Setup.with_labels`.
+FEW_LABEL_ARMS = ("scratch_few", "tfkd_transfer")
+#: Arms that read a `tfkd.TeacherCache` (their records carry its size).
+CACHED_ARMS = ("tfkd_cached", "tfkd_transfer")
+ALL_ARMS = ("teacher", *STUDENT_ARMS, *FEW_LABEL_ARMS, "autokeras")
+
+#: The few-labels block of `quick`, from the gain map
+#: (benchmarks/results/gain-quick): 10 % labels, 10 epochs of batch 64
+#: over the transfer set, T=2, α=0 (the pool has no labels), cosine decay;
+#: scratch with random 1-pixel shifts (`arms.small_shift`), measured
+#: better for it than none or than flips.
+FEW_LABELS_QUICK = dict(few_labels=600, few_epochs=10, few_batch_size=64,
+                        few_temperature=2.0, few_scratch_augmentation=True)
 
 PRESETS = {
     "smoke": presets_lib.Preset(
@@ -65,21 +91,26 @@ PRESETS = {
         validation_examples=256, batch_size=64, teacher_epochs=1,
         student_epochs=2, teacher_width=8, student_width=4, timing_repeats=1,
         options=dict(autokeras_trials=1, autokeras_epochs=1,
-                     autokeras_seconds=120.0, latency_calls=5, grid_images=8)),
+                     autokeras_seconds=120.0, latency_calls=5, grid_images=8,
+                     few_labels=32, few_epochs=2, few_batch_size=32,
+                     few_temperature=2.0, few_scratch_augmentation=True)),
     "quick": presets_lib.Preset(
         name="quick", train_examples=6_000, test_examples=None,
         validation_examples=1_000, batch_size=128, teacher_epochs=4,
         student_epochs=6, seeds=(0, 1, 2), teacher_width=16,
         teacher_dense_units=512,
         options=dict(autokeras_trials=1, autokeras_epochs=4,
-                     autokeras_seconds=240.0, latency_calls=40, grid_images=32)),
+                     autokeras_seconds=240.0, latency_calls=40, grid_images=32,
+                     **FEW_LABELS_QUICK)),
     "full": presets_lib.Preset(
         name="full", train_examples=None, test_examples=None,
         validation_examples=None, batch_size=128, teacher_epochs=20,
         student_epochs=30, seeds=(0, 1, 2), teacher_width=32,
         options=dict(autokeras_trials=20, autokeras_epochs=20,
                      autokeras_seconds=4 * 3600.0, latency_calls=40,
-                     grid_images=32)),
+                     grid_images=32, few_labels=5_400, few_epochs=20,
+                     few_batch_size=128, few_temperature=2.0,
+                     few_scratch_augmentation=True)),
 }
 
 
@@ -91,7 +122,8 @@ def check_arms(requested):
     if unknown:
         raise ValueError(f"Invalid value for argument `arms`. Expected names from "
                          f"{list(ALL_ARMS)}. Received: unknown {unknown}")
-    wanted = set(requested) | ({"teacher"} if set(requested) & set(STUDENT_ARMS) else set())
+    students = set(STUDENT_ARMS) | set(FEW_LABEL_ARMS)
+    wanted = set(requested) | ({"teacher"} if set(requested) & students else set())
     return tuple(arm for arm in ALL_ARMS if arm in wanted)
 
 
@@ -112,7 +144,7 @@ def _evaluate(setup, run, seed):
     record = protocol.evaluate_accuracy(setup, run, seed)
     if seed == setup.preset.seeds[0]:
         record.update(_first_seed_metrics(setup, run.arm.arm_id, run.student))
-    if run.arm.arm_id == "tfkd_cached" and setup.teacher_cache is not None:
+    if run.arm.arm_id in CACHED_ARMS and setup.teacher_cache is not None:
         cache = setup.teacher_cache
         record["cache"] = {"build_seconds": setup.cache_build_seconds,
                            "bytes": cache.nbytes,
@@ -128,10 +160,78 @@ def teacher_record(setup):
             **_first_seed_metrics(setup, "teacher", teacher)}
 
 
+def few_labels_setup(setup):
+    """The few-labels block's view: `few_labels` labelled, the rest a pool.
+
+    Its own preset: the block's epochs, batch size, T, α=0 and cosine
+    decay (`few_*` options), measured in the gain map.
+    """
+    options = setup.preset.options
+    view = setup.with_labels(options["few_labels"])
+    return view.with_preset(setup.preset.replace(
+        student_epochs=options["few_epochs"], batch_size=options["few_batch_size"],
+        temperature=options["few_temperature"], alpha=0.0,
+        learning_rate_schedule="cosine"))
+
+
+def few_label_arms(preset):
+    """`scratch_few` and `tfkd_transfer` (see the module docstring)."""
+    augmentation = (arms_lib.small_shift
+                    if preset.option("few_scratch_augmentation") else None)
+    return {
+        "scratch_few": arms_lib.scratch("scratch_few", LABELS["scratch_few"],
+                                        augmentation=augmentation),
+        "tfkd_transfer": arms_lib.distilled(
+            "tfkd_transfer", LABELS["tfkd_transfer"], alpha=0.0,
+            soft_targets="cache"),
+    }
+
+
+def few_labels_summary(view, records):
+    """What the few-labels block trained on, and the recipe's paired gain."""
+    data, preset = view.data, view.preset
+    gain = None
+    if all(protocol.is_done(records.get(a)) for a in FEW_LABEL_ARMS):
+        gain = stats.paired_difference(records["tfkd_transfer"]["accuracy_per_seed"],
+                                       records["scratch_few"]["accuracy_per_seed"])
+    return {
+        "teacher_examples": int(len(data.y_teacher)),
+        "labelled": int(len(data.y_train)), "unlabelled": int(len(data.x_pool)),
+        "epochs": preset.student_epochs, "batch_size": preset.batch_size,
+        "steps": protocol.training_steps(view), "temperature": preset.temperature,
+        "alpha": preset.alpha, "learning_rate_schedule": preset.learning_rate_schedule,
+        "scratch_augmentation": bool(preset.option("few_scratch_augmentation")),
+        "baseline": "scratch_few", "recipe": "tfkd_transfer",
+        "gain": gain,
+    }
+
+
 def student_records(setup, arm_ids):
-    """Trains (or loads) the student arms over the seeds; merged records."""
-    per_seed = protocol.run_seeds(setup, [STUDENT_ARMS[a] for a in arm_ids],
-                                  evaluate=_evaluate)
+    """Trains (or loads) the student arms over the seeds; merged records.
+
+    The arms on all the labels run interleaved in `setup`, then the
+    few-labels arms interleaved in `few_labels_setup(setup)`.
+    """
+    main = [a for a in arm_ids if a in STUDENT_ARMS]
+    few = [a for a in arm_ids if a in FEW_LABEL_ARMS]
+    per_seed = protocol.run_seeds(setup, [STUDENT_ARMS[a] for a in main],
+                                  evaluate=_evaluate) if main else {}
+    records = _merge(per_seed, trained_on=f"{len(setup.data.y_train):,} labelled")
+    if few:
+        view = few_labels_setup(setup)
+        arms = few_label_arms(view.preset)
+        per_seed = protocol.run_seeds(view, [arms[a] for a in few], evaluate=_evaluate)
+        unlabelled = f" + {len(view.data.x_pool):,} unlabelled"
+        for arm_id, record in _merge(per_seed, "").items():
+            record["trained_on"] = f"{len(view.data.y_train):,} labelled" + (
+                unlabelled if arm_id == "tfkd_transfer" else "")
+            record["baseline"] = "scratch_few" if arm_id == "tfkd_transfer" else None
+            records[arm_id] = record
+        records["few_labels"] = few_labels_summary(view, records)
+    return records
+
+
+def _merge(per_seed, trained_on):
     records = {}
     for arm_id, seeds in per_seed.items():
         failed = [r for r in seeds if not protocol.is_done(r)]
@@ -146,7 +246,7 @@ def student_records(setup, arm_ids):
             "accuracy_per_seed": summary["accuracy"]["per_seed"],
             "epoch_seconds_raw": [t for r in seeds for t in r["epoch_seconds_raw"][1:]]
             or seeds[0]["epoch_seconds_raw"],
-            "train_seconds": summary["train_seconds"],
+            "train_seconds": summary["train_seconds"], "trained_on": trained_on,
         }
     return records
 
@@ -206,6 +306,7 @@ def speed_records(setup, records):
 def finish_arm(record, speed=None):
     """Turns a stored record into the results.json arm schema."""
     arm = {key: record.get(key) for key in ("label", "role", "status", "error")}
+    arm.update({key: record[key] for key in ("trained_on", "baseline") if key in record})
     if record["status"] != "done":
         return {**arm, **dict.fromkeys(
             ("accuracy", "parameters", "size_bytes", "latency_ms", "throughput_per_s",
@@ -275,9 +376,14 @@ def run(preset="quick", dataset=None, output=None, arms=None, fresh=False,
     preset, data, output = setup.preset, setup.data, setup.store.directory
     started = time.perf_counter()
     records = {"teacher": teacher_record(setup)} if "teacher" in arm_ids else {}
-    records.update(student_records(setup, [a for a in arm_ids if a in STUDENT_ARMS]))
+    if "teacher" in records:
+        records["teacher"]["trained_on"] = f"{len(data.y_teacher):,} labelled"
+    records.update(student_records(
+        setup, [a for a in arm_ids if a in STUDENT_ARMS or a in FEW_LABEL_ARMS]))
+    few_labels = records.pop("few_labels", None)
     if "autokeras" in arm_ids:
-        records["autokeras"] = autokeras_record(setup)
+        records["autokeras"] = {**autokeras_record(setup), "trained_on":
+                                f"{len(data.y_train):,} labelled"}
     speeds = speed_records(setup, records)
     results = {
         **results_lib.skeleton("compare", preset), "dataset": dataset,
@@ -287,6 +393,8 @@ def run(preset="quick", dataset=None, output=None, arms=None, fresh=False,
         "arms": {a: finish_arm(records[a], speeds.get(a)) for a in records},
         "wall_seconds": time.perf_counter() - started,
     }
+    if few_labels is not None:
+        results["few_labels"] = few_labels
     results["derived"] = report.derive(results)
     grid = prediction_grid(data, records, preset.option("grid_images"))
     report.write_report(results, output,

@@ -39,15 +39,39 @@ def write_text_atomically(path, text):
     >>> open(path).read()
     'hello\\n'
     """
+    return write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def write_bytes_atomically(path, data):
+    """Writes `data` (bytes) to `path`, atomically.
+
+    As `write_text_atomically`, for binary files (e.g. a `.tflite` model).
+
+    Args:
+        path: Target path (str or path-like).
+        data: The whole content, a bytes-like object.
+
+    Returns:
+        `path`, as a str.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "blob.bin")
+    >>> write_bytes_atomically(path, b"\\x00\\x01") == path
+    True
+    >>> open(path, "rb").read()
+    b'\\x00\\x01'
+    """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     handle = tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=directory, prefix=".tmp-", delete=False
+        "wb", dir=directory, prefix=".tmp-", delete=False
     )
     try:
         with handle:
-            handle.write(text)
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         # NamedTemporaryFile creates the file private (0600).
