@@ -22,13 +22,15 @@ the same batch order (scratch cycles through its 600 for the transfer
 set's other rows) with the same cosine-decayed Adam, and `tfkd_transfer`
 is reported with its paired gain over `scratch_few`.
 
-    python -m benchmarks compare --preset quick   # ~25 min on 2 CPU cores
+    python -m benchmarks compare --preset quick   # ~15-25 min on 2 CPU cores
     python -m benchmarks run --dataset fashion_mnist --preset quick  # same
     python -m benchmarks compare --preset smoke   # seconds; what tests run
 
 Presets: `smoke` (256 examples, 2 epochs, 1 seed), `quick` (6,000
 examples, teacher 4 epochs, students 6 epochs, 3 seeds, AutoKeras 4
-minutes; about 25 minutes on 2 CPU cores) and `full` (the whole training
+minutes, the few-labels block 10 epochs over 600 + 5,400 images; 14.4
+minutes measured on 2 CPU cores, of which the few-labels block about 3.5)
+and `full` (the whole training
 split, 3 seeds, 20 AutoKeras trials; a GPU). Output:
 `benchmarks/results/<dataset>-<preset>/` with `results.json` (see
 `benchmarks.schema`), `results.md` and PNG plots; a rerun resumes after
