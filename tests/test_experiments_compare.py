@@ -106,3 +106,17 @@ def test_command_line_rejects_unknown_presets_and_arms(tmp_path):
         compare.main(["--preset", "huge"])
     with pytest.raises(ValueError, match="`arms`.*nonsense"):
         compare.run(preset="smoke", output=tmp_path, arms=["nonsense"])
+
+
+def test_committed_quick_results_have_the_few_labels_block():
+    from benchmarks import report
+    from benchmarks import results as results_lib
+
+    path = results_lib.RESULTS_DIR / "fashion_mnist-quick" / "results.json"
+    results = report.load_results(path)
+    assert results["git"]["clean"] is True
+    for arm_id in compare.FEW_LABEL_ARMS:
+        assert len(results["arms"][arm_id]["accuracy"]["per_seed"]) >= 3
+    gain = results["derived"]["tfkd_transfer"]["paired_difference_vs_scratch"]
+    assert results["few_labels"]["gain"] == gain and gain["low"] is not None
+    assert "## Few labels: a transfer set" in report.markdown(results)

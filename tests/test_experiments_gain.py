@@ -118,3 +118,15 @@ def test_plan_shares_the_reference_point():
         assert sum(point == reference for _, point, _ in rows) >= 1, name
     assert len(gain.PRESETS["quick"].seeds) >= 3
     assert gain.labelled_count(0.001, 6000) == 10 and gain.labelled_count(1.0, 6000) == 6000
+
+
+def test_committed_quick_results_render_with_three_seeds():
+    from benchmarks import results as results_lib
+
+    path = results_lib.RESULTS_DIR / "gain-quick" / "results.json"
+    results = json.loads(path.read_text())
+    assert results["git"]["clean"] is True and len(results["config"]["seeds"]) >= 3
+    text = gain.markdown(results)
+    assert "## Labels: labelled share of the pool" in text
+    for axis in results["axes"].values():
+        assert all(row["gain"]["low"] is not None for row in axis["rows"])

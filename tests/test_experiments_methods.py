@@ -39,6 +39,7 @@ def test_arm_terms_read_layers_of_matching_resolution():
 
     class FakeSetup:  # what make_trainer reads
         preset = methods.PRESETS["smoke"]
+        over_pool = False  # all examples labelled (see Setup.with_labels)
 
     for arm_id in methods.ARM_IDS:
         FakeSetup.teacher = models.teacher_cnn((28, 28, 1), 10, width=4)

@@ -35,7 +35,7 @@ reference point (10 % labels, 10 epochs, width 8, T=2, the full teacher):
 The gap and temperature axes change only the distilled arm, so they are
 more arms of the reference point, paired with its scratch student.
 
-    python -m benchmarks gain --preset quick   # ~28 min on 2 CPU cores
+    python -m benchmarks gain --preset quick   # 25-32 min on 2 CPU cores
     python -m benchmarks gain --preset smoke   # seconds; what tests run
 
 Presets: `smoke` (200 images, 2 seeds, tiny models: the tests), `quick`
@@ -81,9 +81,9 @@ PRESETS = {
         options=dict(fraction=0.1, fractions=(0.1, 1.0), epochs=(1, 2),
                      teacher_epochs_axis=(0, 1), widths=(2, 4),
                      temperatures=(2.0, 4.0), scratch_augmentation=True)),
-    # Measured on 2 shared CPU cores: one arm-epoch over 6,000 images took
-    # 2.7 s at width 8 (batch 64, with its evaluation), so ~1.8 s over
-    # 4,000; this preset is ~760 width-8 arm-epochs: ~25 minutes.
+    # ~760 width-8 arm-epochs over 4,000 images, ~2 s each on 2 CPU cores:
+    # ~25 minutes alone; 32 min measured with other jobs on the machine
+    # (load average 3 to 5.6 on its 2 cores).
     "quick": presets_lib.Preset(
         name="quick", train_examples=4_000, test_examples=None, batch_size=64,
         teacher_width=16, teacher_dense_units=512, teacher_epochs=6,
