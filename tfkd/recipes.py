@@ -1,7 +1,6 @@
 """Two distillation recipes as explicit, documented `Distiller` arguments.
 
-One obvious way in for students that should beat training from scratch
-(GitHub issue 13):
+One obvious way in for students that should beat training from scratch:
 
 * `few_labels`: a few labelled examples plus a larger unlabelled transfer
   set (labels -1, or batches of inputs only). The hard loss is the mean

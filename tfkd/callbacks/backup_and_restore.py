@@ -69,11 +69,9 @@ class MidEpochBackupAndRestore(keras.callbacks.BackupAndRestore):
     Example:
 
     >>> import numpy as np, keras, tfkd, tempfile
-    >>> x = np.random.rand(64, 8).astype("float32")
-    >>> y = np.random.randint(0, 3, size=64)
-    >>> teacher = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
-    >>> student = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
-    >>> distiller = tfkd.Distiller(teacher=teacher, student=student)
+    >>> x, y = np.random.rand(64, 8).astype("float32"), np.arange(64) % 3
+    >>> def dense(): return keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+    >>> distiller = tfkd.Distiller(teacher=dense(), student=dense())
     >>> distiller.compile(optimizer="adam")
     >>> backup = tfkd.callbacks.MidEpochBackupAndRestore(
     ...     tempfile.mkdtemp(), save_freq=2)

@@ -61,11 +61,9 @@ class StudentCheckpoint(keras.callbacks.Callback):
     Example:
 
     >>> import numpy as np, keras, tfkd, os, tempfile
-    >>> x = np.random.rand(32, 8).astype("float32")
-    >>> y = np.random.randint(0, 3, size=32)
-    >>> teacher = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
-    >>> student = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
-    >>> distiller = tfkd.Distiller(teacher=teacher, student=student)
+    >>> x, y = np.random.rand(32, 8).astype("float32"), np.arange(32) % 3
+    >>> def dense(): return keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+    >>> distiller = tfkd.Distiller(teacher=dense(), student=dense())
     >>> distiller.compile(optimizer="adam")
     >>> path = os.path.join(tempfile.mkdtemp(), "student.keras")
     >>> checkpoint = tfkd.callbacks.StudentCheckpoint(path)

@@ -135,10 +135,9 @@ class DecoupledKD(base.DistillationTerm):
     Example:
 
     >>> import numpy as np, keras, tfkd
-    >>> x = np.random.rand(32, 8).astype("float32")
-    >>> y = np.random.randint(0, 3, size=32)
-    >>> teacher = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
-    >>> student = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+    >>> x, y = np.random.rand(32, 8).astype("float32"), np.arange(32) % 3
+    >>> def dense(): return keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+    >>> teacher, student = dense(), dense()
     >>> distiller = tfkd.Distiller(
     ...     teacher=teacher, student=student, alpha=1.0,
     ...     extra_losses=[tfkd.DecoupledKD(target_weight=1.0,
