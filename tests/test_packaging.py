@@ -30,6 +30,15 @@ def _name(requirement):
     return requirement.lower()
 
 
+def _printed_words(code):
+    """What `code` prints in a fresh interpreter, split into words."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    ).stdout.split()
+
+
 def test_base_requirements_need_no_optional_packages():
     names = {
         _name(r)
@@ -68,11 +77,7 @@ def test_import_tfkd_loads_no_optional_dependency():
         "tfkd.tuning\n"
         "print('keras_tuner' in sys.modules)\n"
     )
-    output = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True, text=True, check=True, cwd=ROOT,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-    ).stdout.split()
+    output = _printed_words(code)
     assert output == ["[]", "True"]
 
 
@@ -100,9 +105,5 @@ def test_the_litert_runtime_is_an_extra_loaded_only_to_run_a_file():
         "tfkd.export.runtime.interpreter_class()\n"
         "print('ai_edge_litert' in sys.modules)\n"
     )
-    output = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True, text=True, check=True, cwd=ROOT,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-    ).stdout.split()
+    output = _printed_words(code)
     assert output == ["False", "True"]
