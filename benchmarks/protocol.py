@@ -340,6 +340,7 @@ def start(experiment, presets, preset, *, seeds=None, dataset=None, output=None,
     dataset = dataset or preset.dataset
     output = output or results_lib.default_output(experiment, preset.name, [dataset])
     store = store_lib.ResultStore(output, fresh=fresh)
+    results_lib.git_provenance()  # the code this run starts from
     log(f"{experiment}: {dataset}, preset {preset.name}, output {output}")
     return Setup(preset, load_data(preset, dataset), store, log, validate, verbose)
 

@@ -7,6 +7,7 @@ it and whether the working tree had uncommitted changes.
 """
 
 import datetime
+import functools
 import json
 import pathlib
 import subprocess
@@ -39,7 +40,15 @@ def git_provenance(directory=None):
 
     `commit` is `git rev-parse HEAD` and `clean` whether `git status
     --porcelain` printed nothing; both `None` outside a git checkout.
+    Read once per process, at the first call (`protocol.start` makes it at
+    the start of a run): a commit made while a long run trains must not be
+    recorded as the code that produced its results.
     """
+    return dict(_git_provenance_at_first_call(directory))
+
+
+@functools.lru_cache(maxsize=None)
+def _git_provenance_at_first_call(directory):
     directory = directory or pathlib.Path(__file__).resolve().parent
 
     def git(*arguments):

@@ -197,3 +197,23 @@ def test_augmented_scratch_trains_the_student_behind_the_augmentation(setup):
     assert run.trainer.layers[1] is run.student
     before = protocol.initial_weights(setup, 1)
     assert any((a != b.numpy()).any() for a, b in zip(before, run.student.weights))
+
+
+def test_git_provenance_is_the_state_when_the_run_started(tmp_path):
+    import subprocess
+
+    from benchmarks import results as results_lib
+
+    def git(*arguments):
+        subprocess.run(["git", *arguments], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+        "--allow-empty", "-m", "first")
+    started = results_lib.git_provenance(str(tmp_path))
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+        "--allow-empty", "-m", "made while the run trained")
+    (tmp_path / "edited.py").write_text("x = 1\n")
+    assert started["clean"] is True and len(started["commit"]) == 40
+    assert results_lib.git_provenance(str(tmp_path)) == started
