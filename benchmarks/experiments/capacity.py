@@ -54,7 +54,7 @@ PRESETS = {
     "quick": presets_lib.Preset(
         name="quick", train_examples=4_000, test_examples=None, batch_size=128,
         teacher_width=32, teacher_epochs=4, student_epochs=8,
-        options=dict(widths=WIDTHS)),
+        seeds=(0, 1, 2), options=dict(widths=WIDTHS)),
     "full": presets_lib.Preset(
         name="full", train_examples=None, test_examples=None, batch_size=128,
         teacher_width=32, teacher_epochs=20, student_epochs=30,

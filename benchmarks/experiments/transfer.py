@@ -91,7 +91,7 @@ PRESETS = {
                          tuning_seconds=300.0)),
     "quick": _preset("quick", 1_000, 4_000, test_examples=None, batch_size=128,
                      teacher_width=16, teacher_epochs=4, student_epochs=6,
-                     seeds=(0, 1), options=dict(trials=8, tuning_seconds=240.0)),
+                     seeds=(0, 1, 2), options=dict(trials=8, tuning_seconds=240.0)),
     "full": _preset("full", 6_000, None, test_examples=None, batch_size=128,
                     teacher_width=32, teacher_epochs=20, student_epochs=20,
                     seeds=(0, 1, 2), options=dict(trials=30,
