@@ -8,9 +8,9 @@ differs:
   augmented images (`small_shift`).
 - `distilled(...)`: `tfkd.Distiller` (logit KD of Hinton et al., 2015,
   plus any extra loss terms), with the teacher run online, or its logits
-  precomputed in memory, or read from a `tfkd.TeacherCache`. With
-  precomputed logits in a few-labels setup (`Setup.with_labels`) it
-  reads the whole transfer set: labelled rows and unlabelled pool rows.
+  precomputed in memory, or read from a `tfkd.TeacherCache`. In a
+  few-labels setup (`Setup.with_labels`) it reads the whole transfer set:
+  the labelled rows, and the unlabelled pool's rows labelled -1.
 - `keras_distillation(...)`: `keras.distillation.Distiller` with
   `LogitsDistillation(temperature=T)`, as users call it. With its default
   `loss="kl_divergence"` (still in Keras 3.15.1) the string resolves to a
@@ -72,14 +72,31 @@ def scratch(arm_id="scratch", label="Student from scratch", augmentation=None):
     return protocol.Arm(arm_id, label, make_trainer)
 
 
+def transfer_labels(setup):
+    """Labels of the epoch's rows: the labelled examples', then -1 per pool row.
+
+    -1 is tfkd's "unlabelled" label: the `Distiller` leaves such rows out
+    of the hard term and the metrics, and distils them like any other.
+    """
+    _, y = setup.labelled()
+    pool = setup.epoch_size() - len(setup.data.y_train)
+    return tf.concat([y, tf.fill((pool,), tf.constant(-1, y.dtype))], axis=0)
+
+
+def transfer_batches(setup, order):
+    """`epoch_data` of an arm with the teacher online: `(x, y)` batches of
+    every row of the epoch (`Setup.epoch_size`), the unlabelled pool's rows
+    labelled -1 in a few-labels setup (`Setup.with_labels`)."""
+    return protocol.gather_batches(order, setup.preset.batch_size,
+                                   (setup.epoch_inputs(), transfer_labels(setup)))
+
+
 def soft_target_batches(source):
     """`epoch_data` of an arm fed precomputed teacher logits.
 
     It reads every row of the epoch (`Setup.epoch_size`): the labelled
-    examples and, in a few-labels setup, the unlabelled pool. A pool row
-    carries the teacher's argmax as its label, a placeholder that must
-    have no weight (`alpha=0`, which `distilled` enforces); `tfkd` has no
-    "unlabelled" label yet.
+    examples and, in a few-labels setup, the unlabelled pool, whose rows
+    carry the label -1 (`transfer_labels`).
 
     Args:
         source: `"memory"` (`Setup.teacher_logits`), `"cache"`
@@ -98,13 +115,10 @@ def soft_target_batches(source):
             logits = setup.teacher_logits()
         else:
             logits = setup.cached_teacher_logits()
-        _, y = setup.labelled()
-        placeholders = tf.cast(tf.argmax(logits[len(setup.data.y_train):], axis=-1),
-                               y.dtype)  # (pool,)
-        labels = tf.concat([y, placeholders], axis=0)  # (rows,)
         return protocol.gather_batches(
             order, setup.preset.batch_size,
-            (setup.epoch_inputs(), tfkd.attach_teacher_logits(labels, logits)))
+            (setup.epoch_inputs(),
+             tfkd.attach_teacher_logits(transfer_labels(setup), logits)))
     return epoch_data
 
 
@@ -125,27 +139,14 @@ def distilled(arm_id, label, *, temperature=None, alpha=None, extra_losses=None,
             Defaults to `None`.
 
     Returns:
-        A `protocol.Arm`. In a few-labels setup (`Setup.with_labels`), its
-        trainer refuses to be made (`ValueError`, recorded as the arm's
-        failure) when it would misuse the unlabelled pool: an online
-        teacher (it would read only the labelled rows), or `alpha > 0`
-        (the pool rows' placeholder labels would be learned).
+        A `protocol.Arm` that reads every row of the epoch: in a
+        few-labels setup (`Setup.with_labels`) the pool's rows come
+        labelled -1, so the hard term (α) reads the labelled rows only and
+        every row is distilled, online or from precomputed logits alike.
     """
     def make_trainer(setup, student):
         preset = setup.preset
         weight = preset.alpha if alpha is None else alpha
-        if setup.over_pool and soft_targets is None:
-            raise ValueError(
-                f"Invalid value for argument `soft_targets` of arm {arm_id!r}. "
-                "Expected 'memory', 'cache' or a function in a few-labels "
-                "setup, whose unlabelled pool only precomputed teacher logits "
-                "reach. Received: soft_targets=None")
-        if setup.over_pool and len(setup.data.x_pool) and weight > 0:
-            raise ValueError(
-                f"Invalid value for argument `alpha` of arm {arm_id!r}. Expected "
-                "0.0 with an unlabelled pool: its rows carry placeholder labels "
-                "(tfkd has no 'unlabelled' label yet). Received: "
-                f"alpha={weight}")
         distiller = tfkd.Distiller(
             teacher=None if soft_targets else setup.teacher,
             student=student,
@@ -159,7 +160,7 @@ def distilled(arm_id, label, *, temperature=None, alpha=None, extra_losses=None,
         return distiller
 
     if soft_targets is None:
-        return protocol.Arm(arm_id, label, make_trainer)
+        return protocol.Arm(arm_id, label, make_trainer, transfer_batches)
     return protocol.Arm(arm_id, label, make_trainer, soft_target_batches(soft_targets))
 
 

@@ -161,16 +161,28 @@ def test_few_label_arms_read_the_same_rows_and_take_the_same_steps(setup):
     np.testing.assert_allclose(logits, view.teacher_logits().numpy()[order])
 
 
-def test_few_label_arms_refuse_to_misuse_the_pool(setup):
+def test_few_label_arms_read_the_pool_unlabelled_online_or_cached(setup):
     from benchmarks import arms
 
     view = setup.with_labels(20)
-    runs, failures = protocol.prepare_arms(view, [
-        arms.distilled("online", "online", alpha=0.0),
-        arms.distilled("alpha", "alpha", alpha=0.1, soft_targets="memory"),
-        arms.distilled("ok", "ok", alpha=0.0, soft_targets="memory")], seed=0)
-    assert [run.arm.arm_id for run in runs] == ["ok"]
-    assert "`soft_targets`" in failures["online"] and "`alpha`" in failures["alpha"]
+    order = protocol.epoch_order(5, 0, view.epoch_size())
+    online = list(arms.distilled("online", "online").epoch_data(view, order))
+    cached = list(arms.distilled("kd", "KD", soft_targets="memory").epoch_data(view, order))
+    x_online = np.concatenate([x.numpy() for x, _ in online])
+    np.testing.assert_array_equal(x_online, np.concatenate([x.numpy() for x, _ in cached]))
+    y_online = np.concatenate([y.numpy() for _, y in online])
+    y_cached = np.concatenate([y["labels"].numpy() for _, y in cached])
+    np.testing.assert_array_equal(y_online, y_cached)
+    # The pool's rows are unlabelled (-1), the labelled rows keep their labels.
+    labelled = order < 20
+    np.testing.assert_array_equal(y_online[~labelled], -1)
+    np.testing.assert_array_equal(y_online[labelled], view.data.y_train[order[labelled]])
+    # With α > 0 and the teacher online, both arms train on the transfer set.
+    runs, failures = protocol.train_arms(view.with_preset(TINY.replace(student_epochs=1)), [
+        arms.distilled("online", "online", alpha=0.5),
+        arms.distilled("cached", "cached", alpha=0.5, soft_targets="memory")], seed=0)
+    assert not failures
+    assert all(np.isfinite(run.history["loss"]).all() for run in runs)
 
 
 def test_cosine_schedule_decays_over_the_arm_steps(setup):

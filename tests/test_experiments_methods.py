@@ -16,12 +16,15 @@ def test_main_writes_json_and_markdown(tmp_path):
                          "--output", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert list(results["arms"]) == ["scratch", "fitnets"]
-    assert results["data"]["train"] == methods.PRESETS["smoke"].train_examples
+    # The few-labels regime: `labels` labelled, the other images a pool.
+    smoke = methods.PRESETS["smoke"]
+    assert results["data"]["train"] == smoke.option("labels")
+    assert results["data"]["pool"] == smoke.train_examples - smoke.option("labels")
     scratch, fitnets = results["arms"]["scratch"], results["arms"]["fitnets"]
     assert scratch["epoch_time_vs_scratch"] == 1.0
     assert fitnets["epoch_time_vs_scratch"] > 0
     # Each seed's first (tracing) epoch is not timed.
-    assert fitnets["epoch_time"]["repeats"] == methods.PRESETS["smoke"].student_epochs - 1
+    assert fitnets["epoch_time"]["repeats"] == len(smoke.seeds) * (smoke.student_epochs - 1)
     assert "fitnet_loss" in fitnets["history"]
     assert 0.0 <= fitnets["accuracy"]["mean"] <= 1.0
     assert fitnets["parameters"] == scratch["parameters"]

@@ -1,12 +1,17 @@
 """Experiment `methods`: feature, attention, relation and decoupled KD.
 
-With the reference CNN teacher and student (`benchmarks.models`), the
-teacher trained on a larger class-balanced subset containing the
-students' (a teacher usually saw more data than the student gets; Hinton
-et al., 2015, section 3), it trains these student arms from one start, on
-the same batches, interleaved (`benchmarks.protocol`):
+Where distillation pays: the gain map (`benchmarks.experiments.gain`)
+measured distilled students ahead of scratch when few of the images are
+labelled, and level with it with every label. So, with the reference CNN
+teacher and student (`benchmarks.models`), the teacher trained on every
+training image, the students get a few of the labels (`labels`) and the
+rest of the images unlabelled (`protocol.Setup.with_labels`; pool rows
+carry the label -1, which the `Distiller` leaves out of the hard term).
+It trains these student arms from one start, on the same batches,
+interleaved (`benchmarks.protocol`):
 
-- `scratch`: `student.fit` on the labels.
+- `scratch`: `student.fit` on the labels, as many steps as the others
+  (cycling through the labelled images), with 1-pixel random shifts.
 - `logit_kd`: `tfkd.Distiller` (T, α as in the preset), Hinton et al. 2015.
 - `fitnets`: logit KD + `FitNetHint` (Romero et al., 2015), weight 100:
   the student's second conv block regresses the teacher's third (both
@@ -26,7 +31,7 @@ median divided by scratch's: the feature arms read intermediate layers
 from one forward pass per model, so the ratio to `logit_kd` is the price
 of the extra loss terms alone.
 
-    python -m benchmarks methods --preset quick   # ~6 min on 2 CPU cores
+    python -m benchmarks methods --preset quick   # ~30 min on 2 CPU cores
     python -m benchmarks methods --preset smoke   # seconds; what tests run
 
 Output: `benchmarks/results/methods-<preset>/` with `results.json` and
@@ -56,17 +61,29 @@ LABELS = {
 }
 ARM_IDS = tuple(LABELS)
 
+#: Options: `labels`, the students' labelled examples (class-balanced,
+#: among `train_examples`; the rest is an unlabelled pool every distilled
+#: arm reads, labelled -1). The quick preset is the gain map's reference
+#: point (`benchmarks.experiments.gain`), where distillation measured +3.0
+#: points [+1.5, +4.4] over scratch: 10 % of 4,000 labels, the width-16
+#: teacher on all 4,000, width-8 students for 10 epochs, T = 2, α = 0,
+#: cosine decay. ~11 arms x 10 epochs x 3 seeds of 63 steps.
 PRESETS = {
     "smoke": presets_lib.Preset(
-        name="smoke", train_examples=256, teacher_examples=256, test_examples=256,
+        name="smoke", train_examples=256, test_examples=256,
         batch_size=64, teacher_epochs=1, student_epochs=2, teacher_width=4,
-        student_width=2, validation_fraction=0.01),
+        student_width=2, validation_fraction=0.01, seeds=(0, 1),
+        temperature=2.0, alpha=0.0, options=dict(labels=64)),
     "quick": presets_lib.Preset(
-        name="quick", train_examples=4_000, teacher_examples=8_000,
-        test_examples=2_000, batch_size=128, teacher_epochs=2, student_epochs=5),
+        name="quick", train_examples=4_000, test_examples=None, batch_size=64,
+        teacher_width=16, teacher_dense_units=512, teacher_epochs=6,
+        student_epochs=10, student_width=8, seeds=(0, 1, 2), temperature=2.0,
+        alpha=0.0, learning_rate_schedule="cosine", options=dict(labels=400)),
     "full": presets_lib.Preset(
         name="full", train_examples=None, test_examples=None, batch_size=128,
-        teacher_epochs=15, student_epochs=20, teacher_width=32, seeds=(0, 1, 2)),
+        teacher_width=32, teacher_epochs=20, student_epochs=20, seeds=(0, 1, 2),
+        temperature=2.0, alpha=0.0, learning_rate_schedule="cosine",
+        options=dict(labels=5_400)),
 }
 
 
@@ -103,7 +120,8 @@ def extra_losses(arm_id, teacher, student):
 def make_arm(arm_id):
     """The `protocol.Arm` of `arm_id`."""
     if arm_id == "scratch":
-        return arms_lib.scratch(label=LABELS[arm_id])
+        # As the gain map's scratch: every step on the labels, 1-pixel shifts.
+        return arms_lib.scratch(label=LABELS[arm_id], augmentation=arms_lib.small_shift)
     return arms_lib.distilled(
         arm_id, LABELS[arm_id],
         # DKD replaces the KL term: CE + DKD, as in the paper.
@@ -164,6 +182,7 @@ def run(preset="quick", dataset=None, arms=None, output=None, fresh=False,
                            output=output, fresh=fresh, log=log, verbose=verbose)
     preset, output = setup.preset, setup.store.directory
     _, teacher = protocol.train_teacher(setup)
+    setup = setup.with_labels(preset.option("labels"))
     records = protocol.run_seeds(setup, [make_arm(a) for a in arm_ids])
     scratch = protocol.summarize(records["scratch"])["epoch_seconds"]["median"]
     results = results_lib.skeleton("methods", preset)
@@ -184,8 +203,10 @@ def markdown(results):
 
     config, data = results["config"], results["data"]
     lines = results_lib.header("distillation methods", results) + [
-        f"{results['dataset']}, {data['train']} training images "
-        f"({data['teacher']} for the teacher), {data['test']} test images, "
+        f"{results['dataset']}: the students get {data['train']} labelled "
+        f"training images and {data['pool']} unlabelled ones, which only the "
+        f"distilled arms read (label -1); the teacher was trained on "
+        f"{data['teacher']} labelled images; {data['test']} test images; "
         f"{config['student_epochs']} epochs, seeds {config['seeds']}; teacher "
         f"accuracy {results['teacher']['accuracy']:.4f} "
         f"({results['teacher']['parameters']:,} parameters).", "",
