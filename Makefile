@@ -57,7 +57,7 @@ benchmark: env-bench data
 # benchmark environment (hours on 2 CPU cores; each resumes if stopped).
 # Each results.json records the commit it came from and whether the tree
 # was clean.
-EXPERIMENTS ?= compare gain transfer capacity methods cache_speed teachers
+EXPERIMENTS ?= compare gain transfer capacity methods cache_speed teachers deploy
 results: env-bench data
 	for experiment in $(EXPERIMENTS); do \
 		$(BENCH)/bin/python -m benchmarks $$experiment --preset quick || exit 1; \
