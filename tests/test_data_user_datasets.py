@@ -164,6 +164,7 @@ def _stream(shape=(8, 8, 1), label_dtype=tf.int64):
         ({"num_classes": 1}, ValueError, "`num_classes`.*>= 2"),
         ({"dataset": np.zeros((4, 8, 8, 1))}, TypeError, "`dataset`.*tf.data.Dataset"),
         ({"dataset": _stream().batch(2)}, ValueError, "`dataset`.*unbatched"),
+        ({"dataset": _stream(shape=(2, 8, 8, 1))}, ValueError, "`dataset`.*unbatched"),
         ({"dataset": _stream(label_dtype=tf.float32)}, ValueError, "`dataset`.*integer"),
         ({"dataset": tf.data.Dataset.range(3)}, ValueError, "`dataset`.*pairs"),
         ({"test": [1, 2]}, TypeError, "`test`"),
