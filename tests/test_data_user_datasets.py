@@ -167,6 +167,7 @@ def _stream(shape=(8, 8, 1), label_dtype=tf.int64):
         ({"dataset": _stream(shape=(2, 8, 8, 1))}, ValueError, "`dataset`.*unbatched"),
         ({"dataset": _stream(label_dtype=tf.float32)}, ValueError, "`dataset`.*integer"),
         ({"dataset": tf.data.Dataset.range(3)}, ValueError, "`dataset`.*pairs"),
+        ({"dataset": _stream().repeat()}, ValueError, "`validation_data`.*forever"),
         ({"test": [1, 2]}, TypeError, "`test`"),
         ({"validation_data": _stream().batch(2)}, ValueError, "`validation_data`"),
         ({"class_names": ["a"]}, ValueError, "`class_names`"),

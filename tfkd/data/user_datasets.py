@@ -112,8 +112,9 @@ def from_dataset(
         `dataset.cardinality()` knows them, `None` otherwise.
 
     Raises:
-        ValueError: for an invalid argument, e.g. `num_classes` missing
-            or a dataset that does not yield `(image, label)` pairs.
+        ValueError: for an invalid argument, e.g. `num_classes` missing,
+            a dataset that does not yield `(image, label)` pairs, or an
+            endless (`.repeat()`ed) dataset without `validation_data`.
         TypeError: for an argument of the wrong type.
 
     Example:
@@ -176,6 +177,14 @@ def from_dataset(
     input_shape = (int(height), int(width), int(channels or shape[2]))
 
     size = _known_size(dataset)
+    endless = int(dataset.cardinality()) == tf.data.INFINITE_CARDINALITY
+    if validation_data is None and endless:
+        raise validation.invalid_value(
+            "validation_data",
+            "a validation dataset: `dataset` repeats forever, so a share "
+            "held out of it would never end",
+            validation_data,
+        )
     if validation_data is None:
         train, validation_data = pipelines.hold_out(
             dataset, validation_fraction, seed
