@@ -3,9 +3,11 @@
 `load("fashion_mnist")` works offline: it reads the IDX files from Keras's
 dataset cache (`~/.keras/datasets/fashion-mnist/`) or from
 `/usr/share/datasets/fashion-mnist/` (Debian: `apt-get install
-dataset-fashion-mnist`), and only then tries Keras's download. Any other
-name goes through `tensorflow-datasets` (`tfds.load`), which downloads and
-prepares the data once.
+dataset-fashion-mnist`), and only then tries Keras's download; its 60,000
+small images are held in memory. Any other name is streamed from
+`tensorflow-datasets` (`tfkd.data.tfds_datasets`): tfds downloads and
+prepares the data once, then reads it shard by shard, never all at once.
+A `tf.data.Dataset` of your own goes through `tfkd.data.from_dataset`.
 
 Images come out as float32 in [0, 1], shape `(height, width, channels)`;
 labels as int32 class ids. Every model in tfkd expects this convention.
@@ -17,8 +19,9 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfkd.utils import validation
 from tfkd.data import idx
+from tfkd.data import pipelines
+from tfkd.utils import validation
 
 FASHION_MNIST_CLASS_NAMES = (
     "T-shirt/top",
@@ -127,11 +130,13 @@ class ImageDataset:
         train: `tf.data.Dataset` of `(images, labels)` batches, shuffled
             each epoch.
         validation: Same, not shuffled.
-        test: Same, not shuffled.
+        test: Same, not shuffled; `None` when `from_dataset` got no test
+            set.
         num_classes: Number of classes.
         input_shape: `(height, width, channels)` of one image.
         class_names: Names of the classes.
-        num_examples: Dict of examples per split.
+        num_examples: Dict of examples per split (`None` for a split of a
+            user dataset whose size `tf.data` does not know).
     """
 
     train: tf.data.Dataset
@@ -173,43 +178,6 @@ def balanced_subset(labels, count, seed=0):
     return np.sort(np.asarray(chosen, dtype=np.int64))
 
 
-def preprocess(images, labels, image_size=None, channels=None):
-    """uint8 images -> float32 in [0, 1], resized and channel-converted.
-
-    Args:
-        images: Tensor `(batch, h, w, c)` (or one image `(h, w, c)`).
-        labels: Class ids.
-        image_size: Optional `(height, width)` to resize to.
-        channels: Optional 1 or 3 to convert to.
-
-    Returns:
-        `(images, labels)` with float32 images and int32 labels.
-    """
-    images = tf.cast(images, tf.float32) / 255.0
-    if channels is not None and images.shape[-1] != channels:
-        if channels == 3:
-            images = tf.image.grayscale_to_rgb(images)
-        else:
-            images = tf.image.rgb_to_grayscale(images)
-    if image_size is not None:
-        images = tf.image.resize(images, image_size)
-    return images, tf.cast(labels, tf.int32)
-
-
-def _pipeline(dataset, batch_size, shuffle, seed, image_size, channels, size):
-    if shuffle:
-        dataset = dataset.shuffle(
-            min(size, 10_000), seed=seed, reshuffle_each_iteration=True
-        )
-    dataset = dataset.batch(batch_size)
-    # Preprocessing whole batches is several times faster than per image.
-    dataset = dataset.map(
-        lambda x, y: preprocess(x, y, image_size, channels),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
-    return dataset.prefetch(tf.data.AUTOTUNE)
-
-
 def _split_arrays(x, y, validation_fraction, train_examples, seed):
     order = np.random.default_rng(seed).permutation(len(x))
     n_validation = int(round(len(x) * validation_fraction))
@@ -218,6 +186,46 @@ def _split_arrays(x, y, validation_fraction, train_examples, seed):
     if train_examples is not None and train_examples < len(train_idx):
         train_idx = train_idx[balanced_subset(y[train_idx], train_examples, seed)]
     return (x[train_idx], y[train_idx]), (x[validation_idx], y[validation_idx])
+
+
+def check_loading_arguments(
+    *, batch_size, image_size, channels, validation_fraction, train_examples,
+    shuffle_buffer,
+):
+    """Checks the pipeline arguments `load` and `from_dataset` share.
+
+    Returns:
+        `image_size` as a tuple of two ints, or `None`.
+
+    Raises:
+        ValueError, TypeError: naming the first invalid argument.
+    """
+    validation.check_positive_int("batch_size", batch_size)
+    validation.check_positive_int("shuffle_buffer", shuffle_buffer)
+    if (
+        isinstance(validation_fraction, bool)
+        or not isinstance(validation_fraction, (int, float))
+        or not 0.0 <= validation_fraction < 1.0
+    ):
+        raise validation.invalid_value(
+            "validation_fraction", "a float in [0, 1)", validation_fraction
+        )
+    if train_examples is not None:
+        validation.check_positive_int("train_examples", train_examples)
+    if channels not in (None, 1, 3):
+        raise validation.invalid_value("channels", "None, 1 or 3", channels)
+    if image_size is not None:
+        try:
+            image_size = tuple(int(v) for v in image_size)
+        except (TypeError, ValueError):
+            raise validation.invalid_type(
+                "image_size", "(height, width) of positive ints", image_size
+            ) from None
+        if len(image_size) != 2 or min(image_size) <= 0:
+            raise validation.invalid_value(
+                "image_size", "(height, width) of positive ints", image_size
+            )
+    return image_size
 
 
 def load(
@@ -231,15 +239,27 @@ def load(
     seed=0,
     data_dir=None,
     download=True,
+    shuffle_buffer=pipelines.DEFAULT_SHUFFLE_BUFFER,
 ):
     """Loads an image-classification dataset as train/validation/test pipelines.
+
+    `"fashion_mnist"` is read into memory from its IDX files (offline, see
+    the module docstring). Any other name is a `tensorflow-datasets`
+    dataset, streamed: tfds reads, shards and decodes it as training
+    consumes it, and building the pipelines reads only its metadata (see
+    `tfkd.data.tfds_datasets.load_tfds`, which also says how the
+    validation set and the subset are carved). Every pipeline scales,
+    resizes and converts images with TensorFlow ops, batched and
+    prefetched. For a `tf.data.Dataset` of your own, use
+    `tfkd.data.from_dataset`.
 
     Args:
         name: `"fashion_mnist"` (offline, see the module docstring) or any
             `tensorflow-datasets` image-classification name (`"mnist"`,
             `"cifar10"`, ...). Defaults to `"fashion_mnist"`.
         batch_size: Examples per batch. Defaults to `128`.
-        image_size: Optional `(height, width)` to resize every image to.
+        image_size: Optional `(height, width)` to resize every image to;
+            required for tfds datasets whose images vary in size.
             Defaults to `None` (keep the native size).
         channels: Optional 1 or 3: convert grayscale to RGB or back.
             Defaults to `None` (keep).
@@ -248,19 +268,23 @@ def load(
         train_examples: Optional number of training examples to keep
             (class-balanced, after the validation split), for low-data
             experiments. Defaults to `None` (all).
-        seed: Seed of the split, the subset and the shuffling. Defaults
-            to `0`.
+        seed: Seed of the split, the subset and the shuffling (for tfds
+            names: of the shuffling only). Defaults to `0`.
         data_dir: For tfds names: where tfds keeps its data. For
             `"fashion_mnist"`: a directory of the four IDX files searched
             first. Defaults to `None`.
         download: Whether a missing dataset may be downloaded. Defaults to
             `True`.
+        shuffle_buffer: Examples the training pipeline shuffles among
+            (held in memory). Defaults to `10_000`.
 
     Returns:
         An `ImageDataset`.
 
     Raises:
         ValueError: for an invalid argument.
+        TypeError: for a `name` that is not a string (a
+            `tf.data.Dataset` goes to `tfkd.data.from_dataset`).
         FileNotFoundError: when Fashion-MNIST is absent and cannot be
             downloaded (the message says how to get it).
 
@@ -270,33 +294,35 @@ def load(
     >>> data.input_shape, data.num_classes  # doctest: +SKIP
     ((28, 28, 1), 10)
     """
-    batch_size = validation.check_positive_int("batch_size", batch_size)
-    if not 0.0 <= validation_fraction < 1.0:
-        raise validation.invalid_value(
-            "validation_fraction", "a float in [0, 1)", validation_fraction
-        )
-    if train_examples is not None:
-        validation.check_positive_int("train_examples", train_examples)
-    if channels not in (None, 1, 3):
-        raise validation.invalid_value("channels", "None, 1 or 3", channels)
-    if image_size is not None:
-        image_size = tuple(int(v) for v in image_size)
-        if len(image_size) != 2 or min(image_size) <= 0:
-            raise validation.invalid_value(
-                "image_size", "(height, width) of positive ints", image_size
+    if not isinstance(name, str):
+        expected = "a dataset name (str)"
+        if isinstance(name, tf.data.Dataset):
+            expected += (
+                "; for a `tf.data.Dataset`, call "
+                "`tfkd.data.from_dataset(dataset, num_classes=...)`"
             )
-    if name == "fashion_mnist":
-        directories = fashion_mnist_directories()
-        if data_dir is not None:
-            directories.insert(0, os.fspath(data_dir))
-        (x_train, y_train), (x_test, y_test) = load_fashion_mnist_arrays(
-            directories, download=download
+        raise validation.invalid_type("name", expected, name)
+    image_size = check_loading_arguments(
+        batch_size=batch_size, image_size=image_size, channels=channels,
+        validation_fraction=validation_fraction,
+        train_examples=train_examples, shuffle_buffer=shuffle_buffer,
+    )
+    if name != "fashion_mnist":
+        from tfkd.data import tfds_datasets
+
+        return tfds_datasets.load_tfds(
+            name, batch_size=batch_size, image_size=image_size,
+            channels=channels, validation_fraction=validation_fraction,
+            train_examples=train_examples, seed=seed,
+            shuffle_buffer=shuffle_buffer, data_dir=data_dir,
+            download=download,
         )
-        class_names = FASHION_MNIST_CLASS_NAMES
-    else:
-        (x_train, y_train), (x_test, y_test), class_names = _load_tfds_arrays(
-            name, data_dir, download
-        )
+    directories = fashion_mnist_directories()
+    if data_dir is not None:
+        directories.insert(0, os.fspath(data_dir))
+    (x_train, y_train), (x_test, y_test) = load_fashion_mnist_arrays(
+        directories, download=download
+    )
     x_train, x_test = _with_channels(x_train), _with_channels(x_test)
     (x_tr, y_tr), (x_val, y_val) = _split_arrays(
         x_train, y_train, validation_fraction, train_examples, seed
@@ -304,8 +330,10 @@ def load(
 
     def make(x, y, shuffle):
         dataset = tf.data.Dataset.from_tensor_slices((x, y))
-        return _pipeline(
-            dataset, batch_size, shuffle, seed, image_size, channels, len(x)
+        return pipelines.to_batches(
+            dataset, batch_size, shuffle=shuffle,
+            shuffle_buffer=max(1, min(len(x), shuffle_buffer)), seed=seed,
+            image_size=image_size, channels=channels,
         )
 
     height, width = image_size or x_train.shape[1:3]
@@ -314,45 +342,12 @@ def load(
         train=make(x_tr, y_tr, shuffle=True),
         validation=make(x_val, y_val, shuffle=False),
         test=make(x_test, y_test, shuffle=False),
-        num_classes=len(class_names),
+        num_classes=len(FASHION_MNIST_CLASS_NAMES),
         input_shape=(int(height), int(width), int(depth)),
-        class_names=tuple(class_names),
+        class_names=FASHION_MNIST_CLASS_NAMES,
         num_examples={
             "train": len(x_tr),
             "validation": len(x_val),
             "test": len(x_test),
         },
     )
-
-
-def _load_tfds_arrays(name, data_dir, download):
-    """Loads a tfds image-classification dataset into NumPy arrays.
-
-    Images are held in memory as uint8, which suits datasets up to a few
-    hundred thousand small images (MNIST, CIFAR, SVHN, ...).
-    """
-    import tensorflow_datasets as tfds
-
-    builder = tfds.builder(name, data_dir=data_dir)
-    if download:
-        builder.download_and_prepare()
-    info = builder.info
-    label_feature = info.features["label"]
-    splits = list(info.splits.keys())
-    test_split = "test" if "test" in splits else (
-        "validation" if "validation" in splits else None
-    )
-    if "train" not in splits or test_split is None:
-        raise ValueError(
-            f"Invalid value for argument `name`. Expected a tfds dataset "
-            f"with a 'train' and a 'test' (or 'validation') split. "
-            f"Received: name={name!r} with splits {splits}"
-        )
-    arrays = []
-    for split in ("train", test_split):
-        # batch_size=-1: the whole split as one pair of tensors.
-        images, labels = tfds.as_numpy(
-            builder.as_dataset(split=split, as_supervised=True, batch_size=-1)
-        )
-        arrays.append((images, labels))
-    return arrays[0], arrays[1], tuple(label_feature.names)
