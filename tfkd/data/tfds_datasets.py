@@ -125,16 +125,7 @@ def load_tfds(
         )
     info = builder.info
     image_key, label_key = _supervised_features(name, info, tfds)
-    splits = list(info.splits.keys())
-    test_split = "test" if "test" in splits else (
-        "validation" if "validation" in splits else None
-    )
-    if "train" not in splits or test_split is None:
-        raise ValueError(
-            f"Invalid value for argument `name`. Expected a tfds dataset "
-            f"with a 'train' and a 'test' (or 'validation') split. "
-            f"Received: name={name!r} with splits {splits}"
-        )
+    test_split = _test_split(name, info)
     input_shape = _image_shape(name, info, image_key, image_size, channels)
     label_feature = info.features[label_key]
     num_classes = label_feature.num_classes
@@ -145,18 +136,7 @@ def load_tfds(
     subset = train_examples is not None and train_examples < n_train
 
     def read(split, shuffle_files):
-        # try_autocache=False: tfds would otherwise cache a small split in
-        # memory on its first pass, which is the materialisation we avoid.
-        read_config = tfds.ReadConfig(
-            shuffle_seed=seed, try_autocache=False, add_tfds_id=False
-        )
-        dataset = builder.as_dataset(
-            split=split, as_supervised=True, shuffle_files=shuffle_files,
-            read_config=read_config,
-        )
-        if len(info.features[image_key].shape) == 2:
-            dataset = dataset.map(lambda x, y: (x[..., tf.newaxis], y))
-        return dataset
+        return _read_split(tfds, builder, split, image_key, shuffle_files, seed)
 
     # A subset is chosen by stream order, which must then be the same each
     # epoch: no shard shuffling before `balanced_take`.
@@ -192,3 +172,35 @@ def load_tfds(
             "test": info.splits[test_split].num_examples,
         },
     )
+
+
+def _test_split(name, info):
+    """The split to test on: "test", else "validation"; needs "train" too."""
+    splits = list(info.splits.keys())
+    test_split = "test" if "test" in splits else (
+        "validation" if "validation" in splits else None
+    )
+    if "train" not in splits or test_split is None:
+        raise ValueError(
+            f"Invalid value for argument `name`. Expected a tfds dataset "
+            f"with a 'train' and a 'test' (or 'validation') split. "
+            f"Received: name={name!r} with splits {splits}"
+        )
+    return test_split
+
+
+def _read_split(tfds, builder, split, image_key, shuffle_files, seed):
+    """tfds's own streaming read of `split` as `(image, label)` pairs, with
+    a channel axis added to 2-D images."""
+    # try_autocache=False: tfds would otherwise cache a small split in
+    # memory on its first pass, which is the materialisation we avoid.
+    read_config = tfds.ReadConfig(
+        shuffle_seed=seed, try_autocache=False, add_tfds_id=False
+    )
+    dataset = builder.as_dataset(
+        split=split, as_supervised=True, shuffle_files=shuffle_files,
+        read_config=read_config,
+    )
+    if len(builder.info.features[image_key].shape) == 2:
+        dataset = dataset.map(lambda x, y: (x[..., tf.newaxis], y))
+    return dataset

@@ -132,6 +132,44 @@ def from_dataset(
     (TensorShape([32, 28, 28, 1]), 'float32')
     """
     dataset = _check_pairs("dataset", dataset)
+    test = _check_pairs("test", test, allow_none=True)
+    validation_data = _check_pairs(
+        "validation_data", validation_data, allow_none=True
+    )
+    image_size = check_loading_arguments(
+        batch_size=batch_size, image_size=image_size, channels=channels,
+        validation_fraction=validation_fraction,
+        train_examples=train_examples, shuffle_buffer=shuffle_buffer,
+    )
+    num_classes, class_names = _check_classes(num_classes, class_names)
+    input_shape = _input_shape(dataset, image_size, channels)
+    train, validation_data, n_train, n_validation = _train_and_validation(
+        dataset, validation_data, validation_fraction=validation_fraction,
+        train_examples=train_examples, num_classes=num_classes, seed=seed)
+
+    def batches(stream, shuffle):
+        return pipelines.to_batches(
+            stream, batch_size, shuffle=shuffle, shuffle_buffer=shuffle_buffer,
+            seed=seed, image_size=image_size, channels=channels,
+        )
+
+    return ImageDataset(
+        train=batches(train, True),
+        validation=batches(validation_data, False),
+        test=None if test is None else batches(test, False),
+        num_classes=num_classes,
+        input_shape=input_shape,
+        class_names=class_names,
+        num_examples={
+            "train": n_train,
+            "validation": n_validation,
+            "test": None if test is None else _known_size(test),
+        },
+    )
+
+
+def _check_classes(num_classes, class_names):
+    """`(num_classes, class_names)` checked; names default to "0", "1", ..."""
     if num_classes is None:
         raise validation.invalid_value(
             "num_classes",
@@ -142,24 +180,18 @@ def from_dataset(
     num_classes = validation.check_int(
         "num_classes", num_classes, minimum=2, expected="an int >= 2"
     )
-    test = _check_pairs("test", test, allow_none=True)
-    validation_data = _check_pairs(
-        "validation_data", validation_data, allow_none=True
-    )
-    image_size = check_loading_arguments(
-        batch_size=batch_size, image_size=image_size, channels=channels,
-        validation_fraction=validation_fraction,
-        train_examples=train_examples, shuffle_buffer=shuffle_buffer,
-    )
     if class_names is None:
-        class_names = tuple(str(i) for i in range(num_classes))
-    else:
-        class_names = tuple(str(c) for c in class_names)
-        if len(class_names) != num_classes:
-            raise validation.invalid_value(
-                "class_names", f"{num_classes} names (num_classes)",
-                class_names,
-            )
+        return num_classes, tuple(str(i) for i in range(num_classes))
+    class_names = tuple(str(c) for c in class_names)
+    if len(class_names) != num_classes:
+        raise validation.invalid_value(
+            "class_names", f"{num_classes} names (num_classes)", class_names,
+        )
+    return num_classes, class_names
+
+
+def _input_shape(dataset, image_size, channels):
+    """The model input shape: `image_size`/`channels` or the images' own."""
     shape = tuple(dataset.element_spec[0].shape)
     if image_size is None and None in shape[:2]:
         raise validation.invalid_value(
@@ -174,8 +206,14 @@ def from_dataset(
             channels,
         )
     height, width = image_size or shape[:2]
-    input_shape = (int(height), int(width), int(channels or shape[2]))
+    return (int(height), int(width), int(channels or shape[2]))
 
+
+def _train_and_validation(dataset, validation_data, *, validation_fraction,
+                          train_examples, num_classes, seed):
+    """`(train, validation, n_train, n_validation)` streams and their sizes
+    (`None` when unknown): validation held out of `dataset` unless given,
+    training cut to a class-balanced `train_examples` if asked."""
     size = _known_size(dataset)
     endless = int(dataset.cardinality()) == tf.data.INFINITE_CARDINALITY
     if validation_data is None and endless:
@@ -200,23 +238,4 @@ def from_dataset(
     if train_examples is not None and (n_train is None or train_examples < n_train):
         train = pipelines.balanced_take(train, train_examples, num_classes)
         n_train = train_examples
-
-    def batches(stream, shuffle):
-        return pipelines.to_batches(
-            stream, batch_size, shuffle=shuffle, shuffle_buffer=shuffle_buffer,
-            seed=seed, image_size=image_size, channels=channels,
-        )
-
-    return ImageDataset(
-        train=batches(train, True),
-        validation=batches(validation_data, False),
-        test=None if test is None else batches(test, False),
-        num_classes=num_classes,
-        input_shape=input_shape,
-        class_names=class_names,
-        num_examples={
-            "train": n_train,
-            "validation": n_validation,
-            "test": None if test is None else _known_size(test),
-        },
-    )
+    return train, validation_data, n_train, n_validation
