@@ -39,6 +39,7 @@ from tfkd.losses import KnowledgeDistillation
 from tfkd.preflight import DistillationWarning
 from tfkd.teacher_outputs import attach_teacher_logits
 from tfkd.terms import AttentionTransfer
+from tfkd.terms import DIST
 from tfkd.terms import DecoupledKD
 from tfkd.terms import DistillationTerm
 from tfkd.terms import FitNetHint
@@ -86,6 +87,7 @@ def __getattr__(name):
 
 __all__ = [
     "AttentionTransfer",
+    "DIST",
     "DecoupledKD",
     "DistillationTerm",
     "DistillationWarning",

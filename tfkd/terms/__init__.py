@@ -8,9 +8,12 @@ Each term is a `DistillationTerm` (`tfkd.terms.base`), passed to
 - `tfkd.terms.relations`: on the relations between examples, RKD distance
   (`RKDDistance`) and angle (`RKDAngle`).
 - `tfkd.terms.decoupled`: on the logits, decoupled KD (`DecoupledKD`).
+- `tfkd.terms.correlation`: on the logits, DIST's correlation match
+  (`DIST`).
 """
 
 from tfkd.terms.base import DistillationTerm
+from tfkd.terms.correlation import DIST
 from tfkd.terms.decoupled import DecoupledKD
 from tfkd.terms.features import AttentionTransfer
 from tfkd.terms.features import FitNetHint
@@ -19,6 +22,7 @@ from tfkd.terms.relations import RKDDistance
 
 __all__ = [
     "AttentionTransfer",
+    "DIST",
     "DecoupledKD",
     "DistillationTerm",
     "FitNetHint",
