@@ -86,8 +86,8 @@ def dist_loss(
 
     >>> import numpy as np
     >>> z = np.array([[2.0, 0.5, -1.0], [0.0, 1.0, 3.0]])
-    >>> round(float(dist_loss(z, z)), 6)
-    0.0
+    >>> float(dist_loss(z, z)) < 1e-5  # identical logits: correlation 1
+    True
     """
     temperature = validation.check_temperature(temperature)
     teacher = ops.softmax(
