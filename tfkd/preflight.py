@@ -504,7 +504,12 @@ def check_first_batch(
         outputs, kind = cached_logits, "logits"
     elif distiller.teacher is not None:
         outputs = _call_model(distiller.teacher, "teacher", inputs)
-        kind = distiller.teacher_outputs
+        # An ensemble returns its mixture's logits, whatever its members do.
+        kind = (
+            "logits"
+            if getattr(distiller, "is_ensemble", False)
+            else distiller.teacher_outputs
+        )
     else:
         return
     outputs = np.asarray(keras.ops.convert_to_numpy(outputs))
