@@ -151,6 +151,41 @@ def refuse_augmentation_on_cached(distiller, cached_logits):
         )
 
 
+def refuse_ensemble_targets_at_another_temperature(distiller, targets):
+    """Raises if a cached ensemble's mixture is used where it is not exact.
+
+    `TeacherCache.build(teacher=[...], temperature=T)` stores the logits
+    `T · log p_ens` of the teachers' mixture at T (`tfkd.ensembles`). At
+    another Distiller temperature T', `softmax(stored / T')` is not the
+    mixture of the teachers at T', and z-scoring the stored values is not
+    standardizing each teacher: both would silently train on other
+    targets than the ones asked for.
+    """
+    values = teacher_outputs_lib.soft_target_temperature(targets)
+    if values is None:
+        return
+    stored = float(np.asarray(keras.ops.convert_to_numpy(values)).reshape(-1)[0])
+    if not np.isclose(stored, distiller.temperature, rtol=1e-6):
+        raise ValueError(
+            "Invalid value for argument `temperature`. Expected "
+            f"temperature={stored:g}, the temperature at which these cached "
+            "soft targets (a teacher ensemble's mixture of tempered "
+            "probabilities) were built: they are exact at that temperature "
+            "only. Rebuild the cache with TeacherCache.build(teachers, ..., "
+            "temperature=T) for another T. Received: "
+            f"temperature={distiller.temperature:g}"
+        )
+    if getattr(distiller, "logit_standardization", False):
+        raise ValueError(
+            "Invalid value for argument `logit_standardization`. Expected "
+            "False with cached soft targets of a teacher ensemble: they mix "
+            "the raw teachers' probabilities, and standardizing the mixture "
+            "is not standardizing each teacher. Distil the ensemble online "
+            "(teacher=[...], logit_standardization=True) instead. Received: "
+            "logit_standardization=True"
+        )
+
+
 def first_batch(x, y=None):
     """Returns a small `(x, y, sample_weight)` slice of the first batch.
 
@@ -485,6 +520,7 @@ def check_first_batch(
         )
     inputs, targets = _head(full_inputs), _head(full_targets)
     labels, cached_logits = teacher_outputs_lib.split_targets(targets)
+    refuse_ensemble_targets_at_another_temperature(distiller, targets)
     if training:
         refuse_augmentation_on_cached(distiller, cached_logits)
         if cached_logits is None and distiller.teacher is None:

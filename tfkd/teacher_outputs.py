@@ -117,6 +117,9 @@ def select_classes(logits, class_indices):
 LABELS_KEY = "labels"
 #: Key of the precomputed teacher logits in such a batch.
 TEACHER_LOGITS_KEY = "teacher_logits"
+#: Optional key, `(batch,)`: the only temperature at which the cached
+#: logits are exact (a teacher ensemble's mixture, `tfkd.ensembles`).
+SOFT_TARGET_TEMPERATURE_KEY = "soft_target_temperature"
 
 
 def attach_teacher_logits(labels, teacher_logits):
@@ -150,12 +153,29 @@ def split_targets(y):
         ValueError: if `y` is a dict without the expected keys.
     """
     if isinstance(y, dict):
-        if set(y) != {LABELS_KEY, TEACHER_LOGITS_KEY}:
+        keys = set(y) - {SOFT_TARGET_TEMPERATURE_KEY}
+        if keys != {LABELS_KEY, TEACHER_LOGITS_KEY}:
             raise ValueError(
                 "Invalid batch targets. Expected plain labels or a dict "
                 f"with exactly the keys {LABELS_KEY!r} and "
-                f"{TEACHER_LOGITS_KEY!r}. Received a dict with keys: "
-                f"{sorted(y)}"
+                f"{TEACHER_LOGITS_KEY!r} (and optionally "
+                f"{SOFT_TARGET_TEMPERATURE_KEY!r}). Received a dict with "
+                f"keys: {sorted(y)}"
             )
         return y[LABELS_KEY], y[TEACHER_LOGITS_KEY]
     return y, None
+
+
+def soft_target_temperature(y):
+    """The temperature a batch's cached logits are exact at, or `None`.
+
+    Args:
+        y: A batch's targets (see `split_targets`).
+
+    Returns:
+        The `"soft_target_temperature"` values `(batch,)` of an ensemble
+        cache's batch, else `None`.
+    """
+    if isinstance(y, dict):
+        return y.get(SOFT_TARGET_TEMPERATURE_KEY)
+    return None
