@@ -8,6 +8,9 @@ Each term is a `DistillationTerm` (`tfkd.terms.base`), passed to
 - `tfkd.terms.relations`: on the relations between examples, RKD distance
   (`RKDDistance`) and angle (`RKDAngle`).
 - `tfkd.terms.decoupled`: on the logits, decoupled KD (`DecoupledKD`).
+- `tfkd.terms.similarity`: on the similarities between examples,
+  similarity-preserving KD (`SimilarityPreserving`, alias `SP`) and
+  probabilistic knowledge transfer (`PKT`).
 - `tfkd.terms.correlation`: on the logits, DIST's correlation match
   (`DIST`).
 """
@@ -19,6 +22,9 @@ from tfkd.terms.features import AttentionTransfer
 from tfkd.terms.features import FitNetHint
 from tfkd.terms.relations import RKDAngle
 from tfkd.terms.relations import RKDDistance
+from tfkd.terms.similarity import PKT
+from tfkd.terms.similarity import SP
+from tfkd.terms.similarity import SimilarityPreserving
 
 __all__ = [
     "AttentionTransfer",
@@ -26,6 +32,9 @@ __all__ = [
     "DecoupledKD",
     "DistillationTerm",
     "FitNetHint",
+    "PKT",
     "RKDAngle",
     "RKDDistance",
+    "SP",
+    "SimilarityPreserving",
 ]
