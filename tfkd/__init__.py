@@ -40,6 +40,7 @@ from tfkd.losses import KnowledgeDistillation
 from tfkd.preflight import DistillationWarning
 from tfkd.teacher_outputs import attach_teacher_logits
 from tfkd.terms import AttentionTransfer
+from tfkd.terms import CRD
 from tfkd.terms import DIST
 from tfkd.terms import DecoupledKD
 from tfkd.terms import DistillationTerm
@@ -91,6 +92,7 @@ def __getattr__(name):
 
 __all__ = [
     "AttentionTransfer",
+    "CRD",
     "DIST",
     "DecoupledKD",
     "DistillationTerm",

@@ -446,6 +446,7 @@ class Distiller(keras.Model):
                 x, labels, teacher_logits, teacher_features, sample_weight,
                 training=True,
                 teacher_is_mixture=self._is_mixture(cached_logits),
+                indices=teacher_outputs_lib.example_indices(y),
             )
             # Each replica's gradient is summed across replicas, so each
             # replica's loss (extra terms included) carries 1 / replicas of
@@ -472,6 +473,7 @@ class Distiller(keras.Model):
             x, labels, teacher_logits, teacher_features, sample_weight,
             training=False,
             teacher_is_mixture=self._is_mixture(cached_logits),
+            indices=teacher_outputs_lib.example_indices(y),
         )
         return self._update_metrics(
             x, labels, student_logits, sample_weight, loss_values,
@@ -609,7 +611,7 @@ class Distiller(keras.Model):
 
     def _student_losses(
         self, x, labels, teacher_logits, teacher_features, sample_weight,
-        training, teacher_is_mixture=False,
+        training, teacher_is_mixture=False, indices=None,
     ):
         """Runs the student on `x`; returns its logits and `_loss_terms`."""
         # One forward pass gives the logits and every requested layer.
@@ -624,6 +626,8 @@ class Distiller(keras.Model):
             student_features,
             teacher_features,
             teacher_is_mixture,
+            indices=indices,
+            training=training,
         )
 
     def _loss_terms(
@@ -635,6 +639,8 @@ class Distiller(keras.Model):
         student_features,
         teacher_features,
         teacher_is_mixture=False,
+        indices=None,
+        training=False,
     ):
         """This replica's `LossValues` (see the class docstring's formula).
 
@@ -663,11 +669,19 @@ class Distiller(keras.Model):
             total = total + self.alpha * hard
         terms = {}
         for term in self.extra_losses:
+            # Terms with a per-example memory (CRD) also get the batch's
+            # example indices and whether the step trains.
+            memory_arguments = (
+                {"indices": indices, "training": training}
+                if getattr(term, "needs_example_indices", False)
+                else {}
+            )
             value = term(
                 teacher_features.get(term.teacher_layer, teacher_logits),
                 student_features.get(term.student_layer, student_logits),
                 labels=labels,
                 sample_weight=sample_weight,
+                **memory_arguments,
             )  # float32 scalar over this replica's batch
             terms[term.name] = value
             total = total + term.weight * value

@@ -186,6 +186,40 @@ def refuse_ensemble_targets_at_another_temperature(distiller, targets):
         )
 
 
+def check_example_indices(distiller, targets):
+    """Raises unless a batch has the indices its memory terms (CRD) need.
+
+    A term with a memory row per training example reads each example's
+    index from the batch (`{"labels": y, "index": i}`); without it, or out
+    of `[0, num_data)`, it would read and overwrite the wrong rows.
+    """
+    terms = [
+        term
+        for term in getattr(distiller, "extra_losses", [])
+        if getattr(term, "needs_example_indices", False)
+    ]
+    if not terms:
+        return
+    indices = teacher_outputs_lib.example_indices(targets)
+    names = [term.name for term in terms]
+    if indices is None:
+        raise ValueError(
+            "Invalid batch. Expected targets of the form {'labels': y, "
+            "'index': i}, i each example's index in the training set "
+            f"(0 <= i < num_data): the extra losses {names} keep a memory "
+            "row per training example. Received targets without 'index'"
+        )
+    values = np.asarray(keras.ops.convert_to_numpy(indices)).reshape(-1)
+    for term in terms:
+        if values.size and (values.min() < 0 or values.max() >= term.num_data):
+            raise ValueError(
+                f"Invalid batch. Expected example indices in [0, "
+                f"{term.num_data}) for `{term.name}` (num_data="
+                f"{term.num_data}). Received: indices from {values.min()} "
+                f"to {values.max()}"
+            )
+
+
 def first_batch(x, y=None):
     """Returns a small `(x, y, sample_weight)` slice of the first batch.
 
@@ -522,6 +556,7 @@ def check_first_batch(
     labels, cached_logits = teacher_outputs_lib.split_targets(targets)
     refuse_ensemble_targets_at_another_temperature(distiller, targets)
     if training:
+        check_example_indices(distiller, full_targets)
         refuse_augmentation_on_cached(distiller, cached_logits)
         if cached_logits is None and distiller.teacher is None:
             raise no_teacher_signal_error()

@@ -27,7 +27,9 @@ the same batches, interleaved (`benchmarks.protocol`):
   dense layers, weight 30000.
 
 Teacher ensembles (`Distiller(teacher=[...])`) need several trained
-teachers and are not an arm of this one-teacher protocol.
+teachers and are not an arm of this one-teacher protocol; nor is `CRD`,
+whose batches must carry each example's index (`benchmarks.protocol`
+hands out `(x, y)` batches).
 
 The term weights are those of the CRD benchmark code (Tian et al., 2020,
 github.com/HobbitLong/RepDistiller), not tuned here. It reports each arm's

@@ -11,11 +11,14 @@ Each term is a `DistillationTerm` (`tfkd.terms.base`), passed to
 - `tfkd.terms.similarity`: on the similarities between examples,
   similarity-preserving KD (`SimilarityPreserving`, alias `SP`) and
   probabilistic knowledge transfer (`PKT`).
+- `tfkd.terms.contrastive`: contrastive representation distillation
+  with a memory of negatives (`CRD`).
 - `tfkd.terms.correlation`: on the logits, DIST's correlation match
   (`DIST`).
 """
 
 from tfkd.terms.base import DistillationTerm
+from tfkd.terms.contrastive import CRD
 from tfkd.terms.correlation import DIST
 from tfkd.terms.decoupled import DecoupledKD
 from tfkd.terms.features import AttentionTransfer
@@ -28,6 +31,7 @@ from tfkd.terms.similarity import SimilarityPreserving
 
 __all__ = [
     "AttentionTransfer",
+    "CRD",
     "DIST",
     "DecoupledKD",
     "DistillationTerm",
