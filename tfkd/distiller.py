@@ -130,8 +130,11 @@ class Distiller(keras.Model):
 
     The optional `extra_losses` terms go beyond the logits: FitNets hints
     (`tfkd.FitNetHint`), attention transfer (`tfkd.AttentionTransfer`),
-    relational KD (`tfkd.RKDDistance`, `tfkd.RKDAngle`) and decoupled KD
-    (`tfkd.DecoupledKD`; with `alpha=1.0` it replaces the KL term). Terms
+    relational KD (`tfkd.RKDDistance`, `tfkd.RKDAngle`), similarity-
+    preserving KD (`tfkd.SP`), PKT (`tfkd.PKT`), contrastive
+    representation distillation (`tfkd.CRD`, whose batches carry example
+    indices), decoupled KD (`tfkd.DecoupledKD`) and DIST (`tfkd.DIST`;
+    with `alpha=1.0` these two replace the KL term). Terms
     that read intermediate layers get them from one multi-output view of
     each model (`tfkd.feature_views`), built once here, so each model still
     runs exactly once per step. Learnable parts of the terms (FitNets
@@ -162,7 +165,8 @@ class Distiller(keras.Model):
     teacher; `teacher_class_indices` select classes of the mixture; with
     `logit_standardization` each teacher is standardized before mixing.
     Extra terms on the logits (DKD, DIST) read the mixture's logits
-    `T · log p_ens`; terms on teacher layers are refused. A list of one
+    `T · log p_ens` (of the standardized teachers, with
+    `logit_standardization`); terms on teacher layers are refused. A list of one
     teacher is that teacher.
 
     Before the first step, `fit` and `evaluate` look at one batch: they
