@@ -45,6 +45,13 @@ def check_teachers(teachers):
         TypeError: if `teachers` is not a list/tuple of `keras.Model`s.
         ValueError: if it is empty, holds one model twice, or the models
             declare different class counts.
+
+    Example:
+
+    >>> import keras
+    >>> def dense(): return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> len(check_teachers([dense(), dense()]))
+    2
     """
     if not isinstance(teachers, (list, tuple)):
         raise validation.invalid_type(
@@ -88,6 +95,13 @@ def check_teacher_weights(teacher_weights, num_teachers):
         TypeError: if `teacher_weights` is not a sequence of numbers.
         ValueError: for a length other than `num_teachers`, or a weight
             that is not finite and > 0.
+
+    Example:
+
+    >>> check_teacher_weights([1, 3], 2)
+    (0.25, 0.75)
+    >>> check_teacher_weights(None, 4)
+    (0.25, 0.25, 0.25, 0.25)
     """
     if teacher_weights is None:
         return tuple([1.0 / num_teachers] * num_teachers)
@@ -115,7 +129,13 @@ def check_teacher_weights(teacher_weights, num_teachers):
 
 
 def check_member_outputs(teacher_outputs, num_teachers):
-    """`teacher_outputs` as one kind per teacher (a str applies to all)."""
+    """`teacher_outputs` as one kind per teacher (a str applies to all).
+
+    Example:
+
+    >>> check_member_outputs("auto", 2)
+    ('auto', 'auto')
+    """
     kinds = teacher_outputs_lib.TEACHER_OUTPUT_KINDS
     if isinstance(teacher_outputs, str):
         validation.check_choice("teacher_outputs", teacher_outputs, kinds)

@@ -179,6 +179,13 @@ def example_indices(y):
 
     Returns:
         The int tensor/array under `"index"`, else `None`.
+
+    Example:
+
+    >>> example_indices({"labels": [2, 0], "index": [7, 8]})
+    [7, 8]
+    >>> example_indices([2, 0]) is None
+    True
     """
     if isinstance(y, dict):
         return y.get(INDEX_KEY)
@@ -194,6 +201,12 @@ def soft_target_temperature(y):
     Returns:
         The `"soft_target_temperature"` values `(batch,)` of an ensemble
         cache's batch, else `None`.
+
+    Example:
+
+    >>> soft_target_temperature({"labels": [0], "teacher_logits": [[1.0]],
+    ...                          "soft_target_temperature": [4.0]})
+    [4.0]
     """
     if isinstance(y, dict):
         return y.get(SOFT_TARGET_TEMPERATURE_KEY)

@@ -149,7 +149,13 @@ def check_positive_float(argument, value, expected="a float > 0"):
 
 
 def check_bool(argument, value):
-    """Returns `value` after checking it is a bool (`True` or `False`)."""
+    """Returns `value` after checking it is a bool (`True` or `False`).
+
+    Example:
+
+    >>> check_bool("logit_standardization", True)
+    True
+    """
     if not isinstance(value, bool):
         raise invalid_type(argument, "a bool (True or False)", value)
     return value
