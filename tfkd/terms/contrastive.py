@@ -87,8 +87,9 @@ class CRD(base.DistillationTerm):
     set, `(x, {"labels": y, "index": i})` with `0 <= i < num_data`: the
     memory row of example `i`. `fit` refuses a first batch without it.
     CRD trains only: in evaluation (validation examples have no memory
-    rows, and the memory must not change) it adds and reports 0. Under
-    `tf.distribute` each replica updates the memory with its own share.
+    rows, and the memory must not change) it adds and reports 0. The
+    memory update is a TensorFlow row scatter on one device; CRD is not
+    tested under `tf.distribute` strategies.
 
     Args:
         teacher_layer: Name of the teacher layer (or `None`, the logits).
