@@ -123,7 +123,7 @@ def soft_target_batches(source):
 
 
 def distilled(arm_id, label, *, temperature=None, alpha=None, extra_losses=None,
-              soft_targets=None):
+              soft_targets=None, distiller_options=None):
     """A `tfkd.Distiller` arm.
 
     Args:
@@ -137,6 +137,8 @@ def distilled(arm_id, label, *, temperature=None, alpha=None, extra_losses=None,
             (teacher logits precomputed; no teacher in the loop), or a
             function `setup -> logits` (see `soft_target_batches`).
             Defaults to `None`.
+        distiller_options: Further `tfkd.Distiller` keyword arguments, e.g.
+            `{"logit_standardization": True}`. Defaults to `None`.
 
     Returns:
         A `protocol.Arm` that reads every row of the epoch: in a
@@ -155,6 +157,7 @@ def distilled(arm_id, label, *, temperature=None, alpha=None, extra_losses=None,
             **({"teacher_outputs": "logits",
                 "extra_losses": extra_losses(setup.teacher, student)}
                if extra_losses else {}),
+            **(distiller_options or {}),
         )
         distiller.compile(protocol.student_optimizer(setup), metrics=["accuracy"])
         return distiller

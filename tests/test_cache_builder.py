@@ -352,3 +352,111 @@ def test_minus_one_labels_are_stored_and_a_student_trains_on_them(tmp_path):
     distiller.compile(optimizer="sgd", metrics=["accuracy"])
     history = distiller.fit(cache.dataset(batch_size=16, seed=0), epochs=1, verbose=0)
     assert all(np.isfinite(v[0]) for v in history.history.values())
+
+
+# -- teacher ensembles ---------------------------------------------------------
+
+
+def _dense_pair():
+    def dense(seed):
+        keras.utils.set_random_seed(seed)
+        return keras.Sequential(
+            [keras.Input((5,)), keras.layers.Dense(4)], name=f"t{seed}"
+        )
+
+    return dense(0), dense(1)
+
+
+def _tabular(n=32):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 5)).astype("float32")
+    return x, (np.arange(n) % 4).astype("int32")
+
+
+def _np_log_softmax(z):
+    z = z.astype(np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def test_ensemble_cache_stores_the_mixture_at_its_temperature(tmp_path):
+    x, y = _tabular()
+    t1, t2 = _dense_pair()
+    cache = TeacherCache.build(
+        [t1, t2], _dataset(x, y), str(tmp_path / "ensemble"), dtype="float32",
+        teacher_weights=[1.0, 3.0], temperature=3.0, input_dtype="float32",
+        verbose=0,
+    )
+    _, _, stored = cache.read()
+    p_ens = 0.25 * np.exp(_np_log_softmax(np.asarray(t1(x)) / 3.0)) + 0.75 * np.exp(
+        _np_log_softmax(np.asarray(t2(x)) / 3.0)
+    )
+    np.testing.assert_allclose(np.exp(_np_log_softmax(stored / 3.0)), p_ens, rtol=1e-5)
+    ensemble = cache.metadata["teacher"]["ensemble"]
+    assert ensemble["weights"] == [0.25, 0.75] and ensemble["temperature"] == 3.0
+    assert [m["name"] for m in ensemble["teachers"]] == ["t0", "t1"]
+    assert cache.metadata["teacher"]["stored_as"] == "ensemble_mixture_logits"
+    assert "exact" in ensemble["temperature_note"]
+    assert cache.soft_target_temperature == 3.0
+    _, targets = next(iter(cache.dataset(8, shuffle=False)))
+    np.testing.assert_array_equal(targets["soft_target_temperature"].numpy(), 3.0)
+    # A reopened cache streams the same.
+    assert TeacherCache.open(str(tmp_path / "ensemble")).soft_target_temperature == 3.0
+
+
+def test_distilling_an_ensemble_cache_equals_the_online_ensemble(tmp_path):
+    x, y = _tabular()
+    t1, t2 = _dense_pair()
+    cache = TeacherCache.build(
+        [t1, t2], _dataset(x, y), str(tmp_path / "ensemble"), dtype="float32",
+        teacher_weights=[1.0, 3.0], temperature=3.0, input_dtype="float32",
+        verbose=0,
+    )
+    keras.utils.set_random_seed(5)
+    student = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4)])
+    online = tfkd.Distiller(
+        teacher=[t1, t2], teacher_weights=[1.0, 3.0], student=student, temperature=3.0
+    )
+    online.compile(optimizer="sgd")
+    offline = tfkd.Distiller(student=student, temperature=3.0)
+    offline.compile(optimizer="sgd")
+    expected = online.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    got = offline.evaluate(cache.dataset(32, shuffle=False), verbose=0, return_dict=True)
+    np.testing.assert_allclose(got["loss"], expected["loss"], rtol=1e-5)
+    offline.fit(cache.dataset(16, seed=0), epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"temperature": 4.0}, "temperature=3"),
+     ({"temperature": 3.0, "logit_standardization": True}, "logit_standardization")],
+)
+def test_distiller_refuses_an_ensemble_cache_where_it_is_not_exact(tmp_path, kwargs, match):
+    x, y = _tabular()
+    cache = TeacherCache.build(
+        list(_dense_pair()), _dataset(x, y), str(tmp_path / "ensemble"),
+        temperature=3.0, input_dtype="float32", verbose=0,
+    )
+    student = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4)])
+    distiller = tfkd.Distiller(student=student, **kwargs)
+    distiller.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match=match):
+        distiller.fit(cache.dataset(16), epochs=1, verbose=0)
+
+
+def test_ensemble_build_needs_a_temperature_and_one_teacher_is_plain(tmp_path):
+    x, y = _tabular()
+    t1, t2 = _dense_pair()
+    with pytest.raises(ValueError, match="temperature"):
+        TeacherCache.build([t1, t2], _dataset(x, y), str(tmp_path / "a"), verbose=0)
+    with pytest.raises(ValueError, match="teacher_weights"):
+        TeacherCache.build(t1, _dataset(x, y), str(tmp_path / "b"),
+                           teacher_weights=[1.0], verbose=0)
+    single = TeacherCache.build(t1, _dataset(x, y), str(tmp_path / "c"),
+                                input_dtype="float32", verbose=0)
+    listed = TeacherCache.build([t1], _dataset(x, y), str(tmp_path / "d"),
+                                input_dtype="float32", verbose=0)
+    np.testing.assert_array_equal(listed.read()[2], single.read()[2])
+    assert "ensemble" not in listed.metadata["teacher"]
+    assert listed.metadata["teacher"] == single.metadata["teacher"]
+    assert listed.soft_target_temperature is None

@@ -782,3 +782,79 @@ def test_unlabelled_examples_give_no_hard_gradient(case):
     distiller.fit(x, labels, batch_size=8, epochs=1, verbose=0)
     for b, a in zip(before, distiller.student.trainable_weights):
         np.testing.assert_array_equal(b, a.numpy())
+
+
+# -- logit standardization (Sun et al., 2024) ---------------------------------
+
+
+def _np_standardize(z):
+    """The authors' `normalize`: (z − mean) / (std + 1e-7), torch.std unbiased."""
+    z = z.astype(np.float64)
+    return (z - z.mean(-1, keepdims=True)) / (z.std(-1, ddof=1, keepdims=True) + 1e-7)
+
+
+def _np_log_softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def _np_standardized_kd(y, s, t, temperature, alpha):
+    s, t = s.astype(np.float64), t.astype(np.float64)
+    hard = -_np_log_softmax(s)[np.arange(len(y)), y].mean()
+    log_p_t = _np_log_softmax(_np_standardize(t) / temperature)
+    log_p_s = _np_log_softmax(_np_standardize(s) / temperature)
+    soft = temperature**2 * (np.exp(log_p_t) * (log_p_t - log_p_s)).sum(1).mean()
+    return alpha * hard + (1 - alpha) * soft, hard, soft
+
+
+def test_logit_standardization_loss_matches_numpy():
+    x, y = _data(32)
+    distiller = _distiller(temperature=2.0, alpha=0.3, logit_standardization=True)
+    results = distiller.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    total, hard, soft = _np_standardized_kd(
+        y, np.asarray(distiller.student(x)), np.asarray(distiller.teacher(x)), 2.0, 0.3
+    )
+    np.testing.assert_allclose(results["loss"], total, rtol=1e-3)
+    np.testing.assert_allclose(results["student_loss"], hard, rtol=1e-3)
+    np.testing.assert_allclose(results["distillation_loss"], soft, rtol=1e-3)
+
+
+def test_logit_standardization_ignores_the_teachers_logit_scale():
+    """z-scoring makes the KL blind to a teacher's shift and scale."""
+    x, y = _data(32)
+    teacher = _mlp("teacher")
+    scaled = _mlp("scaled")
+    kernel, bias = teacher.layers[-1].get_weights()
+    scaled.set_weights(teacher.get_weights()[:-2] + [5.0 * kernel, 5.0 * bias + 3.0])
+    losses_ = [
+        _distiller(teacher=t, student=_student(), logit_standardization=True)
+        .evaluate(x, y, verbose=0, return_dict=True)["distillation_loss"]
+        for t in (teacher, scaled)
+    ]
+    np.testing.assert_allclose(losses_[0], losses_[1], rtol=1e-4)
+
+
+def test_cached_logits_are_standardized_like_the_teachers():
+    x, y = _data(32)
+    distiller = _distiller(logit_standardization=True)
+    online = distiller.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    cached = tf.data.Dataset.from_tensor_slices(
+        (x, tfkd.attach_teacher_logits(y, np.asarray(distiller.teacher(x))))
+    ).batch(32)
+    offline = distiller.evaluate(cached, verbose=0, return_dict=True)
+    np.testing.assert_allclose(offline["loss"], online["loss"], rtol=1e-5)
+
+
+def test_keras_file_round_trip_with_logit_standardization(tmp_path):
+    x, y = _data(32)
+    distiller = _distiller(logit_standardization=True)
+    path = tmp_path / "standardized.keras"
+    distiller.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.logit_standardization is True
+    assert loaded.get_config()["logit_standardization"] is True
+    np.testing.assert_allclose(
+        loaded.evaluate(x, y, verbose=0, return_dict=True)["loss"],
+        distiller.evaluate(x, y, verbose=0, return_dict=True)["loss"],
+        rtol=1e-5,
+    )

@@ -143,3 +143,19 @@ def test_bad_arguments_are_named(kwargs, error, pattern):
 def test_dkd_needs_logits_of_one_shape():
     with pytest.raises(ValueError, match="logits of one shape"):
         DecoupledKD().build((None, 5), (None, 4))
+
+
+def test_logit_standardization_option_matches_numpy():
+    """Sun et al. (2024) on DKD: z-score both logits (ddof=1, eps=1e-7)."""
+    def standardize(z):
+        z = z.astype(np.float64)
+        return (z - z.mean(-1, keepdims=True)) / (z.std(-1, ddof=1, keepdims=True) + 1e-7)
+
+    s, t = _logits(6), _logits(7)
+    term = DecoupledKD(temperature=2.0, logit_standardization=True)
+    expected, _, _ = _np_dkd(LABELS, standardize(s), standardize(t), 2.0, 1.0, 8.0)
+    got = term(t, s, labels=LABELS)
+    np.testing.assert_allclose(float(got), expected.mean(), rtol=1e-4)
+    assert DecoupledKD.from_config(term.get_config()).logit_standardization is True
+    with pytest.raises(TypeError, match="logit_standardization"):
+        DecoupledKD(logit_standardization="yes")

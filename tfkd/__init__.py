@@ -24,6 +24,7 @@ except ImportError as error:  # pragma: no cover - depends on the install
 from tfkd import cache
 from tfkd import callbacks
 from tfkd import data
+from tfkd import ensembles
 from tfkd import export
 from tfkd import losses
 from tfkd import mixing
@@ -39,11 +40,16 @@ from tfkd.losses import KnowledgeDistillation
 from tfkd.preflight import DistillationWarning
 from tfkd.teacher_outputs import attach_teacher_logits
 from tfkd.terms import AttentionTransfer
+from tfkd.terms import CRD
+from tfkd.terms import DIST
 from tfkd.terms import DecoupledKD
 from tfkd.terms import DistillationTerm
 from tfkd.terms import FitNetHint
+from tfkd.terms import PKT
 from tfkd.terms import RKDAngle
 from tfkd.terms import RKDDistance
+from tfkd.terms import SP
+from tfkd.terms import SimilarityPreserving
 
 #: Module paths of earlier releases -> where the code lives now. They stay
 #: importable (`import tfkd.feature_losses` still works) for user code
@@ -86,14 +92,19 @@ def __getattr__(name):
 
 __all__ = [
     "AttentionTransfer",
+    "CRD",
+    "DIST",
     "DecoupledKD",
     "DistillationTerm",
     "DistillationWarning",
     "Distiller",
     "FitNetHint",
     "KnowledgeDistillation",
+    "PKT",
     "RKDAngle",
     "RKDDistance",
+    "SP",
+    "SimilarityPreserving",
     "TeacherCache",
     "__version__",
     "attach_teacher_logits",
@@ -103,6 +114,7 @@ __all__ = [
     "checkpointing",
     "data",
     "doctor",
+    "ensembles",
     "export",
     "losses",
     "mixing",

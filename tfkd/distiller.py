@@ -7,6 +7,7 @@ import tensorflow as tf
 from keras import ops
 
 from tfkd import _keras_compat
+from tfkd import ensembles
 from tfkd.terms import base as terms_base
 from tfkd import feature_views
 from tfkd import losses
@@ -129,8 +130,11 @@ class Distiller(keras.Model):
 
     The optional `extra_losses` terms go beyond the logits: FitNets hints
     (`tfkd.FitNetHint`), attention transfer (`tfkd.AttentionTransfer`),
-    relational KD (`tfkd.RKDDistance`, `tfkd.RKDAngle`) and decoupled KD
-    (`tfkd.DecoupledKD`; with `alpha=1.0` it replaces the KL term). Terms
+    relational KD (`tfkd.RKDDistance`, `tfkd.RKDAngle`), similarity-
+    preserving KD (`tfkd.SP`), PKT (`tfkd.PKT`), contrastive
+    representation distillation (`tfkd.CRD`, whose batches carry example
+    indices), decoupled KD (`tfkd.DecoupledKD`) and DIST (`tfkd.DIST`;
+    with `alpha=1.0` these two replace the KL term). Terms
     that read intermediate layers get them from one multi-output view of
     each model (`tfkd.feature_views`), built once here, so each model still
     runs exactly once per step. Learnable parts of the terms (FitNets
@@ -151,6 +155,19 @@ class Distiller(keras.Model):
     student's predictions. `predict`, `evaluate` and `__call__`
     behave as the student; `distiller.student` is a plain Keras model to
     save and ship.
+
+    Teacher ensembles: with `teacher=[t1, t2, ...]` the soft target is the
+    weighted mean of the teachers' tempered probabilities (Hinton et al.,
+    2015, section 2), `p_ens = Σ_i w_i softmax(z_i / T)`, and the soft term
+    is `T² · KL(p_ens ‖ softmax(s / T))`. Each teacher runs once per step
+    (`tfkd.ensembles.TeacherEnsemble`, `distiller.teacher`; the list is
+    `distiller.teachers`); `teacher_outputs` may give one kind per
+    teacher; `teacher_class_indices` select classes of the mixture; with
+    `logit_standardization` each teacher is standardized before mixing.
+    Extra terms on the logits (DKD, DIST) read the mixture's logits
+    `T · log p_ens` (of the standardized teachers, with
+    `logit_standardization`); terms on teacher layers are refused. A list of one
+    teacher is that teacher.
 
     Before the first step, `fit` and `evaluate` look at one batch: they
     check the data fits both models and the labels fit the student, and
@@ -199,6 +216,18 @@ class Distiller(keras.Model):
             for the features and the cached logits are used as logits).
             Layer names need functional or `keras.Input`-started
             Sequential models. Defaults to `None` (logit KD only).
+        teacher_weights: With a list of teachers, one float > 0 per
+            teacher (normalised to sum 1), or `None` for equal weights.
+            Must be `None` for a single teacher. Defaults to `None`.
+        logit_standardization: Whether the KL term z-scores teacher and
+            student logits per example (`tfkd.losses.standardize_logits`;
+            Sun et al., 2024, "Logit Standardization in Knowledge
+            Distillation") before the temperature:
+            `soft = T² · KL(softmax(z̃_t/T) ‖ softmax(z̃_s/T))`. The hard
+            loss and the extra terms keep the raw logits (`DecoupledKD`
+            has its own `logit_standardization` option). Cached teacher
+            logits are standardized in the step, like a live teacher's.
+            Defaults to `False`.
         name: Defaults to `"distiller"`.
         **kwargs: Passed on to `keras.Model`.
 
@@ -206,7 +235,10 @@ class Distiller(keras.Model):
         TypeError: if `student` or `teacher` is not a `keras.Model`, or a
             hyper-parameter has the wrong type.
         ValueError: for a hyper-parameter out of range, `teacher is
-            student`, a student ending in softmax, `mixing` for a student
+            student`, an empty teacher list or teachers with different
+            class counts, `teacher_weights` that are not finite and > 0
+            (or not one per teacher), terms on teacher layers with an
+            ensemble, a student ending in softmax, `mixing` for a student
             with several inputs or unknown classes, teacher and student
             shapes that cannot work together, or `extra_losses` that name
             unknown layers, layers of a subclassed model, or layers whose
@@ -239,10 +271,12 @@ class Distiller(keras.Model):
         augmentation=None,
         mixing=None,
         extra_losses=None,
+        teacher_weights=None,
+        logit_standardization=False,
         name="distiller",
         **kwargs,
     ):
-        temperature, alpha, teacher_class_indices, terms = _check_arguments(
+        checked = _check_arguments(
             student=student,
             teacher=teacher,
             temperature=temperature,
@@ -252,10 +286,27 @@ class Distiller(keras.Model):
             augmentation=augmentation,
             mixing=mixing,
             extra_losses=extra_losses,
+            teacher_weights=teacher_weights,
+            logit_standardization=logit_standardization,
         )
+        temperature, alpha, teacher_class_indices, terms, teacher = checked
 
         super().__init__(name=name, **kwargs)
         self.student = student
+        self.logit_standardization = logit_standardization
+        #: The normalised weights of an ensemble's teachers, else `None`.
+        self.teacher_weights = None
+        if isinstance(teacher, list):
+            # One model that runs every teacher once and returns the
+            # logits of their tempered mixture (`tfkd.ensembles`).
+            teacher = ensembles.TeacherEnsemble(
+                teacher,
+                temperature=temperature,
+                teacher_weights=teacher_weights,
+                teacher_outputs=teacher_outputs,
+                logit_standardization=logit_standardization,
+            )
+            self.teacher_weights = teacher.teacher_weights
         self.teacher = teacher
         if teacher is not None:
             # The teacher only ever runs in inference; freezing it also keeps
@@ -270,7 +321,9 @@ class Distiller(keras.Model):
         # "auto" is resolved from the first batch by `preflight`; until then
         # the step decides from the values (see teacher_outputs.to_logits).
         self.resolved_teacher_outputs = (
-            None if teacher_outputs == "auto" else teacher_outputs
+            "logits"  # an ensemble's mixture logits
+            if self.is_ensemble
+            else None if teacher_outputs == "auto" else teacher_outputs
         )
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(
@@ -300,6 +353,18 @@ class Distiller(keras.Model):
         self._build_terms()
         if student.built:
             self.built = True
+
+    @property
+    def is_ensemble(self):
+        """Whether the teacher is an ensemble (`teacher=[t1, t2, ...]`)."""
+        return isinstance(self.teacher, ensembles.TeacherEnsemble)
+
+    @property
+    def teachers(self):
+        """The teacher models as a list (empty without a teacher)."""
+        if self.is_ensemble:
+            return list(self.teacher.teachers)
+        return [] if self.teacher is None else [self.teacher]
 
     # -- Keras model API ---------------------------------------------------
 
@@ -384,6 +449,8 @@ class Distiller(keras.Model):
             student_logits, loss_values = self._student_losses(
                 x, labels, teacher_logits, teacher_features, sample_weight,
                 training=True,
+                teacher_is_mixture=self._is_mixture(cached_logits),
+                indices=teacher_outputs_lib.example_indices(y),
             )
             # Each replica's gradient is summed across replicas, so each
             # replica's loss (extra terms included) carries 1 / replicas of
@@ -409,6 +476,8 @@ class Distiller(keras.Model):
         student_logits, loss_values = self._student_losses(
             x, labels, teacher_logits, teacher_features, sample_weight,
             training=False,
+            teacher_is_mixture=self._is_mixture(cached_logits),
+            indices=teacher_outputs_lib.example_indices(y),
         )
         return self._update_metrics(
             x, labels, student_logits, sample_weight, loss_values,
@@ -476,6 +545,17 @@ class Distiller(keras.Model):
         }
         return logits, features
 
+    def _is_mixture(self, cached_logits):
+        """Whether this batch's teacher signal is an ensemble's mixture.
+
+        Online, an ensemble's logits are its mixture, built from
+        standardized teachers under `logit_standardization` and so never
+        standardized again. Cached logits are standardized like a single
+        teacher's: `preflight` refuses `logit_standardization` on a cached
+        ensemble's mixture (`tfkd.ensembles`).
+        """
+        return cached_logits is None and self.is_ensemble
+
     def _random_view(self, x, labels, cached_logits):
         """`(x, labels)` of one random view shared by teacher and student.
 
@@ -535,7 +615,7 @@ class Distiller(keras.Model):
 
     def _student_losses(
         self, x, labels, teacher_logits, teacher_features, sample_weight,
-        training,
+        training, teacher_is_mixture=False, indices=None,
     ):
         """Runs the student on `x`; returns its logits and `_loss_terms`."""
         # One forward pass gives the logits and every requested layer.
@@ -549,6 +629,9 @@ class Distiller(keras.Model):
             sample_weight,
             student_features,
             teacher_features,
+            teacher_is_mixture,
+            indices=indices,
+            training=training,
         )
 
     def _loss_terms(
@@ -559,6 +642,9 @@ class Distiller(keras.Model):
         sample_weight,
         student_features,
         teacher_features,
+        teacher_is_mixture=False,
+        indices=None,
+        training=False,
     ):
         """This replica's `LossValues` (see the class docstring's formula).
 
@@ -574,7 +660,8 @@ class Distiller(keras.Model):
                 raise preflight.no_labels_and_no_teacher_error()
             return LossValues(hard, hard, None, {}, labelled)
         soft = losses.soft_target_loss(
-            teacher_logits, student_logits, self.temperature
+            *self._kl_logits(teacher_logits, student_logits, teacher_is_mixture),
+            self.temperature,
         )  # (batch,)
         if weights is not None:
             soft = soft * weights
@@ -586,15 +673,37 @@ class Distiller(keras.Model):
             total = total + self.alpha * hard
         terms = {}
         for term in self.extra_losses:
+            # Terms with a per-example memory (CRD) also get the batch's
+            # example indices and whether the step trains.
+            memory_arguments = (
+                {"indices": indices, "training": training}
+                if getattr(term, "needs_example_indices", False)
+                else {}
+            )
             value = term(
                 teacher_features.get(term.teacher_layer, teacher_logits),
                 student_features.get(term.student_layer, student_logits),
                 labels=labels,
                 sample_weight=sample_weight,
+                **memory_arguments,
             )  # float32 scalar over this replica's batch
             terms[term.name] = value
             total = total + term.weight * value
         return LossValues(total, hard, soft, terms, labelled)
+
+    def _kl_logits(self, teacher_logits, student_logits, teacher_is_mixture):
+        """`(teacher, student)` logits of the KL term, standardized or not.
+
+        Logit standardization (Sun et al., 2024) z-scores both before the
+        temperature; only the KL sees it (the hard loss and the extra terms
+        read the raw logits). A mixture was built from standardized
+        teachers already (`tfkd.ensembles.TeacherEnsemble`).
+        """
+        if not self.logit_standardization:
+            return teacher_logits, student_logits
+        if not teacher_is_mixture:
+            teacher_logits = losses.standardize_logits(teacher_logits)
+        return teacher_logits, losses.standardize_logits(student_logits)
 
     def _update_metrics(
         self, x, labels, student_logits, sample_weight, loss_values,
@@ -656,11 +765,25 @@ class Distiller(keras.Model):
             {
                 "student": serialize(self.student),
                 "teacher": (
-                    None if self.teacher is None else serialize(self.teacher)
+                    [serialize(teacher) for teacher in self.teachers]
+                    if self.is_ensemble
+                    else None
+                    if self.teacher is None
+                    else serialize(self.teacher)
                 ),
+                "teacher_weights": (
+                    None
+                    if self.teacher_weights is None
+                    else list(self.teacher_weights)
+                ),
+                "logit_standardization": self.logit_standardization,
                 "temperature": self.temperature,
                 "alpha": self.alpha,
-                "teacher_outputs": self.teacher_outputs,
+                "teacher_outputs": (
+                    self.teacher_outputs
+                    if isinstance(self.teacher_outputs, str)
+                    else list(self.teacher_outputs)
+                ),
                 "teacher_class_indices": (
                     None
                     if self.teacher_class_indices is None
@@ -683,9 +806,14 @@ class Distiller(keras.Model):
     def from_config(cls, config):
         config = dict(config)
         deserialize = keras.saving.deserialize_keras_object
-        for key in ("student", "teacher", "augmentation", "mixing"):
+        for key in ("student", "augmentation", "mixing"):
             if config.get(key) is not None:
                 config[key] = deserialize(config[key])
+        teacher = config.get("teacher")
+        if isinstance(teacher, list):
+            config["teacher"] = [deserialize(member) for member in teacher]
+        elif teacher is not None:
+            config["teacher"] = deserialize(teacher)
         if config.get("extra_losses"):
             config["extra_losses"] = [
                 deserialize(term) for term in config["extra_losses"]
@@ -717,20 +845,25 @@ def _check_arguments(
     augmentation,
     mixing,
     extra_losses,
+    teacher_weights,
+    logit_standardization,
 ):
     """Validates the `Distiller` arguments before any model is touched.
 
     Returns:
         The normalised `(temperature, alpha, teacher_class_indices,
-        extra_losses)`.
+        extra_losses, teacher)`, `teacher` a model, `None`, or a list of
+        two or more models (a list of one is that model).
 
     Raises:
         TypeError: for a wrong type (see `Distiller`).
         ValueError: for a wrong value (see `Distiller`).
     """
     validation.check_keras_model("student", student)
-    validation.check_keras_model("teacher", teacher, allow_none=True)
-    if teacher is student:
+    validation.check_bool("logit_standardization", logit_standardization)
+    teacher = _check_teacher_or_ensemble(teacher, teacher_weights)
+    members = teacher if isinstance(teacher, list) else [teacher]
+    if any(member is student for member in members):
         raise ValueError(
             "Invalid value for argument `teacher`. Expected a model "
             "other than the student (distilling a model into itself "
@@ -739,9 +872,14 @@ def _check_arguments(
         )
     temperature = validation.check_temperature(temperature)
     alpha = validation.check_alpha(alpha)
-    validation.check_choice(
-        "teacher_outputs", teacher_outputs, teacher_outputs_lib.TEACHER_OUTPUT_KINDS
-    )
+    if isinstance(teacher, list):
+        ensembles.check_member_outputs(teacher_outputs, len(teacher))
+    else:
+        validation.check_choice(
+            "teacher_outputs",
+            teacher_outputs,
+            teacher_outputs_lib.TEACHER_OUTPUT_KINDS,
+        )
     teacher_class_indices = validation.check_class_indices(
         "teacher_class_indices", teacher_class_indices
     )
@@ -755,13 +893,53 @@ def _check_arguments(
         _check_student_for_mixing(student, mixing)
     terms = terms_base.check_terms(extra_losses)
     model_checks.check_student_outputs_logits(student)
-    if teacher is not None:
-        model_checks.check_compatible_inputs(teacher, student)
-        model_checks.check_compatible_classes(
-            teacher, student, teacher_class_indices
-        )
+    for member in members:
+        if member is not None:
+            model_checks.check_compatible_inputs(member, student)
+            model_checks.check_compatible_classes(
+                member, student, teacher_class_indices
+            )
     _refuse_teacher_features_without_teacher(terms, teacher)
-    return temperature, alpha, teacher_class_indices, terms
+    _refuse_teacher_features_of_an_ensemble(terms, teacher)
+    return temperature, alpha, teacher_class_indices, terms, teacher
+
+
+def _check_teacher_or_ensemble(teacher, teacher_weights):
+    """`teacher` (a model or `None`), or a list of >= 2 models.
+
+    A list of one teacher is that teacher (after its weight is checked):
+    an ensemble of one behaves, saves and caches exactly like it.
+    """
+    if isinstance(teacher, (list, tuple)):
+        teachers = ensembles.check_teachers(teacher)
+        ensembles.check_teacher_weights(teacher_weights, len(teachers))
+        return teachers[0] if len(teachers) == 1 else teachers
+    validation.check_keras_model("teacher", teacher, allow_none=True)
+    if teacher_weights is not None:
+        raise validation.invalid_value(
+            "teacher_weights",
+            "None unless `teacher` is a list of models (an ensemble)",
+            teacher_weights,
+        )
+    return teacher
+
+
+def _refuse_teacher_features_of_an_ensemble(terms, teacher):
+    """Raises if a term reads teacher layers and the teacher is an ensemble.
+
+    Several teachers have several (differently shaped) layers of one name,
+    and no single feature to regress to; only their logits mix.
+    """
+    readers = [term.name for term in terms if term.teacher_layer is not None]
+    if isinstance(teacher, list) and readers:
+        raise ValueError(
+            "Invalid value for argument `extra_losses`. Expected terms on "
+            "the teacher's logits only (teacher_layer=None) with a teacher "
+            f"ensemble: the extra losses {readers} read teacher layers, and "
+            f"an ensemble of {len(teacher)} teachers has no single feature "
+            "tensor (only their probabilities are averaged). Received: "
+            f"teacher_layer={[t.teacher_layer for t in terms if t.teacher_layer]}"
+        )
 
 
 def _check_student_for_mixing(student, mixing):

@@ -69,6 +69,46 @@ def soft_target_loss(teacher_logits, student_logits, temperature=4.0):
     return (temperature**2) * kl
 
 
+#: ε of logit standardization, as in the authors' code (Sun et al., 2024).
+STANDARDIZATION_EPSILON = 1e-7
+
+
+def standardize_logits(logits):
+    """Z-scores each example's logits over the classes.
+
+    Logit standardization (Sun, Ren, Li, Wang & Cao, 2024, "Logit
+    Standardization in Knowledge Distillation", CVPR 2024): a student need
+    not match the teacher's logit *range*, only their relations, so both
+    models' logits are standardized before the temperature and the KL:
+
+        z̃ = (z − mean(z)) / (std(z) + ε),   std with ddof = 1, ε = 1e-7
+
+    exactly as the authors' code (`torch.std` is unbiased). The result is
+    shift- and scale-invariant per example.
+
+    Args:
+        logits: Tensor of shape `(batch, classes)`, classes >= 2.
+
+    Returns:
+        A float32 tensor of the same shape.
+
+    Example:
+
+    >>> import numpy as np
+    >>> z = standardize_logits(np.array([[1.0, 2.0, 3.0]]))
+    >>> np.round(np.asarray(z), 4).tolist()
+    [[-1.0, 0.0, 1.0]]
+    """
+    logits = _as_float32(ops.convert_to_tensor(logits))
+    classes = ops.cast(ops.shape(logits)[-1], "float32")
+    mean = ops.mean(logits, axis=-1, keepdims=True)  # (batch, 1)
+    centred = logits - mean  # (batch, classes)
+    variance = ops.sum(ops.square(centred), axis=-1, keepdims=True) / (
+        classes - 1.0
+    )  # (batch, 1), ddof = 1
+    return centred / (ops.sqrt(variance) + STANDARDIZATION_EPSILON)
+
+
 #: The sparse label that marks an unlabelled example (semi-supervised data).
 UNLABELLED = -1
 

@@ -151,6 +151,75 @@ def refuse_augmentation_on_cached(distiller, cached_logits):
         )
 
 
+def refuse_ensemble_targets_at_another_temperature(distiller, targets):
+    """Raises if a cached ensemble's mixture is used where it is not exact.
+
+    `TeacherCache.build(teacher=[...], temperature=T)` stores the logits
+    `T · log p_ens` of the teachers' mixture at T (`tfkd.ensembles`). At
+    another Distiller temperature T', `softmax(stored / T')` is not the
+    mixture of the teachers at T', and z-scoring the stored values is not
+    standardizing each teacher: both would silently train on other
+    targets than the ones asked for.
+    """
+    values = teacher_outputs_lib.soft_target_temperature(targets)
+    if values is None:
+        return
+    stored = float(np.asarray(keras.ops.convert_to_numpy(values)).reshape(-1)[0])
+    if not np.isclose(stored, distiller.temperature, rtol=1e-6):
+        raise ValueError(
+            "Invalid value for argument `temperature`. Expected "
+            f"temperature={stored:g}, the temperature at which these cached "
+            "soft targets (a teacher ensemble's mixture of tempered "
+            "probabilities) were built: they are exact at that temperature "
+            "only. Rebuild the cache with TeacherCache.build(teachers, ..., "
+            "temperature=T) for another T. Received: "
+            f"temperature={distiller.temperature:g}"
+        )
+    if getattr(distiller, "logit_standardization", False):
+        raise ValueError(
+            "Invalid value for argument `logit_standardization`. Expected "
+            "False with cached soft targets of a teacher ensemble: they mix "
+            "the raw teachers' probabilities, and standardizing the mixture "
+            "is not standardizing each teacher. Distil the ensemble online "
+            "(teacher=[...], logit_standardization=True) instead. Received: "
+            "logit_standardization=True"
+        )
+
+
+def check_example_indices(distiller, targets):
+    """Raises unless a batch has the indices its memory terms (CRD) need.
+
+    A term with a memory row per training example reads each example's
+    index from the batch (`{"labels": y, "index": i}`); without it, or out
+    of `[0, num_data)`, it would read and overwrite the wrong rows.
+    """
+    terms = [
+        term
+        for term in getattr(distiller, "extra_losses", [])
+        if getattr(term, "needs_example_indices", False)
+    ]
+    if not terms:
+        return
+    indices = teacher_outputs_lib.example_indices(targets)
+    names = [term.name for term in terms]
+    if indices is None:
+        raise ValueError(
+            "Invalid batch. Expected targets of the form {'labels': y, "
+            "'index': i}, i each example's index in the training set "
+            f"(0 <= i < num_data): the extra losses {names} keep a memory "
+            "row per training example. Received targets without 'index'"
+        )
+    values = np.asarray(keras.ops.convert_to_numpy(indices)).reshape(-1)
+    for term in terms:
+        if values.size and (values.min() < 0 or values.max() >= term.num_data):
+            raise ValueError(
+                f"Invalid batch. Expected example indices in [0, "
+                f"{term.num_data}) for `{term.name}` (num_data="
+                f"{term.num_data}). Received: indices from {values.min()} "
+                f"to {values.max()}"
+            )
+
+
 def first_batch(x, y=None):
     """Returns a small `(x, y, sample_weight)` slice of the first batch.
 
@@ -485,7 +554,9 @@ def check_first_batch(
         )
     inputs, targets = _head(full_inputs), _head(full_targets)
     labels, cached_logits = teacher_outputs_lib.split_targets(targets)
+    refuse_ensemble_targets_at_another_temperature(distiller, targets)
     if training:
+        check_example_indices(distiller, full_targets)
         refuse_augmentation_on_cached(distiller, cached_logits)
         if cached_logits is None and distiller.teacher is None:
             raise no_teacher_signal_error()
@@ -504,7 +575,12 @@ def check_first_batch(
         outputs, kind = cached_logits, "logits"
     elif distiller.teacher is not None:
         outputs = _call_model(distiller.teacher, "teacher", inputs)
-        kind = distiller.teacher_outputs
+        # An ensemble returns its mixture's logits, whatever its members do.
+        kind = (
+            "logits"
+            if getattr(distiller, "is_ensemble", False)
+            else distiller.teacher_outputs
+        )
     else:
         return
     outputs = np.asarray(keras.ops.convert_to_numpy(outputs))

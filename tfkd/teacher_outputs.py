@@ -117,6 +117,12 @@ def select_classes(logits, class_indices):
 LABELS_KEY = "labels"
 #: Key of the precomputed teacher logits in such a batch.
 TEACHER_LOGITS_KEY = "teacher_logits"
+#: Optional key, `(batch,)` int: each example's index in the training set,
+#: for terms with a per-example memory (`tfkd.CRD`).
+INDEX_KEY = "index"
+#: Optional key, `(batch,)`: the only temperature at which the cached
+#: logits are exact (a teacher ensemble's mixture, `tfkd.ensembles`).
+SOFT_TARGET_TEMPERATURE_KEY = "soft_target_temperature"
 
 
 def attach_teacher_logits(labels, teacher_logits):
@@ -150,12 +156,58 @@ def split_targets(y):
         ValueError: if `y` is a dict without the expected keys.
     """
     if isinstance(y, dict):
-        if set(y) != {LABELS_KEY, TEACHER_LOGITS_KEY}:
+        keys = set(y) - {SOFT_TARGET_TEMPERATURE_KEY, INDEX_KEY}
+        if keys not in ({LABELS_KEY, TEACHER_LOGITS_KEY}, {LABELS_KEY}) or (
+            SOFT_TARGET_TEMPERATURE_KEY in y and TEACHER_LOGITS_KEY not in y
+        ):
             raise ValueError(
                 "Invalid batch targets. Expected plain labels or a dict "
-                f"with exactly the keys {LABELS_KEY!r} and "
-                f"{TEACHER_LOGITS_KEY!r}. Received a dict with keys: "
-                f"{sorted(y)}"
+                f"with the keys {LABELS_KEY!r} and {TEACHER_LOGITS_KEY!r} "
+                f"(optionally {SOFT_TARGET_TEMPERATURE_KEY!r}), or "
+                f"{LABELS_KEY!r} alone, each optionally with {INDEX_KEY!r}. "
+                f"Received a dict with keys: {sorted(y)}"
             )
-        return y[LABELS_KEY], y[TEACHER_LOGITS_KEY]
+        return y[LABELS_KEY], y.get(TEACHER_LOGITS_KEY)
     return y, None
+
+
+def example_indices(y):
+    """The batch's example indices `(batch,)` (`"index"` key), or `None`.
+
+    Args:
+        y: A batch's targets (see `split_targets`).
+
+    Returns:
+        The int tensor/array under `"index"`, else `None`.
+
+    Example:
+
+    >>> example_indices({"labels": [2, 0], "index": [7, 8]})
+    [7, 8]
+    >>> example_indices([2, 0]) is None
+    True
+    """
+    if isinstance(y, dict):
+        return y.get(INDEX_KEY)
+    return None
+
+
+def soft_target_temperature(y):
+    """The temperature a batch's cached logits are exact at, or `None`.
+
+    Args:
+        y: A batch's targets (see `split_targets`).
+
+    Returns:
+        The `"soft_target_temperature"` values `(batch,)` of an ensemble
+        cache's batch, else `None`.
+
+    Example:
+
+    >>> soft_target_temperature({"labels": [0], "teacher_logits": [[1.0]],
+    ...                          "soft_target_temperature": [4.0]})
+    [4.0]
+    """
+    if isinstance(y, dict):
+        return y.get(SOFT_TARGET_TEMPERATURE_KEY)
+    return None

@@ -22,6 +22,19 @@ interleaved (`benchmarks.protocol`):
   penultimate dense layers, weights 25 and 50.
 - `dkd`: CE + `DecoupledKD` (Zhao et al., 2022; α = 1, β = 8, T = 4),
   i.e. `Distiller(alpha=1.0)` so the KL term has no weight.
+- `dist`: CE + `DIST` (Huang et al., 2022; τ = 4, β = γ = 1), likewise
+  `Distiller(alpha=1.0)`.
+- `logit_std`: logit KD with `logit_standardization=True` (Sun et al.,
+  2024): teacher and student logits z-scored before T and the KL.
+- `sp`: logit KD + `SimilarityPreserving` (Tung & Mori, 2019) on the
+  last conv blocks (teacher's third, student's second), weight 3000.
+- `pkt`: logit KD + `PKT` (Passalis & Tefas, 2018) on the penultimate
+  dense layers, weight 30000.
+
+Teacher ensembles (`Distiller(teacher=[...])`) need several trained
+teachers and are not an arm of this one-teacher protocol; nor is `CRD`,
+whose batches must carry each example's index (`benchmarks.protocol`
+hands out `(x, y)` batches).
 
 The term weights are those of the CRD benchmark code (Tian et al., 2020,
 github.com/HobbitLong/RepDistiller), not tuned here. It reports each arm's
@@ -47,9 +60,11 @@ from benchmarks import cli
 from benchmarks import presets as presets_lib
 from benchmarks import protocol
 from benchmarks import stats
+from tfkd.terms.correlation import DIST
 from tfkd.terms.decoupled import DecoupledKD
 from tfkd.terms.features import AttentionTransfer, FitNetHint
 from tfkd.terms.relations import RKDAngle, RKDDistance
+from tfkd.terms.similarity import PKT, SimilarityPreserving
 
 LABELS = {
     "scratch": "Student from scratch",
@@ -58,7 +73,13 @@ LABELS = {
     "attention": "Logit KD + attention transfer (Zagoruyko & Komodakis, 2017)",
     "rkd": "Logit KD + RKD distance & angle (Park et al., 2019)",
     "dkd": "CE + decoupled KD (Zhao et al., 2022)",
+    "dist": "CE + DIST (Huang et al., 2022)",
+    "logit_std": "Logit KD, standardized logits (Sun et al., 2024)",
+    "sp": "Logit KD + similarity-preserving KD (Tung & Mori, 2019)",
+    "pkt": "Logit KD + PKT (Passalis & Tefas, 2018)",
 }
+#: Arms that replace the KL term (CE + term, as in their papers).
+REPLACES_KL = ("dkd", "dist")
 ARM_IDS = tuple(LABELS)
 
 #: Options: `labels`, the students' labelled examples (class-balanced,
@@ -114,6 +135,12 @@ def extra_losses(arm_id, teacher, student):
                 RKDAngle(teacher_embedding, student_embedding, weight=50.0)]
     if arm_id == "dkd":
         return [DecoupledKD(temperature=4.0, target_weight=1.0, non_target_weight=8.0)]
+    if arm_id == "dist":
+        return [DIST(temperature=4.0, beta=1.0, gamma=1.0)]
+    if arm_id == "sp":
+        return [SimilarityPreserving(teacher_convs[2], student_convs[1], weight=3000.0)]
+    if arm_id == "pkt":
+        return [PKT(teacher_embedding, student_embedding, weight=30000.0)]
     return []
 
 
@@ -124,9 +151,11 @@ def make_arm(arm_id):
         return arms_lib.scratch(label=LABELS[arm_id], augmentation=arms_lib.small_shift)
     return arms_lib.distilled(
         arm_id, LABELS[arm_id],
-        # DKD replaces the KL term: CE + DKD, as in the paper.
-        alpha=1.0 if arm_id == "dkd" else None,
-        extra_losses=lambda teacher, student: extra_losses(arm_id, teacher, student))
+        # DKD and DIST replace the KL term: CE + term, as in the papers.
+        alpha=1.0 if arm_id in REPLACES_KL else None,
+        extra_losses=lambda teacher, student: extra_losses(arm_id, teacher, student),
+        distiller_options=(
+            {"logit_standardization": True} if arm_id == "logit_std" else None))
 
 
 def check_arms(arms):

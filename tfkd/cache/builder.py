@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfkd import ensembles
 from tfkd import losses
 from tfkd import teacher_logits as teacher_logits_lib
 from tfkd import teacher_outputs as teacher_outputs_lib
@@ -390,22 +391,60 @@ def _metadata(teacher, options, writer, arrays, seconds):
             ),
             "tail_mass_max": None if top_k is None else outputs.tail_mass_max,
         },
-        "teacher": {
-            "name": teacher.name,
-            "class_name": type(teacher).__name__,
-            "parameters": fingerprint.count_parameters(teacher),
-            "fingerprint": fingerprint.teacher_fingerprint(teacher),
-            "outputs": kind,
-            "stored_as": (
-                "log_probabilities" if kind == "probabilities" else "logits"
-            ),
-        },
+        "teacher": _teacher_entry(teacher, kind),
         "data": {"fingerprint": writer.fingerprint.hexdigest()},
         "inputs": writer.codec.get_config(),
         # `BuildOptions` refuses an augmentation with views=1.
         "augmentation": _augmentation_entry(options.augmentation),
         "arrays": arrays,
     }
+
+
+def _teacher_entry(teacher, kind):
+    """The metadata's `teacher` dict; an ensemble also gets `ensemble`."""
+    entry = {
+        "name": teacher.name,
+        "class_name": type(teacher).__name__,
+        "parameters": fingerprint.count_parameters(teacher),
+        # An ensemble's weights are its teachers', in order.
+        "fingerprint": fingerprint.teacher_fingerprint(teacher),
+        "outputs": kind,
+        "stored_as": (
+            "log_probabilities" if kind == "probabilities" else "logits"
+        ),
+    }
+    if not isinstance(teacher, ensembles.TeacherEnsemble):
+        return entry
+    temperature = teacher.temperature
+    entry["stored_as"] = "ensemble_mixture_logits"
+    entry["ensemble"] = {
+        "teachers": [
+            {
+                "name": member.name,
+                "class_name": type(member).__name__,
+                "parameters": fingerprint.count_parameters(member),
+                "fingerprint": fingerprint.teacher_fingerprint(member),
+                "outputs": kind_,
+            }
+            for member, kind_ in zip(teacher.teachers, teacher.teacher_outputs)
+        ],
+        "weights": list(teacher.teacher_weights),
+        "temperature": temperature,
+        "combined_as": (
+            f"T * log(sum_i w_i * softmax(z_i / T)) with T = {temperature:g}: "
+            "the weighted mean of the teachers' tempered probabilities "
+            "(Hinton et al., 2015, section 2), stored as logits"
+        ),
+        "temperature_note": (
+            f"softmax(stored / {temperature:g}) is exactly the ensemble's "
+            "soft target. At another temperature T' the stored values give "
+            f"p_ens^({temperature:g} / T') renormalised, which is not the "
+            "mixture of the teachers at T'; the Distiller refuses these "
+            "targets unless its temperature is "
+            f"{temperature:g} (rebuild the cache to change T)"
+        ),
+    }
+    return entry
 
 
 def build(teacher, dataset, path, options):

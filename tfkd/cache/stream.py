@@ -73,6 +73,8 @@ def make_dataset(
     num_views = metadata["views"]
     pick_random_view = num_views > 1 and views == "random"
     count = metadata["examples"] if pick_random_view else metadata["rows"]
+    ensemble = metadata["teacher"].get("ensemble")
+    temperature = None if ensemble is None else float(ensemble["temperature"])
 
     def gather(rows):
         # Fancy indexing copies just these rows out of the memory maps.
@@ -99,9 +101,14 @@ def make_dataset(
             )  # (batch, classes)
         else:
             logits = tf.cast(gathered[2], tf.float32)  # (batch, classes)
-        return inputs, teacher_outputs_lib.attach_teacher_logits(
-            labels, logits
-        )
+        targets = teacher_outputs_lib.attach_teacher_logits(labels, logits)
+        if temperature is not None:
+            # An ensemble's mixture is exact at its build T only; the
+            # Distiller's pre-flight compares this with its own T.
+            targets[teacher_outputs_lib.SOFT_TARGET_TEMPERATURE_KEY] = tf.fill(
+                tf.shape(logits)[:1], tf.constant(temperature, tf.float32)
+            )  # (batch,)
+        return inputs, targets
 
     indices = tf.data.Dataset.range(count)
     if shuffle:

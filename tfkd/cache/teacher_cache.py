@@ -7,6 +7,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from tfkd import ensembles
 from tfkd.utils import progress
 from tfkd.utils import validation
 from tfkd.cache import builder
@@ -34,6 +35,42 @@ _BUILD_OPTIONS = (
     "views",
     "augmentation",
 )
+
+
+def _teacher_or_ensemble(teacher, teacher_weights, temperature, teacher_outputs):
+    """`(model to run, its teacher_outputs)` for `TeacherCache.build`.
+
+    Two or more teachers become one `TeacherEnsemble` at `temperature`,
+    which emits its mixture's logits (so the runner reads "logits").
+    """
+    if not isinstance(teacher, (list, tuple)):
+        validation.check_keras_model("teacher", teacher)
+        if teacher_weights is not None:
+            raise validation.invalid_value(
+                "teacher_weights",
+                "None unless `teacher` is a list of models (an ensemble)",
+                teacher_weights,
+            )
+        return teacher, teacher_outputs
+    teachers = ensembles.check_teachers(teacher)
+    ensembles.check_teacher_weights(teacher_weights, len(teachers))
+    if len(teachers) == 1:
+        return teachers[0], teacher_outputs
+    if temperature is None:
+        raise validation.invalid_value(
+            "temperature",
+            "the float T > 0 you will distil with: the stored soft targets "
+            f"of an ensemble of {len(teachers)} teachers mix their "
+            "probabilities at T and are exact at T only",
+            temperature,
+        )
+    ensemble = ensembles.TeacherEnsemble(
+        teachers,
+        temperature=temperature,
+        teacher_weights=teacher_weights,
+        teacher_outputs=teacher_outputs,
+    )
+    return ensemble, "logits"
 
 
 def _check_dataset(dataset):
@@ -134,6 +171,8 @@ class TeacherCache:
         augmentation=None,
         overwrite=False,
         verbose=1,
+        teacher_weights=None,
+        temperature=None,
     ):
         """Runs the teacher once over `dataset` and stores its outputs.
 
@@ -143,9 +182,22 @@ class TeacherCache:
         renamed to `path` at the end, so an interrupted build leaves
         nothing at `path`.
 
+        A list of teachers stores their ensemble's soft targets (Hinton et
+        al., 2015, section 2): per example the logits of the mixture
+        `T · log Σ_i w_i softmax(z_i / T)` at the build `temperature`
+        (`tfkd.ensembles`), so `softmax(stored / T)` is the weighted mean of
+        the teachers' tempered probabilities. That holds at T only (the
+        mixture at another temperature is a different distribution): the
+        batches then carry `"soft_target_temperature"`, and a `Distiller`
+        whose `temperature` differs, or that has `logit_standardization`,
+        refuses them before training. The metadata's `teacher.ensemble`
+        records the teachers, weights, temperature and how they were
+        combined. A list of one teacher builds that teacher's cache.
+
         Args:
             teacher: A trained `keras.Model` with one input and outputs of
-                shape `(batch, classes)`: logits or softmax probabilities.
+                shape `(batch, classes)`: logits or softmax probabilities;
+                or a list of such models (an ensemble).
             dataset: A `tf.data.Dataset` of `(inputs, labels)` batches, or
                 of `inputs` alone for unlabelled data (stored with labels
                 -1); labels of -1 mark unlabelled examples in labelled
@@ -163,8 +215,9 @@ class TeacherCache:
                 storage keeps the tail's probability mass exact; use the
                 temperature you distil with. Defaults to `1.0`.
             teacher_outputs: `"logits"`, `"probabilities"` (stored as
-                log-probabilities) or `"auto"` to tell from the first batch.
-                Defaults to `"auto"`.
+                log-probabilities) or `"auto"` to tell from the first batch;
+                for an ensemble, one of them for all teachers or a list
+                with one per teacher. Defaults to `"auto"`.
             input_dtype: Storage of the inputs: `"auto"` (uint8 for 8-bit
                 images scaled to [0, 1], bit-exact; the inputs' own dtype
                 otherwise), `"uint8"`, `"float16"` or `"float32"`. Lossy
@@ -177,6 +230,13 @@ class TeacherCache:
             overwrite: Whether to replace an existing directory at `path`.
                 Defaults to `False`.
             verbose: `0` (silent) or `1` (progress bar). Defaults to `1`.
+            teacher_weights: For a list of teachers, one float > 0 per
+                teacher (normalised to sum 1), or `None` for equal weights.
+                Defaults to `None`.
+            temperature: For a list of two or more teachers, the float
+                T > 0 of the mixture: the temperature you will distil
+                with. Required then; ignored for one teacher. Defaults to
+                `None`.
 
         Returns:
             The opened `TeacherCache`.
@@ -197,7 +257,9 @@ class TeacherCache:
         >>> cache.num_examples, cache.num_classes  # doctest: +SKIP
         (54000, 10)
         """
-        validation.check_keras_model("teacher", teacher)
+        teacher, teacher_outputs = _teacher_or_ensemble(
+            teacher, teacher_weights, temperature, teacher_outputs
+        )
         _check_dataset(dataset)
         options = builder.BuildOptions(
             dtype=dtype,
@@ -212,6 +274,12 @@ class TeacherCache:
         )
         metadata = builder.build(teacher, dataset, path, options)
         return cls(path, metadata)
+
+    @property
+    def soft_target_temperature(self):
+        """The T an ensemble cache's targets are exact at, else `None`."""
+        ensemble = self._metadata["teacher"].get("ensemble")
+        return None if ensemble is None else ensemble["temperature"]
 
     @classmethod
     def open(

@@ -8,20 +8,37 @@ Each term is a `DistillationTerm` (`tfkd.terms.base`), passed to
 - `tfkd.terms.relations`: on the relations between examples, RKD distance
   (`RKDDistance`) and angle (`RKDAngle`).
 - `tfkd.terms.decoupled`: on the logits, decoupled KD (`DecoupledKD`).
+- `tfkd.terms.similarity`: on the similarities between examples,
+  similarity-preserving KD (`SimilarityPreserving`, alias `SP`) and
+  probabilistic knowledge transfer (`PKT`).
+- `tfkd.terms.contrastive`: contrastive representation distillation
+  with a memory of negatives (`CRD`).
+- `tfkd.terms.correlation`: on the logits, DIST's correlation match
+  (`DIST`).
 """
 
 from tfkd.terms.base import DistillationTerm
+from tfkd.terms.contrastive import CRD
+from tfkd.terms.correlation import DIST
 from tfkd.terms.decoupled import DecoupledKD
 from tfkd.terms.features import AttentionTransfer
 from tfkd.terms.features import FitNetHint
 from tfkd.terms.relations import RKDAngle
 from tfkd.terms.relations import RKDDistance
+from tfkd.terms.similarity import PKT
+from tfkd.terms.similarity import SP
+from tfkd.terms.similarity import SimilarityPreserving
 
 __all__ = [
     "AttentionTransfer",
+    "CRD",
+    "DIST",
     "DecoupledKD",
     "DistillationTerm",
     "FitNetHint",
+    "PKT",
     "RKDAngle",
     "RKDDistance",
+    "SP",
+    "SimilarityPreserving",
 ]

@@ -187,7 +187,8 @@ def check_terms(extra_losses):
         raise validation.invalid_type(
             "extra_losses",
             "a list of tfkd distillation terms (FitNetHint, "
-            "AttentionTransfer, RKDDistance, RKDAngle, DecoupledKD)",
+            "AttentionTransfer, RKDDistance, RKDAngle, SP, PKT, CRD, "
+            "DecoupledKD, DIST)",
             extra_losses,
         )
     terms = list(extra_losses)

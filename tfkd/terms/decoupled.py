@@ -127,6 +127,12 @@ class DecoupledKD(base.DistillationTerm):
             `8.0`.
         weight: Float >= 0, an overall weight of the term. Defaults to
             `1.0`.
+        logit_standardization: Whether teacher and student logits are
+            z-scored per example (`tfkd.losses.standardize_logits`) before
+            the temperature, as Sun et al. (2024, "Logit Standardization in
+            Knowledge Distillation") apply to DKD. Independent of the
+            `Distiller`'s option of that name, which covers its KL term
+            only. Defaults to `False`.
         name: Defaults to `"dkd_loss"`.
 
     Raises:
@@ -156,8 +162,12 @@ class DecoupledKD(base.DistillationTerm):
         non_target_weight=8.0,
         weight=1.0,
         name=None,
+        logit_standardization=False,
     ):
         super().__init__(weight=weight, name=name)
+        self.logit_standardization = validation.check_bool(
+            "logit_standardization", logit_standardization
+        )
         self.temperature = validation.check_temperature(temperature)
         check = validation.check_non_negative
         self.target_weight = check("target_weight", target_weight)
@@ -179,6 +189,9 @@ class DecoupledKD(base.DistillationTerm):
                 f"`{self.name}` (DecoupledKD) needs the labels of the batch. "
                 "Received: labels=None"
             )
+        if self.logit_standardization:
+            teacher_features = losses.standardize_logits(teacher_features)
+            student_features = losses.standardize_logits(student_features)
         return decoupled_kd_loss(
             labels,
             student_features,
@@ -195,5 +208,6 @@ class DecoupledKD(base.DistillationTerm):
             "non_target_weight": self.non_target_weight,
             "weight": self.weight,
             "name": self.name,
+            "logit_standardization": self.logit_standardization,
         }
 

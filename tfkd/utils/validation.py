@@ -146,3 +146,16 @@ def check_positive_float(argument, value, expected="a float > 0"):
     if not math.isfinite(value) or value <= 0:
         raise invalid_value(argument, expected, value)
     return float(value)
+
+
+def check_bool(argument, value):
+    """Returns `value` after checking it is a bool (`True` or `False`).
+
+    Example:
+
+    >>> check_bool("logit_standardization", True)
+    True
+    """
+    if not isinstance(value, bool):
+        raise invalid_type(argument, "a bool (True or False)", value)
+    return value

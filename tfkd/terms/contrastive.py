@@ -1,0 +1,297 @@
+"""CRD: contrastive representation distillation with a memory of negatives.
+
+Tian, Krishnan & Isola (2020), "Contrastive Representation Distillation"
+(ICLR 2020, arXiv:1910.10699) make the student's embedding of an example
+recognise the teacher's embedding of the *same* example among those of
+many others. Both features go through a learnable linear embedding to
+`feat_dim` and are L2-normalised (`v_s`, `v_t`). Two memory banks hold one
+embedding per training example: `M_s` (student) and `M_t` (teacher). For
+example `i` of the batch, with `K` negative indices `n_1..n_K` drawn
+uniformly from the training set and `τ` the contrast temperature:
+
+    ℓ_t(i) = −log softmax_0([⟨v_t(i), M_s[i]⟩, ⟨v_t(i), M_s[n_1]⟩, ...] / τ)
+    ℓ_s(i) = −log softmax_0([⟨v_s(i), M_t[i]⟩, ⟨v_s(i), M_t[n_1]⟩, ...] / τ)
+    CRD    = mean over the batch of ℓ_t(i) + ℓ_s(i)
+
+and after each training step `M[i] ← normalise(m · M[i] + (1 − m) · v(i))`
+(momentum `m = 0.5`). Differences from the authors' code
+(github.com/HobbitLong/RepDistiller): the contrast is the softmax
+(InfoNCE) form over one positive and K negatives rather than NCE with an
+estimated normalisation constant Z (which the code fixes from the first
+batch); a negative may by chance be the example itself.
+
+The memory needs the index of every example in the training set: batches
+carry it as `(x, {"labels": y, "index": i})` (with cached teacher logits,
+`{"labels", "teacher_logits", "index"}`); the `Distiller` refuses a
+training batch without it before the first step. Memory is
+`num_data × feat_dim × 2` float32 values (two banks), non-trainable state
+saved with the `Distiller`; `max_memory_mb` caps it.
+"""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from tfkd.terms import base
+from tfkd.utils import validation
+
+_BYTES_PER_FLOAT32 = 4
+
+
+def memory_megabytes(num_data, feat_dim):
+    """Size of CRD's two memory banks in MB: `num_data · feat_dim · 2 · 4 B`.
+
+    Example:
+
+    >>> memory_megabytes(50_000, 128)  # CIFAR-100, the paper's feat_dim
+    51.2
+    """
+    return num_data * feat_dim * 2 * _BYTES_PER_FLOAT32 / 1e6
+
+
+def contrastive_loss(anchors, memory_rows, temperature):
+    """Per-example InfoNCE loss, the positive in column 0: `(batch,)`.
+
+    Args:
+        anchors: L2-normalised embeddings `(batch, feat_dim)`.
+        memory_rows: Memory rows `(batch, 1 + K, feat_dim)`: the anchor's
+            own example first, then its K negatives.
+        temperature: Float > 0, τ.
+
+    Returns:
+        A float32 tensor `(batch,)`: `−log softmax(scores / τ)[0]`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> a = np.array([[1.0, 0.0]]); rows = np.array([[[1.0, 0.0], [-1.0, 0.0]]])
+    >>> float(contrastive_loss(a, rows, 1.0)[0]) < 0.2
+    True
+    """
+    scores = ops.einsum("bkd,bd->bk", memory_rows, anchors) / temperature
+    return -ops.log_softmax(scores, axis=-1)[:, 0]  # (batch,)
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class CRD(base.DistillationTerm):
+    """CRD: contrastive distillation against a memory of other examples.
+
+    Tian et al. (2020), "Contrastive Representation Distillation": see the
+    module docstring for the loss, the memory and how this version differs
+    from the authors' code. It reads one teacher and one student layer
+    (the paper: the penultimate embeddings), learns a linear embedding of
+    each (trained with the student, saved with the `Distiller`, never in
+    `distiller.student`), and keeps two memory banks of `num_data` rows.
+
+    Every training batch must carry each example's index in the training
+    set, `(x, {"labels": y, "index": i})` with `0 <= i < num_data`: the
+    memory row of example `i`. `fit` refuses a first batch without it.
+    CRD trains only: in evaluation (validation examples have no memory
+    rows, and the memory must not change) it adds and reports 0. The
+    memory update is a TensorFlow row scatter on one device; CRD is not
+    tested under `tf.distribute` strategies.
+
+    Args:
+        teacher_layer: Name of the teacher layer (or `None`, the logits).
+        student_layer: Name of the student layer (or `None`, the logits).
+        num_data: Int > 0, examples in the training set (memory rows).
+        feat_dim: Int > 0, size of the embeddings. Defaults to `128`.
+        num_negatives: Int > 0, K negatives per example and step.
+            Defaults to `4096` (the paper uses 16384 on CIFAR-100).
+        contrast_temperature: Float > 0, τ. Defaults to `0.07`.
+        momentum: Float in [0, 1), m of the memory update. Defaults to
+            `0.5`.
+        max_memory_mb: Float > 0, a cap on the memory,
+            `num_data · feat_dim · 2 · 4` bytes; a larger memory is a
+            `ValueError` at construction. Defaults to `1024.0`.
+        seed: Optional int, the seed of the negative sampling. Defaults to
+            `None`.
+        weight: Float >= 0, the paper's β. Defaults to `0.8`.
+        name: Defaults to `"crd_loss"`.
+
+    Raises:
+        TypeError, ValueError: for an invalid argument, or a memory above
+            `max_memory_mb`.
+
+    Example:
+
+    >>> import numpy as np, keras, tfkd
+    >>> x, y = np.random.rand(32, 8).astype("float32"), np.arange(32) % 3
+    >>> def mlp(): return keras.Sequential([keras.Input((8,)),
+    ...     keras.layers.Dense(6, name="embedding"), keras.layers.Dense(3)])
+    >>> crd = tfkd.CRD("embedding", "embedding", num_data=32, feat_dim=4,
+    ...                num_negatives=8)
+    >>> distiller = tfkd.Distiller(teacher=mlp(), student=mlp(), extra_losses=[crd])
+    >>> distiller.compile(optimizer="adam")
+    >>> targets = {"labels": y, "index": np.arange(32)}
+    >>> "crd_loss" in distiller.fit(x, targets, verbose=0).history
+    True
+    """
+
+    default_name = "crd_loss"
+    #: The `Distiller` passes `indices=` and `training=` to this term.
+    needs_example_indices = True
+
+    def __init__(
+        self,
+        teacher_layer=None,
+        student_layer=None,
+        num_data=None,
+        feat_dim=128,
+        num_negatives=4096,
+        contrast_temperature=0.07,
+        momentum=0.5,
+        max_memory_mb=1024.0,
+        seed=None,
+        weight=0.8,
+        name=None,
+    ):
+        super().__init__(
+            teacher_layer=teacher_layer,
+            student_layer=student_layer,
+            weight=weight,
+            name=name,
+        )
+        self.num_data = validation.check_positive_int("num_data", num_data)
+        self.feat_dim = validation.check_positive_int("feat_dim", feat_dim)
+        self.num_negatives = validation.check_positive_int(
+            "num_negatives", num_negatives
+        )
+        self.contrast_temperature = validation.check_positive_float(
+            "contrast_temperature", contrast_temperature
+        )
+        momentum = validation.check_non_negative("momentum", momentum)
+        if momentum >= 1.0:
+            raise validation.invalid_value(
+                "momentum", "a float in [0, 1)", momentum
+            )
+        self.momentum = momentum
+        self.max_memory_mb = validation.check_positive_float(
+            "max_memory_mb", max_memory_mb
+        )
+        needed = memory_megabytes(self.num_data, self.feat_dim)
+        if needed > self.max_memory_mb:
+            raise validation.invalid_value(
+                "num_data",
+                f"a memory within max_memory_mb={self.max_memory_mb:g}: "
+                f"CRD keeps num_data × feat_dim × 2 float32 values, here "
+                f"{self.num_data} × {self.feat_dim} × 2 × 4 B = "
+                f"{needed:.1f} MB. Lower feat_dim, or raise max_memory_mb "
+                "if the memory fits",
+                self.num_data,
+            )
+        if seed is not None:
+            seed = validation.check_int("seed", seed)
+        self.seed = seed
+        self._seed_generator = keras.random.SeedGenerator(seed)
+
+    def build(self, teacher_features_shape, student_features_shape):
+        self.teacher_embedding = keras.layers.Dense(
+            self.feat_dim, name="teacher_embedding", dtype="float32"
+        )
+        self.student_embedding = keras.layers.Dense(
+            self.feat_dim, name="student_embedding", dtype="float32"
+        )
+        self.teacher_embedding.build((None, _flat_size(teacher_features_shape)))
+        self.student_embedding.build((None, _flat_size(student_features_shape)))
+        # As the authors' code: uniform in ±1/sqrt(feat_dim / 3).
+        bound = 1.0 / (self.feat_dim / 3.0) ** 0.5
+        initializer = keras.initializers.RandomUniform(-bound, bound, seed=self.seed)
+        shape = (self.num_data, self.feat_dim)
+        self.student_memory = self.add_weight(
+            shape=shape, initializer=initializer, trainable=False,
+            name="student_memory",
+        )
+        self.teacher_memory = self.add_weight(
+            shape=shape, initializer=initializer, trainable=False,
+            name="teacher_memory",
+        )
+        self.built = True
+
+    def call(
+        self,
+        teacher_features,
+        student_features,
+        labels=None,
+        sample_weight=None,
+        indices=None,
+        training=False,
+    ):
+        del labels
+        if not training or indices is None:
+            # Evaluation: no memory rows for these examples, no update.
+            return ops.zeros((), "float32")
+        indices = ops.cast(ops.reshape(indices, (-1,)), "int32")  # (batch,)
+        v_t = ops.normalize(
+            self.teacher_embedding(base.flatten_examples(teacher_features)),
+            axis=-1,
+        )  # (batch, feat_dim)
+        v_s = ops.normalize(
+            self.student_embedding(base.flatten_examples(student_features)),
+            axis=-1,
+        )  # (batch, feat_dim)
+        batch = ops.shape(indices)[0]
+        negatives = keras.random.randint(
+            (batch, self.num_negatives), 0, self.num_data, dtype="int32",
+            seed=self._seed_generator,
+        )  # (batch, K)
+        rows = ops.concatenate([indices[:, None], negatives], axis=1)
+        loss = self.loss_on_memory(v_t, v_s, rows)  # (batch,)
+        self._update_memory(self.student_memory, indices, v_s)
+        self._update_memory(self.teacher_memory, indices, v_t)
+        return base.weighted_batch_mean(loss, sample_weight)
+
+    def loss_on_memory(self, teacher_embeddings, student_embeddings, rows):
+        """`ℓ_t + ℓ_s` per example, on the current memory: `(batch,)`.
+
+        Args:
+            teacher_embeddings: `v_t`, `(batch, feat_dim)`, L2-normalised.
+            student_embeddings: `v_s`, `(batch, feat_dim)`, L2-normalised.
+            rows: Int `(batch, 1 + K)`: each example's own index, then its
+                negatives.
+        """
+        student_rows = ops.take(self.student_memory, rows, axis=0)
+        teacher_rows = ops.take(self.teacher_memory, rows, axis=0)
+        return contrastive_loss(
+            teacher_embeddings, student_rows, self.contrast_temperature
+        ) + contrastive_loss(
+            student_embeddings, teacher_rows, self.contrast_temperature
+        )
+
+    def _update_memory(self, memory, indices, embeddings):
+        """`M[i] ← normalise(m · M[i] + (1 − m) · v(i))`, rows `indices`."""
+        embeddings = ops.stop_gradient(embeddings)
+        old = ops.take(memory, indices, axis=0)  # (batch, feat_dim)
+        new = ops.normalize(
+            self.momentum * old + (1.0 - self.momentum) * embeddings, axis=-1
+        )
+        # A row update, not a copy of the whole memory (TensorFlow only).
+        memory.value.scatter_update(tf.IndexedSlices(new, indices))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_data": self.num_data,
+                "feat_dim": self.feat_dim,
+                "num_negatives": self.num_negatives,
+                "contrast_temperature": self.contrast_temperature,
+                "momentum": self.momentum,
+                "max_memory_mb": self.max_memory_mb,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+
+def _flat_size(shape):
+    """Features per example of a static shape `(None, ...)`."""
+    size = 1
+    for dim in tuple(shape)[1:]:
+        if dim is None:
+            raise ValueError(
+                "Invalid inputs for `CRD`. Expected features of a static "
+                f"shape (batch, ...). Received: shape {tuple(shape)}"
+            )
+        size *= int(dim)
+    return size
