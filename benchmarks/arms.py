@@ -91,6 +91,16 @@ def transfer_batches(setup, order):
                                    (setup.epoch_inputs(), transfer_labels(setup)))
 
 
+def indexed_transfer_batches(setup, order):
+    """`transfer_batches` whose targets also carry each row's index among the
+    epoch's rows, `(x, {"labels": y, "index": row})`: what a term that keeps
+    per-example state needs (`tfkd.CRD`'s memory bank)."""
+    rows = tf.range(setup.epoch_size(), dtype=tf.int64)
+    return protocol.gather_batches(
+        order, setup.preset.batch_size,
+        (setup.epoch_inputs(), {"labels": transfer_labels(setup), "index": rows}))
+
+
 def soft_target_batches(source):
     """`epoch_data` of an arm fed precomputed teacher logits.
 
@@ -123,7 +133,7 @@ def soft_target_batches(source):
 
 
 def distilled(arm_id, label, *, temperature=None, alpha=None, extra_losses=None,
-              soft_targets=None, distiller_options=None):
+              soft_targets=None, distiller_options=None, with_index=False):
     """A `tfkd.Distiller` arm.
 
     Args:
@@ -131,7 +141,7 @@ def distilled(arm_id, label, *, temperature=None, alpha=None, extra_losses=None,
         label: Human name.
         temperature: T. Defaults to `None` (the preset's).
         alpha: α. Defaults to `None` (the preset's).
-        extra_losses: `(teacher, student) -> list` of extra loss terms, or
+        extra_losses: `(setup, student) -> list` of extra loss terms, or
             `None`. Defaults to `None`.
         soft_targets: `None` (teacher online), `"memory"` or `"cache"`
             (teacher logits precomputed; no teacher in the loop), or a
@@ -139,6 +149,9 @@ def distilled(arm_id, label, *, temperature=None, alpha=None, extra_losses=None,
             Defaults to `None`.
         distiller_options: Further `tfkd.Distiller` keyword arguments, e.g.
             `{"logit_standardization": True}`. Defaults to `None`.
+        with_index: Targets carry each row's index
+            (`indexed_transfer_batches`), for `tfkd.CRD`; teacher online
+            only. Defaults to `False`.
 
     Returns:
         A `protocol.Arm` that reads every row of the epoch: in a
@@ -155,15 +168,21 @@ def distilled(arm_id, label, *, temperature=None, alpha=None, extra_losses=None,
             temperature=preset.temperature if temperature is None else temperature,
             alpha=weight,
             **({"teacher_outputs": "logits",
-                "extra_losses": extra_losses(setup.teacher, student)}
+                "extra_losses": extra_losses(setup, student)}
                if extra_losses else {}),
             **(distiller_options or {}),
         )
         distiller.compile(protocol.student_optimizer(setup), metrics=["accuracy"])
         return distiller
 
+    if with_index and soft_targets is not None:
+        raise ValueError(
+            f"Invalid value for argument `with_index` of arm {arm_id!r}. Expected "
+            "False with precomputed soft targets (indexed batches are made for "
+            f"an online teacher). Received: with_index=True, soft_targets={soft_targets!r}")
     if soft_targets is None:
-        return protocol.Arm(arm_id, label, make_trainer, transfer_batches)
+        return protocol.Arm(arm_id, label, make_trainer,
+                            indexed_transfer_batches if with_index else transfer_batches)
     return protocol.Arm(arm_id, label, make_trainer, soft_target_batches(soft_targets))
 
 

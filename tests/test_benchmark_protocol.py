@@ -191,6 +191,12 @@ def test_few_label_arms_read_the_pool_unlabelled_online_or_cached(setup):
     labelled = order < 20
     np.testing.assert_array_equal(y_online[~labelled], -1)
     np.testing.assert_array_equal(y_online[labelled], view.data.y_train[order[labelled]])
+    # Indexed batches (CRD's memory bank) carry each row's index in `order`.
+    indexed = list(arms.distilled("crd", "CRD", with_index=True).epoch_data(view, order))
+    np.testing.assert_array_equal(
+        np.concatenate([y["index"].numpy() for _, y in indexed]), order)
+    np.testing.assert_array_equal(
+        np.concatenate([y["labels"].numpy() for _, y in indexed]), y_online)
     # With α > 0 and the teacher online, both arms train on the transfer set.
     runs, failures = protocol.train_arms(view.with_preset(TINY.replace(student_epochs=1)), [
         arms.distilled("online", "online", alpha=0.5),

@@ -44,6 +44,10 @@ def test_arm_terms_read_layers_of_matching_resolution():
         preset = methods.PRESETS["smoke"]
         over_pool = False  # all examples labelled (see Setup.with_labels)
 
+        @staticmethod
+        def epoch_size():  # the rows CRD's memory bank holds
+            return 256
+
     for arm_id in methods.ARM_IDS:
         FakeSetup.teacher = models.teacher_cnn((28, 28, 1), 10, width=4)
         student = models.student_cnn((28, 28, 1), 10, width=2)
@@ -59,3 +63,11 @@ def test_unknown_arms_and_presets_are_named():
         methods.run(preset="smoke", arms=("boosting",))
     with pytest.raises(ValueError, match="`preset`.*'huge'"):
         methods.run(preset="huge")
+
+
+def test_crd_arm_reads_each_row_index_and_trains(tmp_path):
+    results = methods.run(preset="smoke", arms=("crd",), seeds=(0,), output=tmp_path,
+                          log=lambda line: None)
+    crd = results["arms"]["crd"]
+    assert "failure" not in crd and 0.0 <= crd["accuracy"]["mean"] <= 1.0
+    assert any(key.startswith("crd") for key in crd["history"]), sorted(crd["history"])

@@ -31,10 +31,12 @@ interleaved (`benchmarks.protocol`):
 - `pkt`: logit KD + `PKT` (Passalis & Tefas, 2018) on the penultimate
   dense layers, weight 30000.
 
+- `crd`: logit KD + `CRD` (Tian et al., 2020) on the penultimate dense
+  layers, weight 0.8, 128-d embeddings, 4,096 negatives from a memory bank
+  of every row of the epoch (its batches carry each row's index).
+
 Teacher ensembles (`Distiller(teacher=[...])`) need several trained
-teachers and are not an arm of this one-teacher protocol; nor is `CRD`,
-whose batches must carry each example's index (`benchmarks.protocol`
-hands out `(x, y)` batches).
+teachers and are not an arm of this one-teacher protocol.
 
 The term weights are those of the CRD benchmark code (Tian et al., 2020,
 github.com/HobbitLong/RepDistiller), not tuned here. It reports each arm's
@@ -60,6 +62,7 @@ from benchmarks import cli
 from benchmarks import presets as presets_lib
 from benchmarks import protocol
 from benchmarks import stats
+from tfkd.terms.contrastive import CRD
 from tfkd.terms.correlation import DIST
 from tfkd.terms.decoupled import DecoupledKD
 from tfkd.terms.features import AttentionTransfer, FitNetHint
@@ -77,6 +80,7 @@ LABELS = {
     "logit_std": "Logit KD, standardized logits (Sun et al., 2024)",
     "sp": "Logit KD + similarity-preserving KD (Tung & Mori, 2019)",
     "pkt": "Logit KD + PKT (Passalis & Tefas, 2018)",
+    "crd": "Logit KD + CRD (Tian et al., 2020)",
 }
 #: Arms that replace the KL term (CE + term, as in their papers).
 REPLACES_KL = ("dkd", "dist")
@@ -113,11 +117,12 @@ def layer_names(model, layer_type):
     return [layer.name for layer in model.layers if isinstance(layer, layer_type)]
 
 
-def extra_losses(arm_id, teacher, student):
+def extra_losses(arm_id, teacher, student, num_data=None):
     """The `extra_losses` of an arm, on the reference CNNs' layers.
 
     Teacher convs: 28x28 (w), 28x28 (2w), 14x14 (4w); student convs:
-    28x28 (v), 14x14 (2v); each has a penultimate dense layer.
+    28x28 (v), 14x14 (2v); each has a penultimate dense layer. `num_data`:
+    the rows `crd`'s memory bank holds (the epoch's rows).
     """
     teacher_convs = layer_names(teacher, keras.layers.Conv2D)
     student_convs = layer_names(student, keras.layers.Conv2D)
@@ -141,6 +146,9 @@ def extra_losses(arm_id, teacher, student):
         return [SimilarityPreserving(teacher_convs[2], student_convs[1], weight=3000.0)]
     if arm_id == "pkt":
         return [PKT(teacher_embedding, student_embedding, weight=30000.0)]
+    if arm_id == "crd":
+        return [CRD(teacher_embedding, student_embedding, num_data=num_data,
+                    feat_dim=128, num_negatives=4096, weight=0.8, seed=0)]
     return []
 
 
@@ -153,7 +161,9 @@ def make_arm(arm_id):
         arm_id, LABELS[arm_id],
         # DKD and DIST replace the KL term: CE + term, as in the papers.
         alpha=1.0 if arm_id in REPLACES_KL else None,
-        extra_losses=lambda teacher, student: extra_losses(arm_id, teacher, student),
+        extra_losses=lambda setup, student: extra_losses(
+            arm_id, setup.teacher, student, num_data=setup.epoch_size()),
+        with_index=arm_id == "crd",
         distiller_options=(
             {"logit_standardization": True} if arm_id == "logit_std" else None))
 
