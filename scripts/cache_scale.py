@@ -15,10 +15,12 @@ What it measures, on this machine:
    16, random weights: throughput does not depend on training), with and
    without inputs; and per worker when 1 or 2 processes build the shards
    of one cache at the same time (each in its own subprocess).
-3. Peak resident memory (`ru_maxrss`) of a subprocess that builds, and of
-   one that trains a small student for an epoch (from `dataset()` and from
-   `attach()`), next to one that only imports TensorFlow and builds the
-   teacher.
+3. Resident memory of a subprocess that builds, and of one that trains a
+   small student for an epoch (from `dataset()` and from `attach()`): its
+   RSS before the work (TensorFlow imported, teacher built, data loaded),
+   the peak RSS during the work (VmRSS sampled every 10 ms) and
+   `ru_maxrss` (the process's lifetime peak, which TensorFlow's start-up
+   can dominate).
 4. At ImageNet size (224x224x3 inputs, 1,000 classes, synthetic data,
    a near-free teacher: global pooling + one Dense layer) the bytes per
    example and the throughput of the cache machinery itself (encode, hash,
@@ -112,7 +114,7 @@ def measure_sizes_and_speed(examples, repeats, workdir):
     results = {}
     for name, kwargs in configs.items():
         seconds = []
-        for _ in range(repeats if "dense" in name else 1):
+        for _ in range(repeats):
             took, size = timed_build(
                 teacher, dataset, os.path.join(workdir, name), **kwargs
             )
@@ -125,6 +127,40 @@ def measure_sizes_and_speed(examples, repeats, workdir):
             "examples_per_second_median": examples / statistics.median(seconds),
         }
     return results
+
+
+class RssSampler:
+    """Samples this process's resident memory (VmRSS) in a thread."""
+
+    def __init__(self, interval=0.01):
+        import threading
+
+        self.interval = interval
+        self.peak_kb = self.read_kb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def read_kb():
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self.peak_kb = max(self.peak_kb, self.read_kb())
+
+    def __enter__(self):
+        self.before_kb = self.read_kb()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak_kb = max(self.peak_kb, self.read_kb())
 
 
 def child(argv):
@@ -145,6 +181,7 @@ def child(argv):
     teacher = fashion_mnist_teacher()
     dataset = fashion_mnist_pipeline(args.examples)
     out = {"task": args.task}
+    sampler = RssSampler().__enter__()
     if args.task == "build":
         started = time.perf_counter()
         TeacherCache.build(
@@ -170,8 +207,11 @@ def child(argv):
         started = time.perf_counter()
         distiller.fit(train, epochs=1, verbose=0)
         out["seconds"] = time.perf_counter() - started
+    sampler.__exit__()
+    out["rss_before_mb"] = sampler.before_kb / 1024
+    out["peak_rss_during_mb"] = sampler.peak_kb / 1024
     # Linux reports ru_maxrss in KiB.
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["ru_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out))
 
 
@@ -311,6 +351,7 @@ def run(preset="full", workdir=None):
         "git": git,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
         "cpu_count": os.cpu_count(),
+        "load_average_at_start": os.getloadavg(),
         "teacher": f"benchmarks.models.teacher_cnn((28, 28, 1), 10, width={TEACHER_WIDTH}), random weights",
         "fashion_mnist_examples": settings["examples"],
         "repeats": settings["repeats"],
