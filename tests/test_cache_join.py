@@ -132,12 +132,14 @@ def test_shuffling_moves_whole_examples(caches):
     "change, match",
     [
         (lambda d: d.take(39), "pipeline ended|more or fewer"),
+        # 9 whole blocks of 1,024: only the end-of-stream sentinel sees it.
+        (lambda d: d.unbatch().take(9216).batch(250), "ended after 9 block"),
         (lambda d: d.skip(1), "more or fewer|differ"),
         (lambda d: d.unbatch().shuffle(100, seed=0).batch(250), "row block 0"),
         (lambda d: d.map(lambda a, b: (a, (b + 1) % 10)), "row block 0"),
         (lambda d: d.concatenate(d.take(1)), "more or fewer"),
     ],
-    ids=["shorter", "shifted", "shuffled", "relabelled", "longer"],
+    ids=["shorter", "whole_blocks_shorter", "shifted", "shuffled", "relabelled", "longer"],
 )
 def test_a_changed_pipeline_is_refused_while_iterating(caches, change, match):
     _, logits_only, x, y, _ = caches
