@@ -62,6 +62,7 @@ results: env-bench data
 	for experiment in $(EXPERIMENTS); do \
 		$(BENCH)/bin/python -m benchmarks $$experiment --preset quick || exit 1; \
 	done
+	$(BENCH)/bin/python scripts/cache_scale.py --out benchmarks/results/cache_scale/results.json
 
 clean:
 	rm -rf .venv-latest-* .venv-bench-* build *.egg-info

@@ -431,17 +431,21 @@ def test_distilling_an_ensemble_cache_equals_the_online_ensemble(tmp_path):
     [({"temperature": 4.0}, "temperature=3"),
      ({"temperature": 3.0, "logit_standardization": True}, "logit_standardization")],
 )
-def test_distiller_refuses_an_ensemble_cache_where_it_is_not_exact(tmp_path, kwargs, match):
+@pytest.mark.parametrize("store_inputs", [True, False])
+def test_distiller_refuses_an_ensemble_cache_where_it_is_not_exact(
+        tmp_path, kwargs, match, store_inputs):
     x, y = _tabular()
     cache = TeacherCache.build(
         list(_dense_pair()), _dataset(x, y), str(tmp_path / "ensemble"),
-        temperature=3.0, input_dtype="float32", verbose=0,
+        temperature=3.0, input_dtype="float32", verbose=0, store_inputs=store_inputs,
     )
+    # A logits-only cache re-joined with the pipeline carries its T as well.
+    batches = cache.dataset(16) if store_inputs else cache.attach(_dataset(x, y))
     student = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4)])
     distiller = tfkd.Distiller(student=student, **kwargs)
     distiller.compile(optimizer="sgd")
     with pytest.raises(ValueError, match=match):
-        distiller.fit(cache.dataset(16), epochs=1, verbose=0)
+        distiller.fit(batches, epochs=1, verbose=0)
 
 
 def test_ensemble_build_needs_a_temperature_and_one_teacher_is_plain(tmp_path):

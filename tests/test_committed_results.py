@@ -53,8 +53,11 @@ def test_that_commit_is_on_this_branch(path):
 def test_make_results_reruns_every_committed_experiment():
     makefile = (ROOT / "Makefile").read_text()
     listed = re.search(r"^EXPERIMENTS \?= (.+)$", makefile, re.MULTILINE).group(1).split()
-    experiments = {_load(path)["experiment"] for path in RESULTS}
-    assert experiments <= set(listed), sorted(experiments - set(listed))
+    experiments = {_load(path).get("experiment") for path in RESULTS}
+    # An experiment runs through `python -m benchmarks`, or is a script.
+    missing = {name for name in experiments
+               if name not in listed and f"scripts/{name}.py" not in makefile}
+    assert not missing, sorted(map(str, missing))
 
 
 def test_the_readme_quotes_commits_the_results_record():

@@ -9,7 +9,10 @@ Modules, one job each: `format` (on-disk layout, metadata, checksums),
 `fingerprint` (teacher-weight and data fingerprints), `codec` (how inputs
 are stored), `topk` (top-k storage and its error), `views` (K fixed
 augmented views), `builder` (the streaming, atomic build), `stream` (the
-`tf.data` pipeline) and `teacher_cache` (the `TeacherCache` class).
+`tf.data` pipeline), `row_blocks` and `join` (logits-only caches re-joined
+with the user's pipeline), `shards`, `selection` and `concatenated`
+(sharded builds and per-worker reads) and `teacher_cache` (the
+`TeacherCache` class).
 """
 
 from tfkd.cache.errors import InvalidCacheError

@@ -28,6 +28,7 @@ from tfkd import teacher_outputs as teacher_outputs_lib
 from tfkd.cache import codec as codec_lib
 from tfkd.cache import fingerprint
 from tfkd.cache import format as format_lib
+from tfkd.cache import row_blocks
 from tfkd.cache import topk
 from tfkd.cache import views as views_lib
 from tfkd.utils import files
@@ -207,6 +208,10 @@ class BuildOptions:
         augmentation: A `keras.layers.Layer` when `views > 1`, else `None`.
         overwrite: Whether to replace an existing `path`.
         verbose: `0`, `1` or `2`.
+        store_inputs: Whether to store the inputs and labels, or only the
+            teacher's outputs with order digests (`tfkd.cache.row_blocks`).
+        shard: `None`, or `(index, count)` when this build writes one shard
+            of a sharded cache (`tfkd.cache.shards`).
 
     Raises:
         TypeError: for an option of the wrong type.
@@ -222,6 +227,8 @@ class BuildOptions:
     augmentation: object
     overwrite: bool
     verbose: int
+    store_inputs: bool = True
+    shard: object = None
 
     def __post_init__(self):
         validation.check_choice("dtype", self.dtype, OUTPUT_DTYPES)
@@ -246,6 +253,19 @@ class BuildOptions:
         _check_views_augmentation(self.views, self.augmentation)
         if self.verbose not in (0, 1, 2):
             raise validation.invalid_value("verbose", "0, 1 or 2", self.verbose)
+        _check_store_inputs(self.store_inputs, self.views)
+
+
+def _check_store_inputs(store_inputs, views):
+    if not isinstance(store_inputs, bool):
+        raise validation.invalid_type("store_inputs", "a bool", store_inputs)
+    if not store_inputs and views > 1:
+        raise validation.invalid_value(
+            "store_inputs",
+            "True when views > 1 (augmented views exist only in the cache; "
+            "a logits-only cache re-joins the unaugmented pipeline)",
+            store_inputs,
+        )
 
 
 def _check_top_k_temperature(value):
@@ -295,6 +315,9 @@ class _BatchWriter:
         self.fingerprint = fingerprint.DataFingerprint()
         self.codec = self.inputs = self.labels = self.outputs = None
         self.classes = None
+        # Logits-only caches key outputs by position: digests of the order.
+        self.order = None if options.store_inputs else row_blocks.BlockHasher()
+        self.input_spec = None
 
     def append(self, element, step):
         """Encodes, runs the teacher on and writes batch `step`."""
@@ -304,6 +327,9 @@ class _BatchWriter:
         if self.augment is not None:
             rows = views_lib.expand_views(self.augment, inputs, self.options.views)
             labels = views_lib.repeat_labels(labels, self.options.views)
+        if self.order is not None:
+            self._append_outputs_only(inputs, labels, step)
+            return
         if self.codec is None:
             self._open(rows)
         stored = self.codec.encode(rows)
@@ -314,6 +340,19 @@ class _BatchWriter:
         self.classes = logits.shape[-1]
         self.inputs.append(stored)
         self.labels.append(labels)
+        self.outputs.append(logits, step)
+
+    def _append_outputs_only(self, inputs, labels, step):
+        if self.outputs is None:
+            options = self.options
+            self.input_spec = row_blocks.input_spec(inputs, labels)
+            self.outputs = _OutputWriters(
+                self.partial, options.dtype, options.top_k,
+                options.top_k_temperature,
+            )
+        self.order.update(inputs, labels)
+        logits = self.runner(inputs, step)  # (batch, classes)
+        self.classes = logits.shape[-1]
         self.outputs.append(logits, step)
 
     def _open(self, rows):
@@ -343,11 +382,13 @@ class _BatchWriter:
 
     def close(self):
         """Closes the files; returns their specs for the metadata."""
-        if self.codec is None:
+        if self.outputs is None:
             raise ValueError(
                 "Invalid value for argument `dataset`. Expected at least one "
                 "batch. Received: an empty dataset"
             )
+        if self.order is not None:
+            return self.outputs.close()
         arrays = {
             format_lib.INPUTS: self.inputs.close(),
             format_lib.LABELS: self.labels.close(),
@@ -369,7 +410,6 @@ def _metadata(teacher, options, writer, arrays, seconds):
     kind = writer.runner.kind
     return {
         "format": format_lib.FORMAT_NAME,
-        "format_version": format_lib.FORMAT_VERSION,
         "tfkd_version": _tfkd_version(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "build_seconds": round(seconds, 3),
@@ -393,10 +433,15 @@ def _metadata(teacher, options, writer, arrays, seconds):
         },
         "teacher": _teacher_entry(teacher, kind),
         "data": {"fingerprint": writer.fingerprint.hexdigest()},
-        "inputs": writer.codec.get_config(),
+        "inputs": (
+            writer.codec.get_config()
+            if options.store_inputs
+            else {"stored": False, **writer.input_spec}
+        ),
         # `BuildOptions` refuses an augmentation with views=1.
         "augmentation": _augmentation_entry(options.augmentation),
         "arrays": arrays,
+        **_layout_entries(options, writer),
     }
 
 
@@ -445,6 +490,26 @@ def _teacher_entry(teacher, kind):
         ),
     }
     return entry
+
+
+def _layout_entries(options, writer):
+    """Metadata of the format-2 features; none for a format-1 cache."""
+    entries = {}
+    if not options.store_inputs:
+        entries["store_inputs"] = False
+        entries["order"] = {
+            "rows_per_block": row_blocks.ROWS_PER_BLOCK,
+            "input_samples": row_blocks.INPUT_SAMPLES,
+            "block_digests": writer.order.close(),
+        }
+    if options.shard is not None:
+        index, count = options.shard
+        entries["shard"] = {"index": index, "count": count}
+    if entries:
+        entries["format_version"] = format_lib.FORMAT_VERSION
+    else:
+        entries["format_version"] = format_lib.FORMAT_VERSION_PLAIN
+    return entries
 
 
 def build(teacher, dataset, path, options):

@@ -12,6 +12,13 @@ A cache is one directory:
         top_k_indices.bin   (rows, k)             their classes (int16/int32)
         top_k_fill.bin      (rows,)               the logit of every other class
 
+A logits-only cache (`store_inputs=False`, format version 2) has no
+`inputs.bin` and no `labels.bin`: its `metadata.json` records instead the
+inputs' dtype and shape and one digest per block of 1,024 examples
+(`"order"`, see `tfkd.cache.row_blocks`). A sharded cache (version 2) is a
+directory of such directories, one per shard, and a top-level
+`metadata.json` listing them (see `tfkd.cache.shards`).
+
 Each `.bin` file is the C-order little-endian bytes of one array, nothing
 else, so `np.memmap(file, dtype, mode="r", shape=shape)` reads it without
 loading it; dtype and shape live in `metadata.json`. (`.npy` would need the
@@ -37,8 +44,14 @@ from tfkd.utils import files
 
 #: Value of the metadata's "format" field.
 FORMAT_NAME = "tfkd.TeacherCache"
-#: Bumped whenever the layout changes incompatibly.
-FORMAT_VERSION = 1
+#: Bumped whenever the layout changes incompatibly. Version 2 adds
+#: logits-only caches (`store_inputs: false`, `order` digests) and shards
+#: (`tfkd.cache.shards`); a cache using neither is still written as 1.
+FORMAT_VERSION = 2
+#: The version of a cache with inputs, unsharded (readable by tfkd < 2).
+FORMAT_VERSION_PLAIN = 1
+#: Every version this tfkd reads.
+READABLE_VERSIONS = (1, 2)
 #: Name of the metadata file, written last.
 METADATA_FILE = "metadata.json"
 #: Infix of the directory a build writes into before renaming it.
@@ -184,6 +197,12 @@ def read_metadata(path):
         )
     metadata_path = os.path.join(path, METADATA_FILE)
     if not os.path.isfile(metadata_path):
+        if glob.glob(os.path.join(glob.escape(path), "shard-*-of-*")):
+            raise errors.InvalidCacheError(
+                f"Unfinished sharded teacher cache at {path!r}: it holds "
+                "shard directories but no top-level metadata.json. Build the "
+                "missing shards, then call TeacherCache.finalize(path)."
+            )
         raise errors.InvalidCacheError(
             f"Invalid teacher cache at {path!r}: it has no {METADATA_FILE}, "
             "so its build never finished (an interrupted build's partial "
@@ -202,14 +221,19 @@ def read_metadata(path):
             f"Invalid teacher cache at {path!r}: {METADATA_FILE} does not "
             f"describe a {FORMAT_NAME}. {_RECOVERY_HINT}"
         )
-    if metadata.get("format_version") != FORMAT_VERSION:
+    if metadata.get("format_version") not in READABLE_VERSIONS:
         raise errors.InvalidCacheError(
             f"Invalid teacher cache at {path!r}: it uses format version "
             f"{metadata.get('format_version')!r} (written by tfkd "
             f"{metadata.get('tfkd_version')!r}) and this tfkd reads version "
             f"{FORMAT_VERSION}. {_RECOVERY_HINT}"
         )
-    check_structure(path, metadata)
+    if metadata.get("layout") == "sharded":
+        from tfkd.cache import shards  # shards builds on this module
+
+        shards.check_sharded_structure(path, metadata)
+    else:
+        check_structure(path, metadata)
     return metadata
 
 
@@ -228,6 +252,11 @@ ARRAYS_BY_STORAGE = {
         {INPUTS, LABELS, TOP_K_VALUES, TOP_K_INDICES, TOP_K_FILL}
     ),
 }
+
+
+def invalid_field(path, field, expected, received):
+    """The `InvalidCacheError` of a metadata field that does not hold."""
+    return _invalid_field(path, field, expected, received)
 
 
 def _invalid_field(path, field, expected, received):
@@ -281,7 +310,11 @@ def check_structure(path, metadata):
             path, "outputs.storage", "'dense' or 'top_k'", storage
         )
     arrays = metadata.get("arrays")
-    expected_arrays = ARRAYS_BY_STORAGE[storage]
+    if metadata.get("store_inputs", True) not in (True, False):
+        raise _invalid_field(
+            path, "store_inputs", "true or false", metadata.get("store_inputs")
+        )
+    expected_arrays = expected_array_names(metadata, storage)
     if not isinstance(arrays, dict) or set(arrays) != expected_arrays:
         raise _invalid_field(
             path, "arrays", f"the arrays {sorted(expected_arrays)}",
@@ -294,6 +327,53 @@ def check_structure(path, metadata):
             path, "arrays.logits.shape",
             f"[rows, classes] = [{rows}, {classes}]",
             arrays[LOGITS]["shape"],
+        )
+    if not stores_inputs(metadata):
+        _check_order(path, metadata.get("order"), rows)
+
+
+def stores_inputs(metadata):
+    """Whether a cache holds its inputs (format 1 always does)."""
+    return metadata.get("store_inputs", True) is not False
+
+
+def expected_array_names(metadata, storage):
+    """The arrays a cache of `storage` (`"dense"`/`"top_k"`) must hold."""
+    names = ARRAYS_BY_STORAGE[storage]
+    if stores_inputs(metadata):
+        return names
+    return names - {INPUTS, LABELS}
+
+
+def _check_order(path, order, rows):
+    from tfkd.cache import row_blocks  # a leaf module; imported where used
+
+    if not isinstance(order, dict):
+        raise _invalid_field(path, "order", "a dict of block digests", order)
+    if order.get("rows_per_block") != row_blocks.ROWS_PER_BLOCK:
+        raise _invalid_field(
+            path, "order.rows_per_block", row_blocks.ROWS_PER_BLOCK,
+            order.get("rows_per_block"),
+        )
+    if order.get("input_samples") != row_blocks.INPUT_SAMPLES:
+        raise _invalid_field(
+            path, "order.input_samples", row_blocks.INPUT_SAMPLES,
+            order.get("input_samples"),
+        )
+    digests = order.get("block_digests")
+    count = row_blocks.block_count(rows)
+    if (
+        not isinstance(digests, list)
+        or len(digests) != count
+        or not all(
+            isinstance(d, str) and len(d) == row_blocks.DIGEST_HEX_CHARS
+            for d in digests
+        )
+    ):
+        raise _invalid_field(
+            path, "order.block_digests",
+            f"{count} hex digests (one per {row_blocks.ROWS_PER_BLOCK} rows)",
+            digests if not isinstance(digests, list) else f"{len(digests)} entries",
         )
 
 

@@ -16,7 +16,8 @@ prefetches. Batches have a static trailing shape and an unknown batch
 dimension, as `tf.distribute` expects: under `MirroredStrategy`, Keras's
 `fit` splits each global batch across replicas. The Python gather cannot
 run in a `tf.data` service or be serialized; for multi-worker training
-each worker streams its own copy of the cache, sharded by `DATA`.
+each worker streams its own copy of the cache, sharded by `DATA`, or,
+from a sharded cache opened with `shard=(i, n)`, its own shards only.
 """
 
 import numpy as np
@@ -49,6 +50,7 @@ def make_dataset(
     drop_remainder,
     views,
     reshuffle_each_iteration,
+    auto_shard_policy=tf.data.experimental.AutoShardPolicy.DATA,
 ):
     """Builds the training stream of an opened cache.
 
@@ -64,6 +66,10 @@ def make_dataset(
         views: `"random"` (each example once, in one of its views) or
             `"all"` (every stored view once).
         reshuffle_each_iteration: Whether each epoch draws a new order.
+        auto_shard_policy: How `tf.distribute` splits the stream across
+            workers: `DATA` (each worker streams every row and keeps its
+            share of each batch) or `OFF` (the rows are this worker's own
+            shards already). Defaults to `DATA`.
 
     Returns:
         A `tf.data.Dataset`.
@@ -125,8 +131,7 @@ def make_dataset(
         load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
     options = tf.data.Options()
-    # The source is a range, not files: shard the elements across workers.
-    options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.DATA
-    )
+    # The source is a range, not files: shard the elements across workers
+    # (DATA), unless the rows are this worker's own shards (OFF).
+    options.experimental_distribute.auto_shard_policy = auto_shard_policy
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)

@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfkd import ensembles
+from tfkd import teacher_outputs as teacher_outputs_lib
 from tfkd.utils import progress
 from tfkd.utils import validation
 from tfkd.cache import builder
@@ -15,6 +16,9 @@ from tfkd.cache import codec as codec_lib
 from tfkd.cache import errors
 from tfkd.cache import fingerprint
 from tfkd.cache import format as format_lib
+from tfkd.cache import join
+from tfkd.cache import selection as selection_lib
+from tfkd.cache import shards as shards_lib
 from tfkd.cache import stream
 from tfkd.cache import topk
 from tfkd.cache import views as views_lib
@@ -24,7 +28,9 @@ OUTPUT_DTYPES = builder.OUTPUT_DTYPES
 #: The values `TeacherCache.open(on_stale=...)` accepts.
 ON_STALE = ("raise", "rebuild")
 # Settings a rebuild takes from the stale cache's metadata when not given.
-_REBUILD_SETTINGS = ("dtype", "top_k", "top_k_temperature", "views")
+_REBUILD_SETTINGS = (
+    "dtype", "top_k", "top_k_temperature", "views", "store_inputs",
+)
 # Options of `build` that `open(..., on_stale="rebuild")` passes on.
 _BUILD_OPTIONS = (
     "dtype",
@@ -34,6 +40,7 @@ _BUILD_OPTIONS = (
     "input_dtype",
     "views",
     "augmentation",
+    "store_inputs",
 )
 
 
@@ -147,11 +154,20 @@ class TeacherCache:
     ...                         verbose=0)
     """
 
-    def __init__(self, path, metadata):
+    def __init__(self, path, metadata, shard=None):
         self._path = os.fspath(path)
         self._metadata = metadata
-        self._arrays = format_lib.open_arrays(self._path, metadata)
-        self._codec = codec_lib.InputCodec.from_config(metadata["inputs"])
+        # Which shards this object reads; arrays are mapped on first use.
+        self._selection = selection_lib.ShardSelection(path, metadata, shard)
+        self._codec = (
+            codec_lib.InputCodec.from_config(metadata["inputs"])
+            if format_lib.stores_inputs(metadata)
+            else None
+        )
+
+    @property
+    def _arrays(self):
+        return self._selection.arrays()
 
     # -- creation ------------------------------------------------------------
 
@@ -169,6 +185,10 @@ class TeacherCache:
         input_dtype="auto",
         views=1,
         augmentation=None,
+        store_inputs=True,
+        num_shards=None,
+        shard_index=None,
+        shard_timeout=0.0,
         overwrite=False,
         verbose=1,
         teacher_weights=None,
@@ -227,8 +247,24 @@ class TeacherCache:
                 to `1` (the inputs as given).
             augmentation: A `keras.layers.Layer` drawing one random view of
                 a batch; required when `views > 1`. Defaults to `None`.
-            overwrite: Whether to replace an existing directory at `path`.
-                Defaults to `False`.
+            store_inputs: Whether to store the inputs and labels. With
+                `False` only the teacher's outputs are stored, keyed by
+                each example's position in `dataset`, which must then be
+                deterministic: train with `attach(dataset)`, which re-joins
+                them with the same pipeline and checks its order (see
+                `tfkd.cache.row_blocks`). Defaults to `True`.
+            num_shards: Optional int N: write the cache as N shards, shard
+                i holding the batches `dataset.shard(N, i)` (see
+                `tfkd.cache.shards`). Defaults to `None` (one directory).
+            shard_index: With `num_shards`, the shard this process builds:
+                an int, `"auto"` (this worker's shards `s % workers ==
+                index`, from `TF_CONFIG`) or `None` (all of them). Defaults
+                to `None`.
+            shard_timeout: Seconds a shard build waits for the other
+                workers' shards before returning. Defaults to `0.0`.
+            overwrite: Whether to replace an existing directory at `path`
+                (a sharded build replaces its own shards only). Defaults
+                to `False`.
             verbose: `0` (silent) or `1` (progress bar). Defaults to `1`.
             teacher_weights: For a list of teachers, one float > 0 per
                 teacher (normalised to sum 1), or `None` for equal weights.
@@ -239,7 +275,10 @@ class TeacherCache:
                 `None`.
 
         Returns:
-            The opened `TeacherCache`.
+            The opened `TeacherCache`; for a shard build, the cache opened
+            on this process's shards once every shard is built, or `None`
+            if others are still missing after `shard_timeout` (then call
+            `TeacherCache.finalize(path)` when they are done).
 
         Raises:
             TypeError: if `teacher` is not a `keras.Model`, `dataset` not a
@@ -271,8 +310,57 @@ class TeacherCache:
             augmentation=augmentation,
             overwrite=overwrite,
             verbose=verbose,
+            store_inputs=store_inputs,
         )
-        metadata = builder.build(teacher, dataset, path, options)
+        if num_shards is None:
+            if shard_index is not None:
+                raise validation.invalid_value(
+                    "shard_index", "None unless num_shards is given",
+                    shard_index,
+                )
+            metadata = builder.build(teacher, dataset, path, options)
+            return cls(path, metadata)
+        num_shards = validation.check_int(
+            "num_shards", num_shards, minimum=1, maximum=shards_lib.MAX_SHARDS
+        )
+        shard = shards_lib.shard_of_builder(shard_index, num_shards)
+        shards_lib.build_shards(
+            teacher, dataset, path, options, num_shards,
+            shards_lib.resolve_selection(shard, num_shards),
+        )
+        try:
+            metadata = shards_lib.finalize(path, num_shards, shard_timeout)
+        except FileNotFoundError:
+            return None
+        return cls(path, metadata, shard=shard)
+
+    @classmethod
+    def finalize(cls, path, *, timeout=0.0):
+        """Completes a sharded cache whose shards were built separately.
+
+        Checks that all N shards exist and agree (same teacher, classes,
+        storage, dtypes, inputs) and writes the top-level metadata that
+        lists them, atomically. Any worker may call it; several may.
+
+        Args:
+            path: The sharded cache's directory.
+            timeout: Seconds to wait for shards still being built.
+                Defaults to `0.0`.
+
+        Returns:
+            The `TeacherCache` over all shards (nothing is read until used).
+
+        Raises:
+            FileNotFoundError: if shards are missing (the message lists
+                them).
+            InvalidCacheError: if a shard is invalid or disagrees with
+                another, naming the field.
+
+        Example:
+
+        >>> cache = tfkd.TeacherCache.finalize("cache/imagenet")  # doctest: +SKIP
+        """
+        metadata = shards_lib.finalize(path, None, timeout)
         return cls(path, metadata)
 
     @property
@@ -290,6 +378,7 @@ class TeacherCache:
         dataset=None,
         on_stale="raise",
         checksums=True,
+        shard=None,
         verbose=1,
         **build_kwargs,
     ):
@@ -314,6 +403,11 @@ class TeacherCache:
             checksums: Whether to verify every file's sha256 (reads the
                 whole cache once) rather than only its size. Defaults to
                 `True`.
+            shard: For a sharded cache, the worker's share: `(index,
+                count)` opens only the shards `s % count == index` (their
+                metadata, files and checks; nothing of the others), and
+                `"auto"` takes both from `TF_CONFIG`. `None` opens every
+                shard. Defaults to `None`.
             verbose: `0` or `1`: progress bars of a data check or rebuild.
                 Defaults to `1`.
             **build_kwargs: Options of `build` (`dtype`, `top_k`,
@@ -369,8 +463,8 @@ class TeacherCache:
             )
         try:
             metadata = format_lib.read_metadata(path)
-            format_lib.verify_arrays(path, metadata, checksums=checksums)
-            cache = cls(path, metadata)
+            cache = cls(path, metadata, shard=shard)
+            cache.verify(checksums=checksums)
             cache.check_fresh(teacher=teacher, dataset=dataset, verbose=verbose)
             return cache
         except (FileNotFoundError, errors.InvalidCacheError):
@@ -395,6 +489,7 @@ class TeacherCache:
             "top_k": outputs.get("top_k"),
             "top_k_temperature": outputs.get("top_k_temperature"),
             "views": metadata.get("views"),
+            "store_inputs": metadata.get("store_inputs"),
         }
         return {
             key: value
@@ -418,7 +513,7 @@ class TeacherCache:
 
         >>> cache.verify()  # doctest: +SKIP
         """
-        format_lib.verify_arrays(self._path, self._metadata, checksums)
+        self._selection.verify(checksums)
 
     def check_fresh(self, teacher=None, dataset=None, verbose=1):
         """Raises if `teacher` or `dataset` differ from the cache's own.
@@ -455,19 +550,32 @@ class TeacherCache:
                 )
         if dataset is not None:
             _check_dataset(dataset)
-            progbar = progress.dataset_progbar(dataset, 1 if verbose else 0)
-            current = fingerprint.dataset_fingerprint(
-                _numpy_batches(dataset), progbar
+            for part_dataset, part in self._part_datasets(dataset):
+                self._check_fresh_data(part_dataset, part, verbose, hint)
+
+    def _part_datasets(self, dataset):
+        """`(dataset of the part, part)` for each selected part."""
+        selection = self._selection
+        for index, part in zip(selection.indices, selection.parts):
+            if selection.sharded:
+                yield dataset.shard(selection.num_shards, index), part
+            else:
+                yield dataset, part
+
+    def _check_fresh_data(self, dataset, part, verbose, hint):
+        part_path, part_metadata = part
+        progbar = progress.dataset_progbar(dataset, 1 if verbose else 0)
+        current = fingerprint.dataset_fingerprint(
+            _numpy_batches(dataset), progbar
+        )
+        if current.hexdigest() != part_metadata["data"]["fingerprint"]:
+            raise errors.StaleCacheError(
+                f"Stale teacher cache at {part_path!r}: the dataset "
+                f"differs from the one it was built from ({current.count} "
+                f"examples now, {part_metadata['examples']} in the cache; "
+                "same count means changed values, labels, dtype or shape). "
+                f"{hint}"
             )
-            recorded = self._metadata["data"]["fingerprint"]
-            if current.hexdigest() != recorded:
-                raise errors.StaleCacheError(
-                    f"Stale teacher cache at {self._path!r}: the dataset "
-                    f"differs from the one it was built from ({current.count} "
-                    f"examples now, {self.num_examples} in the cache; same "
-                    "count means changed values, labels, dtype or shape). "
-                    f"{hint}"
-                )
 
     # -- reading -------------------------------------------------------------
 
@@ -518,9 +626,16 @@ class TeacherCache:
         ):
             raise validation.invalid_type("seed", "an int or None", seed)
         validation.check_choice("views", views, views_lib.VIEW_MODES)
+        if self._codec is None:
+            raise ValueError(
+                f"The teacher cache at {self._path!r} holds the teacher's "
+                "outputs only (built with store_inputs=False). Expected "
+                "`cache.attach(dataset)` with the pipeline it was built "
+                "from. Received: a call to `cache.dataset()`"
+            )
         return stream.make_dataset(
             self._arrays,
-            self._metadata,
+            self._selection.metadata,
             self._codec,
             batch_size=batch_size,
             shuffle=bool(shuffle),
@@ -528,7 +643,132 @@ class TeacherCache:
             drop_remainder=bool(drop_remainder),
             views=views,
             reshuffle_each_iteration=bool(reshuffle_each_iteration),
+            auto_shard_policy=self._selection.auto_shard_policy,
         )
+
+    def attach(
+        self,
+        dataset,
+        batch_size=None,
+        *,
+        shuffle_buffer=None,
+        seed=None,
+        drop_remainder=False,
+        reshuffle_each_iteration=True,
+    ):
+        """Re-joins a logits-only cache with the pipeline it was built from.
+
+        For a cache built with `store_inputs=False`: the user's own
+        deterministic pipeline supplies `x` and `y` again, the cache the
+        teacher's outputs at the same positions, and every block of 1,024
+        examples is checked against the digest recorded at build time as it
+        streams (`tfkd.cache.join`). Shuffling, if asked, happens after the
+        join, on whole `(x, y, t)` examples. For a sharded cache opened on
+        one shard `(i, N)`, `dataset` is the whole pipeline: its batches
+        `dataset.shard(N, i)` are taken here.
+
+        Args:
+            dataset: The `tf.data.Dataset` of `(inputs, labels)` (or
+                `inputs`) batches given to `build`, unshuffled and in the
+                same order.
+            batch_size: Examples per output batch, or `None` for the
+                dataset's own batch size (its static batch dimension, or the
+                size of its first batch). Defaults to `None`.
+            shuffle_buffer: Optional int, the buffer of a shuffle of the
+                joined examples (a window shuffle, like any `tf.data`
+                shuffle). Defaults to `None` (no shuffle).
+            seed: Optional int seed of that shuffle. Defaults to `None`.
+            drop_remainder: Whether to drop a last, smaller batch.
+                Defaults to `False`.
+            reshuffle_each_iteration: Whether each epoch shuffles anew.
+                Defaults to `True`.
+
+        Returns:
+            A `tf.data.Dataset` of `(x, {"labels": y, "teacher_logits":
+            t})` batches, `t` float32 dense logits.
+
+        Raises:
+            ValueError: for a cache that stores its inputs, a selection of
+                several shards, or a dataset whose dtypes or shapes differ
+                from the cached ones. While iterating, a pipeline whose
+                order, labels or length differ from the cached one raises
+                `InvalidCacheError` (reported by TensorFlow as
+                `tf.errors.InvalidArgumentError`, the message naming the
+                block and counts); `check_order` raises it up front.
+
+        Example:
+
+        >>> import numpy as np, keras, tensorflow as tf, tfkd, tempfile, os
+        >>> x = np.random.rand(40, 4).astype("float32")
+        >>> y = np.random.randint(0, 3, size=40).astype("int32")
+        >>> train_ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+        >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> path = os.path.join(tempfile.mkdtemp(), "logits-only")
+        >>> cache = tfkd.TeacherCache.build(teacher, train_ds, path,
+        ...                                 store_inputs=False, verbose=0)
+        >>> xb, targets = next(iter(cache.attach(train_ds, shuffle_buffer=40)))
+        >>> xb.shape, targets["teacher_logits"].shape
+        (TensorShape([8, 4]), TensorShape([8, 3]))
+        """
+        part_dataset, part = self._attachable_part(dataset)
+        if batch_size is not None:
+            batch_size = validation.check_positive_int("batch_size", batch_size)
+        if shuffle_buffer is not None:
+            shuffle_buffer = validation.check_positive_int(
+                "shuffle_buffer", shuffle_buffer
+            )
+        if seed is not None and (
+            not isinstance(seed, numbers.Integral) or isinstance(seed, bool)
+        ):
+            raise validation.invalid_type("seed", "an int or None", seed)
+        joined = join.attach(
+            part[0],
+            part[1],
+            self._selection.part_arrays(0),
+            part_dataset,
+            batch_size=batch_size,
+            shuffle_buffer=shuffle_buffer,
+            seed=seed,
+            drop_remainder=bool(drop_remainder),
+            reshuffle_each_iteration=bool(reshuffle_each_iteration),
+            auto_shard_policy=self._selection.auto_shard_policy,
+        )
+        return _with_soft_target_temperature(joined, self.soft_target_temperature)
+
+    def check_order(self, dataset):
+        """Checks up front that `dataset` is the pipeline a logits-only
+        cache was built from (one pass over it, no teacher inference).
+
+        Args:
+            dataset: The `tf.data.Dataset` to be given to `attach`.
+
+        Raises:
+            StaleCacheError: if its length, order, labels or sampled input
+                values differ from the cached ones (naming the block).
+
+        Example:
+
+        >>> cache.check_order(train_ds)  # doctest: +SKIP
+        """
+        part_dataset, part = self._attachable_part(dataset)
+        join.check_order(part[0], part[1], _numpy_batches(part_dataset))
+
+    def _attachable_part(self, dataset):
+        _check_dataset(dataset)
+        if self._codec is not None:
+            raise ValueError(
+                f"The teacher cache at {self._path!r} stores its inputs. "
+                "Expected a cache built with store_inputs=False for "
+                "`attach`; stream this one with `cache.dataset()`."
+            )
+        if len(self._selection.parts) != 1:
+            raise validation.invalid_value(
+                "shard",
+                "one shard per process for `attach` (open the cache with "
+                f"shard=(i, {self._selection.num_shards}) or 'auto')",
+                f"{len(self._selection.parts)} shards selected",
+            )
+        return next(self._part_datasets(dataset))
 
     def read(self, start=0, stop=None):
         """Reads stored rows `[start, stop)` as NumPy arrays.
@@ -541,7 +781,9 @@ class TeacherCache:
 
         Returns:
             A tuple `(inputs, labels, teacher_logits)`, decoded as the
-            stream yields them (teacher logits float32, dense).
+            stream yields them (teacher logits float32, dense); inputs and
+            labels are `None` for a logits-only cache. A sharded cache's
+            rows are those of its selected shards, shard after shard.
 
         Example:
 
@@ -550,8 +792,12 @@ class TeacherCache:
         (8, 10)
         """
         rows = slice(start, stop)
-        inputs = self._codec.decode(np.asarray(self._arrays[format_lib.INPUTS][rows]))
-        labels = np.asarray(self._arrays[format_lib.LABELS][rows])
+        inputs = labels = None
+        if self._codec is not None:
+            inputs = self._codec.decode(
+                np.asarray(self._arrays[format_lib.INPUTS][rows])
+            )
+            labels = np.asarray(self._arrays[format_lib.LABELS][rows])
         if self.top_k is None:
             logits = np.asarray(
                 self._arrays[format_lib.LOGITS][rows], dtype=np.float32
@@ -603,12 +849,33 @@ class TeacherCache:
         return self._metadata["teacher"]["outputs"]
 
     @property
+    def stores_inputs(self):
+        """Whether the cache holds its inputs (`False`: use `attach`)."""
+        return self._codec is not None
+
+    @property
+    def num_shards(self):
+        """Shards of the cache (1 when unsharded)."""
+        return self._selection.num_shards
+
+    @property
+    def shard_indices(self):
+        """The shards this object reads (see `open(shard=...)`)."""
+        return list(self._selection.indices)
+
+    @property
+    def opened_shards(self):
+        """Directories this object has memory-mapped so far, in order.
+
+        Nothing is mapped until `dataset`, `attach` or `read` needs it, so
+        a worker can check it read only its own shards.
+        """
+        return list(self._selection.opened)
+
+    @property
     def nbytes(self):
-        """Bytes of all array files (the metadata's few KB excluded)."""
-        return sum(
-            format_lib.expected_bytes(spec)
-            for spec in self._metadata["arrays"].values()
-        )
+        """Bytes of the selected shards' array files (metadata excluded)."""
+        return self._selection.nbytes
 
     def __len__(self):
         return self.num_examples
@@ -623,3 +890,21 @@ class TeacherCache:
             f"{self.num_views} view(s), {self.num_classes} classes, "
             f"{outputs['dtype']} {storage}, {self.nbytes / 1e6:.1f} MB>"
         )
+
+
+def _with_soft_target_temperature(batches, temperature):
+    """`batches` whose targets carry an ensemble cache's build T (as
+    `dataset()`'s do), so the `Distiller` refuses them at another T."""
+    if temperature is None:
+        return batches
+    key = teacher_outputs_lib.SOFT_TARGET_TEMPERATURE_KEY
+
+    def add_temperature(inputs, targets):
+        targets = dict(targets)
+        targets[key] = tf.fill(
+            tf.shape(targets[teacher_outputs_lib.TEACHER_LOGITS_KEY])[:1],
+            tf.constant(temperature, tf.float32),
+        )  # (batch,)
+        return inputs, targets
+
+    return batches.map(add_temperature, num_parallel_calls=tf.data.AUTOTUNE)
