@@ -61,6 +61,21 @@ def test_classical_kd_is_tckd_plus_weighted_nckd():
     )
 
 
+def test_unlabelled_examples_take_the_teacher_top_class_as_target():
+    s, t = _logits(6), _logits(7)
+    labels = LABELS.copy()
+    labels[[1, 4]] = -1  # unlabelled
+    stand_in = np.where(labels < 0, t.argmax(axis=-1), labels)
+    expected, _, _ = _np_dkd(stand_in, s, t, 4.0, 1.0, 8.0)
+    sparse = decoupled.decoupled_kd_loss(labels, s, t, 4.0, 1.0, 8.0)
+    np.testing.assert_allclose(np.asarray(sparse), expected, rtol=1e-5, atol=5e-6)
+    one_hot = np.eye(5, dtype="float32")[np.maximum(labels, 0)] * (labels >= 0)[:, None]
+    np.testing.assert_allclose(
+        np.asarray(decoupled.decoupled_kd_loss(one_hot, s, t, 4.0, 1.0, 8.0)), expected,
+        rtol=1e-5, atol=5e-6)
+    assert (expected >= 0).all()
+
+
 def test_one_hot_and_column_labels_give_the_same_loss():
     s, t = _logits(4), _logits(5)
     sparse = decoupled.decoupled_kd_loss(LABELS, s, t)

@@ -59,7 +59,8 @@ def decoupled_kd_loss(
 
     Args:
         labels: Integer class ids `(batch,)`/`(batch, 1)` or one-hot rows
-            `(batch, classes)`.
+            `(batch, classes)`. An unlabelled example (-1, or a row of
+            zeros) takes the teacher's top class as its target class.
         student_logits: Tensor of shape `(batch, classes)`.
         teacher_logits: Tensor of shape `(batch, classes)`.
         temperature: Float > 0, T. Defaults to `4.0`.
@@ -81,9 +82,14 @@ def decoupled_kd_loss(
     student = ops.cast(student_logits, "float32") / temperature  # (batch, C)
     teacher = ops.cast(teacher_logits, "float32") / temperature  # (batch, C)
     num_classes = student.shape[-1]
-    is_target = ops.cast(
-        ops.one_hot(losses.class_ids(labels, num_classes), num_classes), "bool"
-    )  # (batch, C)
+    # An unlabelled example (-1, or a one-hot row of zeros) has no target
+    # class; the teacher's top class stands in for it.
+    class_ids = ops.where(
+        losses.labelled_mask(labels, num_classes) > 0.0,
+        losses.class_ids(labels, num_classes),
+        ops.cast(ops.argmax(teacher, axis=-1), "int32"),
+    )  # (batch,)
+    is_target = ops.cast(ops.one_hot(class_ids, num_classes), "bool")  # (batch, C)
 
     teacher_target, teacher_rest = _binary_log_probabilities(teacher, is_target)
     student_target, student_rest = _binary_log_probabilities(student, is_target)
@@ -110,7 +116,9 @@ class DecoupledKD(base.DistillationTerm):
 
     Zhao et al. (2022), "Decoupled Knowledge Distillation". Per example
     `T² · (α · TCKD + β · NCKD)` on the logits (see `decoupled_kd_loss`);
-    it needs the labels, which the `Distiller` passes on.
+    it needs the labels, which the `Distiller` passes on, to split target
+    from non-target classes. For an unlabelled example (label -1) the
+    teacher's top class is the target, so DKD distils unlabelled data too.
 
     DKD *replaces* the KL term of classical KD. The paper's loss,
     `CE + DKD`, is `tfkd.Distiller(..., alpha=1.0,
