@@ -45,10 +45,10 @@ data:
 test: test-latest test-bench
 
 test-latest: env-latest data
-	$(LATEST)/bin/python -m pytest tests -ra
+	$(LATEST)/bin/python -m pytest tests -ra --durations=15
 
 test-bench: env-bench data
-	$(BENCH)/bin/python -m pytest tests -ra
+	$(BENCH)/bin/python -m pytest tests -ra --durations=15
 
 benchmark: env-bench data
 	$(BENCH)/bin/python -m benchmarks compare --dataset fashion_mnist --preset $(PRESET)

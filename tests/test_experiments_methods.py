@@ -30,6 +30,7 @@ def test_main_writes_json_and_markdown(tmp_path):
     assert fitnets["parameters"] == scratch["parameters"]
     table = (tmp_path / "results.md").read_text()
     assert "FitNets" in table and "÷ scratch" in table
+    assert (tmp_path / methods.PLOT_NAME).stat().st_size > 0 and methods.PLOT_NAME in table
 
 
 def test_arm_terms_read_layers_of_matching_resolution():

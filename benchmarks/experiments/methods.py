@@ -46,13 +46,14 @@ median divided by scratch's: the feature arms read intermediate layers
 from one forward pass per model, so the ratio to `logit_kd` is the price
 of the extra loss terms alone.
 
-    python -m benchmarks methods --preset quick   # ~30 min on 2 CPU cores
+    python -m benchmarks methods --preset quick   # 37 min measured on 2 shared CPU cores
     python -m benchmarks methods --preset smoke   # seconds; what tests run
 
 Output: `benchmarks/results/methods-<preset>/` with `results.json` and
 `results.md`; a rerun resumes (`--fresh` starts over).
 """
 
+import os
 import sys
 
 import keras
@@ -68,6 +69,7 @@ from tfkd.terms.decoupled import DecoupledKD
 from tfkd.terms.features import AttentionTransfer, FitNetHint
 from tfkd.terms.relations import RKDAngle, RKDDistance
 from tfkd.terms.similarity import PKT, SimilarityPreserving
+from tfkd.utils import figures
 
 LABELS = {
     "scratch": "Student from scratch",
@@ -85,6 +87,7 @@ LABELS = {
 #: Arms that replace the KL term (CE + term, as in their papers).
 REPLACES_KL = ("dkd", "dist")
 ARM_IDS = tuple(LABELS)
+PLOT_NAME = "methods.png"
 
 #: Options: `labels`, the students' labelled examples (class-balanced,
 #: among `train_examples`; the rest is an unlabelled pool every distilled
@@ -231,13 +234,73 @@ def run(preset="quick", dataset=None, arms=None, output=None, fresh=False,
         arms={a: {"label": LABELS[a], "parameters": int(setup.build_student().count_params()),
                   **arm_result(records[a], records["scratch"], scratch)}
               for a in arm_ids})
-    results_lib.write(results, markdown(results), output)
+    write_report(results, output)
     log(f"methods: wrote {output}/results.md")
     return results
 
 
-def markdown(results):
-    """The methods report as Markdown, one row per arm."""
+def write_report(results, output):
+    """Writes `results.json`, `results.md` and the plot into `output`.
+
+    A pure function of `results`: the report of a finished run can be
+    drawn again from its `results.json`.
+    """
+    from benchmarks import results as results_lib
+
+    plot_path = plot_methods(results, os.path.join(str(output), PLOT_NAME))
+    results_lib.write(results, markdown(results, [plot_path]), output)
+
+
+def plot_methods(results, path):
+    """Paired gain over scratch (95 % interval) and epoch time ÷ scratch.
+
+    Two panels, one row per distilled arm, ordered by gain: the mean of
+    the per-seed differences with scratch and its t-interval, and the
+    median epoch time relative to scratch's.
+
+    Args:
+        results: A methods results dict.
+        path: Where to write the PNG.
+
+    Returns:
+        `path`, as a string.
+    """
+    arms = sorted((a for a in results["arms"].items()
+                   if a[0] != "scratch" and a[1].get("vs_scratch")),
+                  key=lambda item: item[1]["vs_scratch"]["mean"])
+    figure = figures.new_figure((11, 0.45 * len(arms) + 2.2))
+    gain_axes, time_axes = figure.subplots(1, 2, sharey=True,
+                                           gridspec_kw={"width_ratios": [3, 2]})
+    rows = range(len(arms))
+    for row, (_, values) in zip(rows, arms):
+        gain = values["vs_scratch"]
+        mean = 100 * gain["mean"]
+        if gain.get("low") is not None:
+            gain_axes.errorbar(mean, row, xerr=[[mean - 100 * gain["low"]],
+                                                [100 * gain["high"] - mean]],
+                               fmt="o", color="#2ca02c" if gain["low"] > 0 else "#7f7f7f",
+                               capsize=4)
+        else:
+            gain_axes.plot(mean, row, "o", color="#7f7f7f")
+        ratio = values.get("epoch_time_vs_scratch")
+        if ratio is not None:
+            time_axes.barh(row, ratio, color="#1f77b4", alpha=0.7)
+            time_axes.annotate(f"{ratio:.2f}×", xy=(ratio, row), xytext=(3, 0),
+                               textcoords="offset points", va="center", fontsize=8)
+    gain_axes.axvline(0.0, color="black", linewidth=1.0)
+    gain_axes.set_yticks(list(rows), [values["label"] for _, values in arms], fontsize=8)
+    gain_axes.set_xlabel("Test accuracy gain over scratch (points, 95 % interval)")
+    time_axes.axvline(1.0, color="black", linewidth=1.0)
+    time_axes.set_xlabel("Median epoch time ÷ scratch")
+    gain_axes.grid(True, axis="x", alpha=0.3)
+    time_axes.grid(True, axis="x", alpha=0.3)
+    figure.suptitle(f"Distillation methods, {results['dataset']}, preset "
+                    f"{results['preset']}, seeds {results['config']['seeds']}")
+    return figures.save_figure(figure, path)
+
+
+def markdown(results, plot_files=(PLOT_NAME,)):
+    """The methods report as Markdown, one row per arm, then the plot."""
     from benchmarks import results as results_lib
 
     config, data = results["config"], results["data"]
@@ -260,6 +323,12 @@ def markdown(results):
             f"| {stats.format_interval(values['vs_scratch'])} "
             f"| {time_['median']:.2f} | {time_['min']:.2f}-{time_['max']:.2f} "
             f"| {'n/a' if ratio is None else f'{ratio:.2f}'} |")
+    lines += ["", "Accuracy: mean ± sample std over the seeds. vs scratch: mean of the "
+              "per-seed differences (same initial weights, same batches) with its "
+              "95 % t-interval. Epoch s: median over seeds and epochs, each seed's "
+              "first (tracing) epoch excluded; ÷ scratch: that median over "
+              "scratch's, the arms trained interleaved.", "", "## Plot", ""]
+    lines += results_lib.image_links(plot_files, {PLOT_NAME: "Gain and epoch time per method"})
     return "\n".join(lines) + "\n"
 
 
