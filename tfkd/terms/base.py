@@ -172,6 +172,27 @@ class DistillationTerm(keras.layers.Layer):
         }
 
 
+class BatchScalarTerm(DistillationTerm):
+    """A term over the whole batch (relations, similarities): one scalar.
+
+    A subclass sets `_loss_function(teacher, student, sample_weight)`, a
+    function of the float32 features returning the batch's scalar; labels
+    are not read.
+    """
+
+    _loss_function = None
+
+    def call(
+        self, teacher_features, student_features, labels=None, sample_weight=None
+    ):
+        del labels
+        return type(self)._loss_function(
+            ops.cast(teacher_features, "float32"),
+            ops.cast(student_features, "float32"),
+            sample_weight,
+        )
+
+
 def check_terms(extra_losses):
     """Returns `extra_losses` as a list after checking types and names.
 

@@ -170,24 +170,8 @@ def rkd_angle_loss(teacher_features, student_features, sample_weight=None):
     return ops.divide_no_nan(total, count)
 
 
-class _RelationTerm(base.DistillationTerm):
-    """A term over the batch's relations: one scalar, not one per example."""
-
-    _loss_function = None
-
-    def call(
-        self, teacher_features, student_features, labels=None, sample_weight=None
-    ):
-        del labels
-        return type(self)._loss_function(
-            ops.cast(teacher_features, "float32"),
-            ops.cast(student_features, "float32"),
-            sample_weight,
-        )
-
-
 @keras.saving.register_keras_serializable(package="tfkd")
-class RKDDistance(_RelationTerm):
+class RKDDistance(base.BatchScalarTerm):
     """RKD distance: the student keeps the teacher's pairwise distances.
 
     Park et al. (2019), "Relational Knowledge Distillation", the
@@ -219,7 +203,7 @@ class RKDDistance(_RelationTerm):
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
-class RKDAngle(_RelationTerm):
+class RKDAngle(base.BatchScalarTerm):
     """RKD angle: the student keeps the angles the teacher's triplets form.
 
     Park et al. (2019), "Relational Knowledge Distillation", the angle-wise

@@ -123,24 +123,8 @@ def pkt_loss(teacher_features, student_features, sample_weight=None):
     return ops.sum(weights * per_row) / ops.square(count)
 
 
-class _BatchTerm(base.DistillationTerm):
-    """A term over the batch's similarities: one scalar per batch."""
-
-    _loss_function = None
-
-    def call(
-        self, teacher_features, student_features, labels=None, sample_weight=None
-    ):
-        del labels
-        return type(self)._loss_function(
-            ops.cast(teacher_features, "float32"),
-            ops.cast(student_features, "float32"),
-            sample_weight,
-        )
-
-
 @keras.saving.register_keras_serializable(package="tfkd")
-class SimilarityPreserving(_BatchTerm):
+class SimilarityPreserving(base.BatchScalarTerm):
     """SP: the student keeps the teacher's batch similarity matrix.
 
     Tung & Mori (2019), "Similarity-Preserving Knowledge Distillation":
@@ -179,7 +163,7 @@ class SimilarityPreserving(_BatchTerm):
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
-class PKT(_BatchTerm):
+class PKT(base.BatchScalarTerm):
     """PKT: the student keeps the teacher's pairwise-similarity distributions.
 
     Passalis & Tefas (2018), "Learning Deep Representations with
