@@ -125,7 +125,7 @@ INDEX_KEY = "index"
 SOFT_TARGET_TEMPERATURE_KEY = "soft_target_temperature"
 
 
-def attach_teacher_logits(labels, teacher_logits):
+def attach_teacher_logits(labels, teacher_logits, soft_target_temperature=None):
     """Builds the `y` of a batch that carries precomputed teacher logits.
 
     The `Distiller` skips the teacher for batches shaped
@@ -135,11 +135,22 @@ def attach_teacher_logits(labels, teacher_logits):
     Args:
         labels: The batch's labels.
         teacher_logits: Tensor of shape `(batch, teacher_classes)`.
+        soft_target_temperature: `None`, or the float T at which the
+            logits are exact soft targets (a teacher ensemble's mixture):
+            added per example under `"soft_target_temperature"`, which the
+            `Distiller`'s pre-flight compares with its own T. Defaults to
+            `None`.
 
     Returns:
-        A dict with the keys `"labels"` and `"teacher_logits"`.
+        A dict with the keys `"labels"` and `"teacher_logits"` (and
+        `"soft_target_temperature"` when given).
     """
-    return {LABELS_KEY: labels, TEACHER_LOGITS_KEY: teacher_logits}
+    targets = {LABELS_KEY: labels, TEACHER_LOGITS_KEY: teacher_logits}
+    if soft_target_temperature is not None:
+        targets[SOFT_TARGET_TEMPERATURE_KEY] = ops.full_like(
+            teacher_logits[:, 0], soft_target_temperature, dtype="float32"
+        )  # (batch,)
+    return targets
 
 
 def split_targets(y):

@@ -337,6 +337,19 @@ def stores_inputs(metadata):
     return metadata.get("store_inputs", True) is not False
 
 
+def soft_target_temperature(metadata):
+    """The T an ensemble cache's targets are exact at, else `None`."""
+    ensemble = metadata["teacher"].get("ensemble")
+    return None if ensemble is None else float(ensemble["temperature"])
+
+
+def output_array_names(metadata):
+    """The stored arrays of the teacher's outputs, in stream order."""
+    if metadata["outputs"]["storage"] == "top_k":
+        return (TOP_K_VALUES, TOP_K_INDICES, TOP_K_FILL)
+    return (LOGITS,)
+
+
 def expected_array_names(metadata, storage):
     """The arrays a cache of `storage` (`"dense"`/`"top_k"`) must hold."""
     names = ARRAYS_BY_STORAGE[storage]

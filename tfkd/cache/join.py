@@ -43,17 +43,6 @@ _HINT = (
 )
 
 
-def output_names(metadata):
-    """The stored arrays of the teacher's outputs, in stream order."""
-    if metadata["outputs"]["storage"] == "top_k":
-        return (
-            format_lib.TOP_K_VALUES,
-            format_lib.TOP_K_INDICES,
-            format_lib.TOP_K_FILL,
-        )
-    return (format_lib.LOGITS,)
-
-
 def _as_pairs(dataset):
     """`(x, y)` elements; unlabelled pipelines get labels of -1."""
     spec = dataset.element_spec
@@ -203,7 +192,8 @@ def attach(
     _check_spec(path, dataset, metadata["inputs"])
     if batch_size is None:
         batch_size = infer_batch_size(dataset)
-    names = output_names(metadata)
+    names = format_lib.output_array_names(metadata)
+    temperature = format_lib.soft_target_temperature(metadata)
     sources = [arrays[name] for name in names]
     digests = metadata["order"]["block_digests"]
     rows = metadata["rows"]
@@ -235,7 +225,9 @@ def attach(
             logits = topk.reconstruct_tensor(*gathered, classes)
         else:
             logits = tf.cast(gathered[0], tf.float32)  # (block, classes)
-        return inputs, teacher_outputs_lib.attach_teacher_logits(labels, logits)
+        return inputs, teacher_outputs_lib.attach_teacher_logits(
+            labels, logits, temperature
+        )
 
     sentinel = tf.data.Dataset.from_tensors((
         tf.zeros((0,) + tuple(x_spec.shape[1:]), x_spec.dtype),

@@ -29,16 +29,6 @@ from tfkd.cache import topk
 from tfkd.cache import views as views_lib
 
 
-def _output_names(metadata):
-    if metadata["outputs"]["storage"] == "top_k":
-        return (
-            format_lib.TOP_K_VALUES,
-            format_lib.TOP_K_INDICES,
-            format_lib.TOP_K_FILL,
-        )
-    return (format_lib.LOGITS,)
-
-
 def make_dataset(
     arrays,
     metadata,
@@ -74,13 +64,16 @@ def make_dataset(
     Returns:
         A `tf.data.Dataset`.
     """
-    names = (format_lib.INPUTS, format_lib.LABELS) + _output_names(metadata)
+    names = (format_lib.INPUTS, format_lib.LABELS) + format_lib.output_array_names(
+        metadata
+    )
     sources = [arrays[name] for name in names]
     num_views = metadata["views"]
     pick_random_view = num_views > 1 and views == "random"
     count = metadata["examples"] if pick_random_view else metadata["rows"]
-    ensemble = metadata["teacher"].get("ensemble")
-    temperature = None if ensemble is None else float(ensemble["temperature"])
+    # An ensemble's mixture is exact at its build T only; the Distiller's
+    # pre-flight compares it with its own T.
+    temperature = format_lib.soft_target_temperature(metadata)
 
     def gather(rows):
         # Fancy indexing copies just these rows out of the memory maps.
@@ -107,14 +100,9 @@ def make_dataset(
             )  # (batch, classes)
         else:
             logits = tf.cast(gathered[2], tf.float32)  # (batch, classes)
-        targets = teacher_outputs_lib.attach_teacher_logits(labels, logits)
-        if temperature is not None:
-            # An ensemble's mixture is exact at its build T only; the
-            # Distiller's pre-flight compares this with its own T.
-            targets[teacher_outputs_lib.SOFT_TARGET_TEMPERATURE_KEY] = tf.fill(
-                tf.shape(logits)[:1], tf.constant(temperature, tf.float32)
-            )  # (batch,)
-        return inputs, targets
+        return inputs, teacher_outputs_lib.attach_teacher_logits(
+            labels, logits, temperature
+        )
 
     indices = tf.data.Dataset.range(count)
     if shuffle:

@@ -8,7 +8,6 @@ import numpy as np
 import tensorflow as tf
 
 from tfkd import ensembles
-from tfkd import teacher_outputs as teacher_outputs_lib
 from tfkd.utils import progress
 from tfkd.utils import validation
 from tfkd.cache import builder
@@ -366,8 +365,7 @@ class TeacherCache:
     @property
     def soft_target_temperature(self):
         """The T an ensemble cache's targets are exact at, else `None`."""
-        ensemble = self._metadata["teacher"].get("ensemble")
-        return None if ensemble is None else ensemble["temperature"]
+        return format_lib.soft_target_temperature(self._metadata)
 
     @classmethod
     def open(
@@ -721,7 +719,7 @@ class TeacherCache:
             not isinstance(seed, numbers.Integral) or isinstance(seed, bool)
         ):
             raise validation.invalid_type("seed", "an int or None", seed)
-        joined = join.attach(
+        return join.attach(
             part[0],
             part[1],
             self._selection.part_arrays(0),
@@ -733,7 +731,6 @@ class TeacherCache:
             reshuffle_each_iteration=bool(reshuffle_each_iteration),
             auto_shard_policy=self._selection.auto_shard_policy,
         )
-        return _with_soft_target_temperature(joined, self.soft_target_temperature)
 
     def check_order(self, dataset):
         """Checks up front that `dataset` is the pipeline a logits-only
@@ -891,20 +888,3 @@ class TeacherCache:
             f"{outputs['dtype']} {storage}, {self.nbytes / 1e6:.1f} MB>"
         )
 
-
-def _with_soft_target_temperature(batches, temperature):
-    """`batches` whose targets carry an ensemble cache's build T (as
-    `dataset()`'s do), so the `Distiller` refuses them at another T."""
-    if temperature is None:
-        return batches
-    key = teacher_outputs_lib.SOFT_TARGET_TEMPERATURE_KEY
-
-    def add_temperature(inputs, targets):
-        targets = dict(targets)
-        targets[key] = tf.fill(
-            tf.shape(targets[teacher_outputs_lib.TEACHER_LOGITS_KEY])[:1],
-            tf.constant(temperature, tf.float32),
-        )  # (batch,)
-        return inputs, targets
-
-    return batches.map(add_temperature, num_parallel_calls=tf.data.AUTOTUNE)
