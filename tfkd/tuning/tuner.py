@@ -375,15 +375,9 @@ class SearchOptions:
         validation.check_positive_int("epochs", self.epochs)
         validation.check_positive_int("max_trials", self.max_trials)
         if self.max_seconds is not None:
-            seconds = self.max_seconds
-            if not isinstance(seconds, numbers.Real) or isinstance(seconds, bool):
-                raise validation.invalid_type(
-                    "max_seconds", "a float > 0 or None", seconds
-                )
-            if not math.isfinite(seconds) or seconds <= 0:
-                raise validation.invalid_value(
-                    "max_seconds", "a float > 0 or None", seconds
-                )
+            validation.check_positive_float(
+                "max_seconds", self.max_seconds, expected="a float > 0 or None"
+            )
         validation.check_choice("tuner", self.tuner, tuple(budget_lib.ORACLES))
         if self.tuner == "bayesian":
             budget_lib.check_bayesian_available()
