@@ -29,31 +29,15 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfkd  # noqa: E402
-from tfkd import data  # noqa: E402
 from tfkd.cache import TeacherCache  # noqa: E402
 from tfkd.cache import shards  # noqa: E402
 
-EXAMPLES = 256
+# The same 256 images and tiny models as the training job's.
+from multi_worker_job import EXAMPLES, load_examples, make_model  # noqa: E402, F401
+
 BUILD_BATCH = 32
 GLOBAL_BATCH = 32
 NUM_SHARDS = 2
-
-
-def load_examples():
-    (x, y), _ = data.load_fashion_mnist_arrays(download=False)
-    x = (x[:EXAMPLES].reshape(EXAMPLES, -1) / 255.0).astype("float32")
-    return x, y[:EXAMPLES].astype("int32")
-
-
-def make_model(name, hidden):
-    return keras.Sequential(
-        [
-            keras.Input((784,)),
-            keras.layers.Dense(hidden, activation="relu"),
-            keras.layers.Dense(10),
-        ],
-        name=name,
-    )
 
 
 def pipeline():

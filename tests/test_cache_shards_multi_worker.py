@@ -14,7 +14,6 @@ its own shard, by tfkd's own record (`opened_shards`) and by the kernel's
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -22,23 +21,13 @@ import numpy as np
 import pytest
 
 from tfkd.cache import TeacherCache
+from worker_cluster import free_ports
 
 JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shard_worker_job.py")
 WORKERS = 2
 RUN_TIMEOUT = 420
 
 pytestmark = pytest.mark.timeout(RUN_TIMEOUT + 120)
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _load_job():

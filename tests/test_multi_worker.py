@@ -20,7 +20,6 @@ missing or doubled division would change the step size by 2x.
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -28,6 +27,7 @@ import numpy as np
 import pytest
 
 from tfkd.callbacks import checkpointing
+from worker_cluster import free_ports
 
 JOB = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "multi_worker_job.py"
@@ -38,18 +38,6 @@ TOLERANCE = 1e-6
 RUN_TIMEOUT = 420
 
 pytestmark = pytest.mark.timeout(RUN_TIMEOUT + 60)
-
-
-def free_ports(count):
-    """Ports free on 127.0.0.1 right now (held open together: distinct)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def start_workers(tmp_path, cache_path, checkpoint_dir):
