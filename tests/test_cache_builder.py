@@ -379,14 +379,19 @@ def _np_log_softmax(z):
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def test_ensemble_cache_stores_the_mixture_at_its_temperature(tmp_path):
-    x, y = _tabular()
-    t1, t2 = _dense_pair()
-    cache = TeacherCache.build(
+def _ensemble_cache(t1, t2, x, y, tmp_path):
+    """The float32 cache of `t1`, `t2` weighted 1 : 3 at T = 3."""
+    return TeacherCache.build(
         [t1, t2], _dataset(x, y), str(tmp_path / "ensemble"), dtype="float32",
         teacher_weights=[1.0, 3.0], temperature=3.0, input_dtype="float32",
         verbose=0,
     )
+
+
+def test_ensemble_cache_stores_the_mixture_at_its_temperature(tmp_path):
+    x, y = _tabular()
+    t1, t2 = _dense_pair()
+    cache = _ensemble_cache(t1, t2, x, y, tmp_path)
     _, _, stored = cache.read()
     p_ens = 0.25 * np.exp(_np_log_softmax(np.asarray(t1(x)) / 3.0)) + 0.75 * np.exp(
         _np_log_softmax(np.asarray(t2(x)) / 3.0)
@@ -407,11 +412,7 @@ def test_ensemble_cache_stores_the_mixture_at_its_temperature(tmp_path):
 def test_distilling_an_ensemble_cache_equals_the_online_ensemble(tmp_path):
     x, y = _tabular()
     t1, t2 = _dense_pair()
-    cache = TeacherCache.build(
-        [t1, t2], _dataset(x, y), str(tmp_path / "ensemble"), dtype="float32",
-        teacher_weights=[1.0, 3.0], temperature=3.0, input_dtype="float32",
-        verbose=0,
-    )
+    cache = _ensemble_cache(t1, t2, x, y, tmp_path)
     keras.utils.set_random_seed(5)
     student = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4)])
     online = tfkd.Distiller(
