@@ -8,22 +8,9 @@ import tensorflow as tf
 import tfkd
 from tfkd import ensembles
 from tfkd.terms.features import FitNetHint
+from counting_layers import CountingDense
 
 FEATURES, CLASSES = 6, 4
-
-
-class CountingDense(keras.layers.Dense):
-    """Counts its executions in a variable (real runs, not traces)."""
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self.calls = self.add_weight(
-            shape=(), dtype="int32", initializer="zeros", trainable=False, name="calls"
-        )
-
-    def call(self, inputs, training=None):
-        self.calls.assign_add(1)
-        return super().call(inputs)
 
 
 def _mlp(name, seed, hidden=8, softmax=False, counting=False, classes=CLASSES):

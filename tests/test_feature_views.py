@@ -9,26 +9,9 @@ import tfkd
 from tfkd import feature_views
 from tfkd.terms.decoupled import DecoupledKD
 from tfkd.terms.features import FitNetHint
+from counting_layers import CountingDense
 
 FEATURES, CLASSES = 6, 4
-
-
-class CountingDense(keras.layers.Dense):
-    """A Dense layer that counts its executions in a variable.
-
-    The count is a `tf.Variable` updated inside `call`, so it counts real
-    executions in compiled `tf.function` steps too, not Python traces.
-    """
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self.calls = self.add_weight(
-            shape=(), dtype="int32", initializer="zeros", trainable=False, name="calls"
-        )
-
-    def call(self, inputs, training=None):
-        self.calls.assign_add(1)
-        return super().call(inputs)
 
 
 def _mlp(name, hidden, seed, counting=False):
