@@ -61,8 +61,7 @@ def test_make_results_reruns_every_committed_experiment():
 
 
 def test_the_readme_quotes_commits_the_results_record():
-    recorded = {_load(path)["git"]["commit"] for path in RESULTS
-                if (_load(path).get("git") or {}).get("commit")}
+    recorded = {(_load(path).get("git") or {}).get("commit") for path in RESULTS} - {None}
     quoted = set(re.findall(r"from commit `([0-9a-f]{7,40})`",
                             (ROOT / "README.md").read_text()))
     assert quoted, "the README names no commit"
