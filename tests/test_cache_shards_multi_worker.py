@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tfkd.cache import TeacherCache
-from worker_cluster import free_ports
+from worker_cluster import free_ports, wait_for_all
 
 JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shard_worker_job.py")
 WORKERS = 2
@@ -62,19 +62,7 @@ def run(tmp_path_factory):
                 stderr=subprocess.PIPE, text=True,
             )
         )
-    failures = []
-    try:
-        for process in processes:
-            _, stderr = process.communicate(timeout=RUN_TIMEOUT)
-            if process.returncode != 0:
-                failures.append(stderr[-3000:])
-                break
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    assert not failures, failures[0]
+    wait_for_all(processes, RUN_TIMEOUT)
     results = [
         json.loads((root / f"w{index}.json").read_text()) for index in range(WORKERS)
     ]

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from tfkd.callbacks import checkpointing
-from worker_cluster import free_ports
+from worker_cluster import free_ports, wait_for_all
 
 JOB = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "multi_worker_job.py"
@@ -71,27 +71,6 @@ def start_workers(tmp_path, cache_path, checkpoint_dir):
     return processes
 
 
-def wait_for_all(processes):
-    """Waits for every worker; kills them all if one fails or hangs.
-
-    A worker whose peer died blocks in a collective op forever, so the
-    first failure ends the others.
-    """
-    errors = []
-    try:
-        for process in processes:
-            _, stderr = process.communicate(timeout=RUN_TIMEOUT)
-            if process.returncode != 0:
-                errors.append(stderr[-3000:])
-                break
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    assert not errors, errors[0]
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("multi_worker")
@@ -108,7 +87,8 @@ def results(run_dir):
     cache_path = str(tmp_path / "cache")
     multi_worker_job.build_cache(cache_path)
     wait_for_all(
-        start_workers(tmp_path, cache_path, str(tmp_path / "checkpoints"))
+        start_workers(tmp_path, cache_path, str(tmp_path / "checkpoints")),
+        RUN_TIMEOUT,
     )
     return [np.load(tmp_path / f"w{index}.npz") for index in range(WORKERS)]
 
