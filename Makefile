@@ -1,7 +1,8 @@
 # The commands of README.md. Each creates its own virtual environment,
 # installs tfkd with what it needs, and makes Fashion-MNIST available
 # offline.
-#   make benchmark     # the main job: the benchmark on offline Fashion-MNIST
+#   make benchmark     # the main job: the benchmark on offline Fashion-MNIST,
+#                      # written to benchmarks/runs/ (untracked)
 #   make test          # the test suite, in both environments below
 #   make test-latest   # ... on the newest Keras and TensorFlow, no AutoKeras
 #   make test-bench    # ... in the benchmark environment (Keras 3.12 + AutoKeras)
@@ -54,13 +55,14 @@ benchmark: env-bench data
 	$(BENCH)/bin/python -m benchmarks compare --dataset fashion_mnist --preset $(PRESET)
 
 # Every experiment whose quick results the README quotes, in the
-# benchmark environment (hours on 2 CPU cores; each resumes if stopped).
-# Each results.json records the commit it came from and whether the tree
-# was clean.
+# benchmark environment (hours on 2 CPU cores; each resumes if stopped),
+# written over the committed results in benchmarks/results/ (every other
+# run writes to benchmarks/runs/, which git ignores). Each results.json
+# records the commit it came from and whether the tree was clean.
 EXPERIMENTS ?= compare gain transfer capacity methods cache_speed teachers deploy
 results: env-bench data
 	for experiment in $(EXPERIMENTS); do \
-		$(BENCH)/bin/python -m benchmarks $$experiment --preset quick || exit 1; \
+		TFKD_BENCHMARK_OUTPUT=benchmarks/results $(BENCH)/bin/python -m benchmarks $$experiment --preset quick || exit 1; \
 	done
 	$(BENCH)/bin/python scripts/cache_scale.py --out benchmarks/results/cache_scale/results.json
 

@@ -37,8 +37,8 @@ def parser(module, experiment, prog=None):
                             help="fashion_mnist (offline) or a tfds image "
                                  "dataset name (default: the preset's)")
     result.add_argument("--output", default=None,
-                        help="output directory (default benchmarks/results/"
-                             f"{experiment}-<preset>)")
+                        help="output directory (default $TFKD_BENCHMARK_OUTPUT"
+                             f" or benchmarks/runs, then /{experiment}-<preset>)")
     result.add_argument("--fresh", action="store_true",
                         help="start over instead of resuming finished pieces")
     result.add_argument("--seeds", default=None, type=seed_list,

@@ -321,7 +321,7 @@ def start(experiment, presets, preset, *, seeds=None, dataset=None, output=None,
         seeds: Seeds instead of the preset's, or `None`.
         dataset: Dataset instead of the preset's, or `None`.
         output: Output directory, or `None` for
-            `benchmarks/results/<experiment>-<preset>`.
+            `benchmarks/runs/<experiment>-<preset>`.
         fresh: Forget the pieces of an earlier run. Defaults to `False`.
         log: Where progress lines go. Defaults to `print`.
         verbose: Keras verbosity of long trainings. Defaults to `0`.

@@ -1,22 +1,32 @@
 """Where results go and what every results file records.
 
 Every experiment writes `results.json`, `results.md` and its PNGs to
-`benchmarks/results/<experiment>-<preset>/`, each atomically (see
+`<output root>/<experiment>-<preset>/`, each atomically (see
 `tfkd.utils.files`), and every `results.json` says which commit produced
 it and whether the working tree had uncommitted changes.
+
+The output root is `benchmarks/runs/` (ignored by git) unless the
+environment variable `TFKD_BENCHMARK_OUTPUT` names another directory: a
+local run never rewrites the results committed in `benchmarks/results/`,
+which only `make results` (it sets that variable) regenerates.
 """
 
 import datetime
 import functools
 import json
+import os
 import pathlib
 import subprocess
 
 from tfkd.utils import files
 from benchmarks import presets as presets_lib
 
-#: Where the `<experiment>-<preset>` directories live.
+#: Where the committed `<experiment>-<preset>` directories live.
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
+#: Where a run writes by default: ignored by git, never the committed ones.
+RUNS_DIR = pathlib.Path(__file__).resolve().parent / "runs"
+#: The environment variable that names another output root.
+OUTPUT_ROOT_ENV = "TFKD_BENCHMARK_OUTPUT"
 #: Version of the experiments' `results.json` layout.
 SCHEMA_VERSION = 1
 #: Line colours shared by the experiments' plots.
@@ -25,14 +35,30 @@ DISTILLED_COLOR = "#1f77b4"
 TEACHER_COLOR = "#222222"
 
 
-def default_output(experiment, preset_name, datasets=()):
-    """`benchmarks/results/<experiment>[-<datasets>]-<preset>`.
+def output_root():
+    """Where runs write: `$TFKD_BENCHMARK_OUTPUT`, else `benchmarks/runs`.
 
-    Dataset names appear only when one is not the offline default.
+    Returns:
+        An absolute `pathlib.Path`.
+
+    Example:
+
+    >>> output_root().is_absolute()
+    True
+    """
+    configured = os.environ.get(OUTPUT_ROOT_ENV, "").strip()
+    return pathlib.Path(configured).resolve() if configured else RUNS_DIR
+
+
+def default_output(experiment, preset_name, datasets=()):
+    """`<output root>/<experiment>[-<datasets>]-<preset>`.
+
+    Dataset names appear only when one is not the offline default; the
+    root is `output_root()`.
     """
     offline = presets_lib.OFFLINE_DATASET
     names = list(datasets) if any(n != offline for n in datasets) else []
-    return RESULTS_DIR / "-".join([experiment, *names, preset_name])
+    return output_root() / "-".join([experiment, *names, preset_name])
 
 
 def git_provenance(directory=None):
@@ -61,7 +87,8 @@ def _git_provenance_at_first_call(directory):
         commit = git("rev-parse", "HEAD").strip()
         # Results written by this run must not make the tree look dirty.
         status = git("status", "--porcelain", "--", ":/",
-                     ":(top,exclude)benchmarks/results")
+                     ":(top,exclude)benchmarks/results",
+                     ":(top,exclude)benchmarks/runs")
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "clean": None}
     return {"commit": commit, "clean": not status.strip()}

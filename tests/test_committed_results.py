@@ -1,30 +1,32 @@
 """The committed benchmark results: each names a commit of this history,
-from a clean tree, and `make results` regenerates every one of them."""
+from a clean tree, and `make results` regenerates every one of them.
 
-import json
+They are read as git holds them (`tests/committed.py`), so a local
+benchmark run cannot make these tests fail.
+"""
+
 import pathlib
 import re
-import shutil
-import subprocess
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-RESULTS = sorted((ROOT / "benchmarks" / "results").glob("*/results.json"))
+import committed
+
+ROOT = committed.ROOT
+RESULTS = [pathlib.PurePosixPath(p) for p in committed.results_files()]
 
 
 def _load(path):
-    return json.loads(path.read_text())
+    return committed.load(str(path))
 
 
 def _git(*args):
-    return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True,
-                          text=True, check=False)
+    return committed.git(*args)
 
 
 def _full_history():
     """Whether this checkout is a git repository with its whole history."""
-    if shutil.which("git") is None or _git("rev-parse", "HEAD").returncode:
+    if not committed.in_git_checkout():
         return False
     return _git("rev-parse", "--is-shallow-repository").stdout.strip() == "false"
 
@@ -67,3 +69,37 @@ def test_the_readme_quotes_commits_the_results_record():
     assert quoted, "the README names no commit"
     for short in quoted:
         assert any(full.startswith(short) for full in recorded), short
+
+
+def test_a_run_writes_outside_the_committed_results(monkeypatch, tmp_path):
+    from benchmarks import results as results_lib
+
+    monkeypatch.delenv(results_lib.OUTPUT_ROOT_ENV, raising=False)
+    output = results_lib.default_output("compare", "quick")
+    assert output.parent == results_lib.RUNS_DIR
+    if committed.in_git_checkout():
+        ignored = _git("check-ignore", "-q", "--no-index",
+                       str(output.relative_to(ROOT) / "results.json"))
+        assert ignored.returncode == 0, f"{output} is not ignored by git"
+    monkeypatch.setenv(results_lib.OUTPUT_ROOT_ENV, str(tmp_path))
+    assert results_lib.default_output("gain", "quick") == tmp_path.resolve() / "gain-quick"
+
+
+def test_make_benchmark_leaves_the_committed_results_alone():
+    makefile = (ROOT / "Makefile").read_text()
+    benchmark = re.search(r"^benchmark:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE).group(1)
+    assert "TFKD_BENCHMARK_OUTPUT" not in benchmark and "--output" not in benchmark
+    results = re.search(r"^results:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE).group(1)
+    assert "TFKD_BENCHMARK_OUTPUT=benchmarks/results" in results
+
+
+@pytest.mark.skipif(not committed.in_git_checkout(), reason="needs a git checkout")
+def test_committed_results_are_read_from_git_not_the_working_tree(tmp_path):
+    clone = tmp_path / "clone"
+    assert _git("clone", "-q", "--no-checkout", str(ROOT), str(clone)).returncode == 0
+    assert committed.git("checkout", "-q", "HEAD", "--", "benchmarks/results",
+                         root=clone).returncode == 0
+    relative = str(RESULTS[0])
+    original = committed.read_text(relative, root=clone)
+    (clone / relative).write_text('{"rewritten": "by a local run"}\n')
+    assert committed.read_text(relative, root=clone) == original

@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+import committed
+
 from benchmarks.experiments import capacity
 
 
@@ -67,8 +69,5 @@ def test_derived_numbers():
 
 
 def test_committed_results_still_render():
-    from benchmarks import results as results_lib
-
-    path = results_lib.RESULTS_DIR / "capacity-quick" / "results.json"
-    text = capacity.markdown(json.loads(path.read_text()))
+    text = capacity.markdown(committed.experiment_results("capacity-quick"))
     assert "## Accuracy by student size" in text

@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+import committed
+
 from benchmarks import arms
 from benchmarks import schema
 from benchmarks.experiments import compare
@@ -110,10 +112,9 @@ def test_command_line_rejects_unknown_presets_and_arms(tmp_path):
 
 def test_committed_quick_results_have_the_few_labels_block():
     from benchmarks import report
-    from benchmarks import results as results_lib
+    from benchmarks import schema
 
-    path = results_lib.RESULTS_DIR / "fashion_mnist-quick" / "results.json"
-    results = report.load_results(path)
+    results = schema.validate(committed.experiment_results("fashion_mnist-quick"))
     assert results["git"]["clean"] is True
     for arm_id in compare.FEW_LABEL_ARMS:
         assert len(results["arms"][arm_id]["accuracy"]["per_seed"]) >= 3

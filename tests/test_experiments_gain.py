@@ -6,6 +6,8 @@ import statistics
 
 import pytest
 
+import committed
+
 from benchmarks import stats
 from benchmarks.experiments import gain
 
@@ -121,10 +123,7 @@ def test_plan_shares_the_reference_point():
 
 
 def test_committed_quick_results_render_with_three_seeds():
-    from benchmarks import results as results_lib
-
-    path = results_lib.RESULTS_DIR / "gain-quick" / "results.json"
-    results = json.loads(path.read_text())
+    results = committed.experiment_results("gain-quick")
     assert results["git"]["clean"] is True and len(results["config"]["seeds"]) >= 3
     text = gain.markdown(results)
     assert "## Labels: labelled share of the pool" in text

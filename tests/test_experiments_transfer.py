@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+import committed
+
 from benchmarks import results as results_lib
 from benchmarks.experiments import transfer
 
@@ -76,5 +78,5 @@ def test_derived_numbers_and_committed_results_render():
         "transferred_minus_defaults": 0.01, "tuned_minus_defaults": 0.03,
         "tuned_minus_transferred": 0.02, "defaults_minus_scratch": 0.02,
     })
-    path = results_lib.RESULTS_DIR / "transfer-quick" / "results.json"
-    assert "## On the target task" in transfer.markdown(json.loads(path.read_text()))
+    results = committed.experiment_results("transfer-quick")
+    assert "## On the target task" in transfer.markdown(results)

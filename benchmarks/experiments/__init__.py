@@ -3,7 +3,8 @@
 Each module has a docstring with its command and expected run time,
 `PRESETS` (`smoke`, `quick`, `full` of `benchmarks.presets.Preset`), `run()`
 and `main(argv=None)`; `python -m benchmarks <name>` runs it. Results land
-in `benchmarks/results/<name>-<preset>/` as JSON, Markdown and PNG.
+in `benchmarks/runs/<name>-<preset>/` (ignored by git) as JSON, Markdown
+and PNG; `make results` writes the committed ones in `benchmarks/results/`.
 
 - `compare`: the main comparison (alias `run`).
 - `transfer`: do T and α tuned on one task carry over to another?

@@ -25,7 +25,7 @@ in machine load); and paired in CPU seconds of this process.
     python -m benchmarks cache_speed --preset quick   # ~4 min on 2 CPU cores
     python -m benchmarks cache_speed --preset smoke   # seconds; the tests
 
-Output: `benchmarks/results/cache_speed-<preset>/` with `results.json` and
+Output: `benchmarks/runs/cache_speed-<preset>/` with `results.json` and
 `results.md`.
 """
 
@@ -159,7 +159,7 @@ def run(preset="quick", dataset=None, output=None, fresh=False, seeds=None,
         preset: A name of `PRESETS` or a `Preset`. Defaults to `"quick"`.
         dataset: Dataset name. Defaults to `None` (the preset's).
         output: Output directory. Defaults to
-            `benchmarks/results/cache_speed-<preset>`.
+            `benchmarks/runs/cache_speed-<preset>`.
         fresh: Retrain the teacher. Defaults to `False`.
         seeds: Seeds instead of the preset's (the first is used).
         verbose: Keras verbosity of the teacher. Defaults to `0`.

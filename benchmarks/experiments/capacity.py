@@ -14,7 +14,7 @@ percentage point of the best of its kind.
 Presets: `smoke` (what the tests run: 2 sizes, 256 examples, 1 epoch),
 `quick` (4,000 examples, the teacher of the main benchmark, 1 seed; 13
 minutes measured on 2 CPU cores shared with other jobs) and `full` (the whole training split,
-3 seeds; for a GPU). Output: `benchmarks/results/capacity-<preset>/` with
+3 seeds; for a GPU). Output: `benchmarks/runs/capacity-<preset>/` with
 `results.json`, `results.md` and `capacity.png`; a rerun resumes after the
 last finished student (`--fresh` starts over).
 """
@@ -105,7 +105,7 @@ def run(preset="quick", dataset=None, output=None, fresh=False, seeds=None,
         dataset: `"fashion_mnist"` (offline) or a tfds image dataset name.
             Defaults to `None` (the preset's).
         output: Output directory. Defaults to
-            `benchmarks/results/capacity-<preset>`.
+            `benchmarks/runs/capacity-<preset>`.
         fresh: Ignore finished students of an earlier run. Defaults to
             `False` (resume).
         seeds: Seeds instead of the preset's. Defaults to `None`.

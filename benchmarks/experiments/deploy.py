@@ -21,7 +21,7 @@ a point against float32; the report says which)?
 Presets: those of `compare` (quick: teacher 4 epochs on 6,000 images,
 few-labels block of 600 labels, 10 epochs, 3 seeds; 10,000 test images)
 plus the export options below. Output:
-`benchmarks/results/deploy-<preset>/` with `results.json`, `results.md`
+`benchmarks/runs/deploy-<preset>/` with `results.json`, `results.md`
 and `deploy_pareto.png`; the `.tflite` files stay in its `models/`
 (ignored by git). A rerun resumes after the last finished seed.
 """
@@ -198,7 +198,7 @@ def run(preset="quick", dataset=None, output=None, fresh=False, seeds=None,
         dataset: `"fashion_mnist"` (offline) or a tfds image dataset name.
             Defaults to `None` (the preset's).
         output: Output directory. Defaults to
-            `benchmarks/results/deploy-<preset>`.
+            `benchmarks/runs/deploy-<preset>`.
         fresh: Ignore finished pieces of an earlier run. Defaults to
             `False` (resume).
         seeds: Seeds instead of the preset's. Defaults to `None`.

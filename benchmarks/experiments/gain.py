@@ -41,7 +41,7 @@ more arms of the reference point, paired with its scratch student.
 Presets: `smoke` (200 images, 2 seeds, tiny models: the tests), `quick`
 (a pool of 4,000 images, the 10k test set, 3 seeds; 2 CPU cores) and
 `full` (the whole training split, 5 seeds; a GPU). Output:
-`benchmarks/results/gain-<preset>/` with `results.json`, `results.md` and
+`benchmarks/runs/gain-<preset>/` with `results.json`, `results.md` and
 `gain.png`; a rerun resumes after the last finished point and seed
 (`--fresh` starts over).
 """
@@ -259,7 +259,7 @@ def run(preset="quick", dataset=None, output=None, fresh=False, seeds=None,
         dataset: `"fashion_mnist"` (offline) or a tfds image dataset name.
             Defaults to `None` (the preset's).
         output: Output directory. Defaults to
-            `benchmarks/results/gain-<preset>`.
+            `benchmarks/runs/gain-<preset>`.
         fresh: Ignore finished pieces of an earlier run. Defaults to
             `False` (resume).
         seeds: Seeds instead of the preset's (at least 2 for an

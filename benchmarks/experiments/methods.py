@@ -49,7 +49,7 @@ of the extra loss terms alone.
     python -m benchmarks methods --preset quick   # 37 min measured on 2 shared CPU cores
     python -m benchmarks methods --preset smoke   # seconds; what tests run
 
-Output: `benchmarks/results/methods-<preset>/` with `results.json` and
+Output: `benchmarks/runs/methods-<preset>/` with `results.json` and
 `results.md`; a rerun resumes (`--fresh` starts over).
 """
 
@@ -205,7 +205,7 @@ def run(preset="quick", dataset=None, arms=None, output=None, fresh=False,
         dataset: Dataset name. Defaults to `None` (the preset's).
         arms: Arm ids to train; `scratch` is always added. Defaults to all.
         output: Output directory. Defaults to
-            `benchmarks/results/methods-<preset>`.
+            `benchmarks/runs/methods-<preset>`.
         fresh: Start over instead of resuming. Defaults to `False`.
         seeds: Seeds instead of the preset's. Defaults to `None`.
         verbose: Keras verbosity of the teacher. Defaults to `0`.

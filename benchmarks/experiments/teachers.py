@@ -24,7 +24,7 @@ initialization, since these machines cannot download ImageNet weights: the
 `weights=None` recipe of `tfkd.teachers.fine_tune`, 6,000 examples, 6
 epochs) and `full` (every registered family from ImageNet weights with the
 two-stage recipe, the whole training split; needs internet once, and a
-GPU). Output: `benchmarks/results/teachers-<preset>/` with `results.json`,
+GPU). Output: `benchmarks/runs/teachers-<preset>/` with `results.json`,
 `results.md` and `teachers.png`; a rerun resumes after the last trained
 family (`--fresh` starts over).
 """
@@ -111,7 +111,7 @@ def run(preset="quick", dataset=None, output=None, fresh=False, seeds=None,
         dataset: `"fashion_mnist"` (offline) or a tfds image dataset name.
             Defaults to `None` (the preset's).
         output: Output directory. Defaults to
-            `benchmarks/results/teachers-<preset>` (with the dataset name
+            `benchmarks/runs/teachers-<preset>` (with the dataset name
             when it is not Fashion-MNIST).
         fresh: Ignore families trained by an earlier run. Defaults to
             `False` (resume).

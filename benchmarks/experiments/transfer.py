@@ -27,7 +27,7 @@ they are used in. The two searches use different seeds
 (`SEARCH_SEEDS`), so they sample different (T, α) candidates: "tuned on
 the target found the same" can only come from the tasks, not from two
 searches proposing identical candidates.
-Output: `benchmarks/results/transfer-<preset>/` with `results.json`,
+Output: `benchmarks/runs/transfer-<preset>/` with `results.json`,
 `results.md`, `transfer.png` and the two T x α heatmaps; a rerun resumes
 (keras-tuner reloads finished trials, finished students are loaded);
 `--fresh` starts over.
@@ -200,7 +200,7 @@ def run(preset="quick", source="fashion_mnist", target="fashion_mnist",
         source: Dataset of the source task A. Defaults to `"fashion_mnist"`.
         target: Dataset of the target task B. Defaults to `"fashion_mnist"`.
         output: Output directory. Defaults to
-            `benchmarks/results/transfer-<preset>` (with the dataset names
+            `benchmarks/runs/transfer-<preset>` (with the dataset names
             when one is not Fashion-MNIST).
         fresh: Start over: delete finished teachers, students and searches
             of an earlier run. Defaults to `False` (resume).
