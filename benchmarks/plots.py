@@ -101,9 +101,9 @@ def plot_pareto(results, path, x="parameters"):
     Example:
 
     >>> import os, tempfile
-    >>> from benchmarks import plots, schema
+    >>> from benchmarks import plots, sample_results
     >>> path = os.path.join(tempfile.mkdtemp(), "pareto.png")
-    >>> plots.plot_pareto(schema.example_results(), path) == path
+    >>> plots.plot_pareto(sample_results.example_results(), path) == path
     True
     """
     if x not in ("parameters", "latency"):
@@ -179,9 +179,9 @@ def plot_training_curves(results, path):
     Example:
 
     >>> import os, tempfile
-    >>> from benchmarks import plots, schema
+    >>> from benchmarks import plots, sample_results
     >>> path = os.path.join(tempfile.mkdtemp(), "curves.png")
-    >>> plots.plot_training_curves(schema.example_results(), path) == path
+    >>> plots.plot_training_curves(sample_results.example_results(), path) == path
     True
     """
     figure = Figure(figsize=(12, 5.5), layout="constrained")
@@ -261,9 +261,9 @@ def plot_confusion_matrices(results, path, arm_ids=("teacher", "tfkd")):
     Example:
 
     >>> import os, tempfile
-    >>> from benchmarks import plots, schema
+    >>> from benchmarks import plots, sample_results
     >>> path = os.path.join(tempfile.mkdtemp(), "confusion.png")
-    >>> plots.plot_confusion_matrices(schema.example_results(), path) == path
+    >>> plots.plot_confusion_matrices(sample_results.example_results(), path) == path
     True
     """
     arm_ids = list(arm_ids)
@@ -459,8 +459,8 @@ def write_all_plots(results, directory, grid=None):
     Example:
 
     >>> import tempfile
-    >>> from benchmarks import plots, schema
-    >>> paths = plots.write_all_plots(schema.example_results(), tempfile.mkdtemp())
+    >>> from benchmarks import plots, sample_results
+    >>> paths = plots.write_all_plots(sample_results.example_results(), tempfile.mkdtemp())
     >>> [p.rsplit("/", 1)[-1] for p in paths][:2]
     ['pareto_parameters.png', 'pareto_latency.png']
     """

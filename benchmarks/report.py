@@ -67,8 +67,8 @@ def derive(results):
 
     Example:
 
-    >>> from benchmarks import report, schema
-    >>> derived = report.derive(schema.example_results())
+    >>> from benchmarks import report, sample_results, schema
+    >>> derived = report.derive(sample_results.example_results())
     >>> derived["teacher"]["compression_ratio"]
     1.0
     >>> round(derived["tfkd"]["kd_gain_over_scratch"], 4)
@@ -149,8 +149,8 @@ def markdown(results, plot_files=None):
 
     Example:
 
-    >>> from benchmarks import report, schema
-    >>> text = report.markdown(schema.example_results())
+    >>> from benchmarks import report, sample_results, schema
+    >>> text = report.markdown(sample_results.example_results())
     >>> text.splitlines()[0]
     '# tfkd benchmark: fashion_mnist, preset `quick`'
     >>> "| Teacher (CNN) | 91.23 % |" in text
@@ -238,9 +238,9 @@ def write_report(results, directory, plot_files=None):
     Example:
 
     >>> import tempfile
-    >>> from benchmarks import report, schema
+    >>> from benchmarks import report, sample_results, schema
     >>> directory = tempfile.mkdtemp()
-    >>> json_path, md_path = report.write_report(schema.example_results(), directory)
+    >>> json_path, md_path = report.write_report(sample_results.example_results(), directory)
     >>> report.load_results(json_path)["dataset"]
     'fashion_mnist'
     """
@@ -284,8 +284,8 @@ def load_results(path):
     Example:
 
     >>> import tempfile
-    >>> from benchmarks import report, schema
-    >>> json_path, _ = report.write_report(schema.example_results(), tempfile.mkdtemp())
+    >>> from benchmarks import report, sample_results, schema
+    >>> json_path, _ = report.write_report(sample_results.example_results(), tempfile.mkdtemp())
     >>> report.load_results(json_path)["schema_version"]
     1
     """

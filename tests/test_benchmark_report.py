@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from benchmarks import report, schema
+from benchmarks import report, sample_results, schema
 
 
 @pytest.fixture(autouse=True)
@@ -277,7 +277,7 @@ def test_number_formats():
 def test_fixture_and_example_are_valid():
     results = make_results()
     assert schema.validate(results) is results
-    schema.validate(schema.example_results())
+    schema.validate(sample_results.example_results())
 
 
 def _set(results, path, value):

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import setuptools
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,16 +82,15 @@ def test_import_tfkd_loads_no_optional_dependency():
     assert output == ["[]", "True"]
 
 
-def test_modules_of_earlier_releases_still_import():
+def test_no_aliases_for_module_paths_never_released():
+    # 0.1.0 was never released: its module paths are not kept as aliases.
     import importlib
 
     import tfkd
 
-    for old, new in tfkd.MOVED_MODULES.items():
-        assert importlib.import_module(old) is importlib.import_module(new)
-    from tfkd.feature_losses import FitNetHint
-
-    assert FitNetHint is tfkd.FitNetHint
+    assert not hasattr(tfkd, "MOVED_MODULES")
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("tfkd.feature_losses")
 
 
 def test_the_litert_runtime_is_an_extra_loaded_only_to_run_a_file():

@@ -51,31 +51,6 @@ from tfkd.terms import RKDDistance
 from tfkd.terms import SP
 from tfkd.terms import SimilarityPreserving
 
-#: Module paths of earlier releases -> where the code lives now. They stay
-#: importable (`import tfkd.feature_losses` still works) for user code
-#: written against them.
-MOVED_MODULES = {
-    "tfkd.born_again": "tfkd.generations",
-    "tfkd.checkpointing": "tfkd.callbacks.checkpointing",
-    "tfkd.decoupled": "tfkd.terms.decoupled",
-    "tfkd.distillation_terms": "tfkd.terms.base",
-    "tfkd.doctor": "tfkd.environment_report",
-    "tfkd.feature_losses": "tfkd.terms.features",
-    "tfkd.idx": "tfkd.data.idx",
-    "tfkd.relation_losses": "tfkd.terms.relations",
-}
-
-
-def _alias_moved_modules():
-    import importlib
-    import sys
-
-    for old, new in MOVED_MODULES.items():
-        sys.modules.setdefault(old, importlib.import_module(new))
-
-
-_alias_moved_modules()
-
 #: Submodules imported on first use, because they need an optional extra.
 _LAZY_SUBMODULES = {"tuning": "tfkd.tuning"}
 

@@ -15,7 +15,7 @@ from tfkd.data import idx
 from tfkd.data import pipelines
 from tfkd.data.loading import FASHION_MNIST_CLASS_NAMES
 from tfkd.data.loading import FASHION_MNIST_DIR_ENV
-from tfkd.data.loading import ImageDataset
+from tfkd.data.image_dataset import ImageDataset
 from tfkd.data.loading import balanced_subset
 from tfkd.data.loading import fashion_mnist_directories
 from tfkd.data.loading import load

@@ -13,7 +13,6 @@ Images come out as float32 in [0, 1], shape `(height, width, channels)`;
 labels as int32 class ids. Every model in tfkd expects this convention.
 """
 
-import dataclasses
 import os
 
 import numpy as np
@@ -21,6 +20,8 @@ import tensorflow as tf
 
 from tfkd.data import idx
 from tfkd.data import pipelines
+from tfkd.data import tfds_datasets
+from tfkd.data.image_dataset import ImageDataset
 from tfkd.utils import validation
 
 FASHION_MNIST_CLASS_NAMES = (
@@ -120,32 +121,6 @@ def load_fashion_mnist_arrays(directories=None, download=True):
         "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz, or copy "
         "them to ~/.keras/datasets/fashion-mnist/."
     )
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageDataset:
-    """Train, validation and test pipelines of one image dataset.
-
-    Attributes:
-        train: `tf.data.Dataset` of `(images, labels)` batches, shuffled
-            each epoch.
-        validation: Same, not shuffled.
-        test: Same, not shuffled; `None` when `from_dataset` got no test
-            set.
-        num_classes: Number of classes.
-        input_shape: `(height, width, channels)` of one image.
-        class_names: Names of the classes.
-        num_examples: Dict of examples per split (`None` for a split of a
-            user dataset whose size `tf.data` does not know).
-    """
-
-    train: tf.data.Dataset
-    validation: tf.data.Dataset
-    test: tf.data.Dataset
-    num_classes: int
-    input_shape: tuple
-    class_names: tuple
-    num_examples: dict
 
 
 def _with_channels(images):
@@ -308,8 +283,6 @@ def load(
         train_examples=train_examples, shuffle_buffer=shuffle_buffer,
     )
     if name != "fashion_mnist":
-        from tfkd.data import tfds_datasets
-
         return tfds_datasets.load_tfds(
             name, batch_size=batch_size, image_size=image_size,
             channels=channels, validation_fraction=validation_fraction,

@@ -13,7 +13,7 @@ Needs the `tfds` extra (`pip install "tfkd[tfds]"`).
 import tensorflow as tf
 
 from tfkd.data import pipelines
-from tfkd.data.loading import ImageDataset
+from tfkd.data.image_dataset import ImageDataset
 
 
 def _import_tfds():

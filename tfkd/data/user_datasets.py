@@ -10,7 +10,7 @@ memory or endless. Nothing is read when the pipelines are built.
 import tensorflow as tf
 
 from tfkd.data import pipelines
-from tfkd.data.loading import ImageDataset
+from tfkd.data.image_dataset import ImageDataset
 from tfkd.data.loading import check_loading_arguments
 from tfkd.utils import validation
 
