@@ -115,13 +115,42 @@ def test_the_cycle_finder_finds_a_hidden_cycle():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
-@pytest.mark.parametrize("name", sorted(modules()))
-def test_each_module_imports_on_its_own(name):
-    import subprocess
-    import sys
+def _import_alone(name, connection):
+    import importlib
+    import traceback
 
-    if name.endswith("__main__"):
-        pytest.skip("runs as a program")
-    result = subprocess.run([sys.executable, "-c", f"import {name}"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    try:
+        importlib.import_module(name)
+    except BaseException:  # reported to the test
+        connection.send(traceback.format_exc())
+    else:
+        connection.send(None)
+
+
+_FORK_SERVER = []
+
+
+def _fork_server():
+    """A fork server that imported TensorFlow and Keras (not tfkd) once."""
+    import multiprocessing
+
+    if not _FORK_SERVER:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["tensorflow", "keras", "numpy"])
+        _FORK_SERVER.append(context)
+    return _FORK_SERVER[0]
+
+
+@pytest.mark.parametrize("name", sorted(n for n in modules() if not n.endswith("__main__")))
+def test_each_module_imports_on_its_own(name):
+    # Each in a fresh child where no module of this repository is loaded
+    # yet, so a module that only imports after another one fails here.
+    context = _fork_server()
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_import_alone, args=(name, sender))
+    process.start()
+    sender.close()
+    process.join(300)
+    assert process.exitcode == 0 and receiver.poll(), f"{name}: exit {process.exitcode}"
+    error = receiver.recv()
+    assert error is None, error
