@@ -59,9 +59,9 @@ benchmark: env-bench data
 # written over the committed results in benchmarks/results/ (every other
 # run writes to benchmarks/runs/, which git ignores). Each results.json
 # records the commit it came from and whether the tree was clean.
-EXPERIMENTS ?= compare gain transfer capacity methods cache_speed teachers deploy
+# The experiments come from their one registry (benchmarks/experiments).
 results: env-bench data
-	for experiment in $(EXPERIMENTS); do \
+	for experiment in $$($(BENCH)/bin/python -m benchmarks --list); do \
 		TFKD_BENCHMARK_OUTPUT=benchmarks/results $(BENCH)/bin/python -m benchmarks $$experiment --preset quick || exit 1; \
 	done
 	$(BENCH)/bin/python scripts/cache_scale.py --out benchmarks/results/cache_scale/results.json

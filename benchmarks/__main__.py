@@ -10,22 +10,11 @@ import argparse
 import importlib
 import sys
 
-#: Experiment name -> one-line summary (`benchmarks/experiments/<name>.py`).
-EXPERIMENTS = {
-    "compare": "the main comparison: teacher, students, keras.distillation, "
-               "AutoKeras",
-    "transfer": "tune T and α on one task, transfer them to another",
-    "capacity": "accuracy of students of growing size, scratch and distilled",
-    "teachers": "accuracy, size and speed of keras.applications teachers",
-    "methods": "feature, attention, relation and decoupled KD next to logit KD",
-    "cache_speed": "what a teacher cache costs and saves, per epoch",
-    "gain": "the KD gain over scratch along labels, patience, teacher gap, "
-            "student capacity and T",
-    "deploy": "the few-labels students as LiteRT files (float32, float16, "
-              "dynamic, int8): accuracy, size, latency",
-}
-#: Other names accepted on the command line.
-ALIASES = {"run": "compare"}
+from benchmarks import experiments
+
+#: The experiments (`benchmarks.experiments.REGISTRY`) and their aliases.
+EXPERIMENTS = experiments.REGISTRY
+ALIASES = experiments.ALIASES
 
 
 def parse_args(argv=None):
@@ -34,7 +23,14 @@ def parse_args(argv=None):
         prog="python -m benchmarks",
         description="tfkd experiments, one protocol: `python -m benchmarks "
                     "<experiment> --preset smoke|quick|full`; "
-                    "`python -m benchmarks <experiment> --help` for its options.")
+                    "`python -m benchmarks <experiment> --help` for its options; "
+                    "`python -m benchmarks --list` prints the experiments' names.")
+    if argv is None:
+        argv = sys.argv[1:]
+    if list(argv[:1]) == ["--list"]:
+        # For `make results`: the registry's names, one per line.
+        print("\n".join(EXPERIMENTS))
+        raise SystemExit(0)
     parser.add_argument("experiment", choices=[*EXPERIMENTS, *ALIASES],
                         metavar="experiment", help="; ".join(
                             f"{name}: {text}" for name, text in EXPERIMENTS.items())

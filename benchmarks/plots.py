@@ -12,7 +12,6 @@ import math
 import os
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
@@ -499,13 +498,12 @@ def write_all_plots(results, directory, grid=None):
 
 
 def _save(figure, path):
-    path = os.fspath(path)
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    FigureCanvasAgg(figure)
-    figure.savefig(path, dpi=DPI, facecolor="white")
-    return path
+    # One atomic writer for every figure (tfkd.utils.figures): a crash
+    # never leaves a torn PNG next to a finished results.json. Imported
+    # here: importing tfkd imports TensorFlow, which plotting does not need.
+    from tfkd.utils import figures
+
+    return figures.save_figure(figure, path, dpi=DPI)
 
 
 def _tick_count(value, _):

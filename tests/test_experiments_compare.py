@@ -114,7 +114,7 @@ def test_committed_quick_results_have_the_few_labels_block():
     from benchmarks import report
     from benchmarks import schema
 
-    results = schema.validate(committed.experiment_results("fashion_mnist-quick"))
+    results = schema.validate(committed.experiment_results("compare-quick"))
     assert results["git"]["clean"] is True
     for arm_id in compare.FEW_LABEL_ARMS:
         assert len(results["arms"][arm_id]["accuracy"]["per_seed"]) >= 3

@@ -6,13 +6,26 @@ and `main(argv=None)`; `python -m benchmarks <name>` runs it. Results land
 in `benchmarks/runs/<name>-<preset>/` (ignored by git) as JSON, Markdown
 and PNG; `make results` writes the committed ones in `benchmarks/results/`.
 
-- `compare`: the main comparison (alias `run`).
-- `transfer`: do T and α tuned on one task carry over to another?
-- `capacity`: how small can the student be before accuracy falls off?
-- `teachers`: which `keras.applications` family makes a good teacher?
-- `methods`: feature, attention, relation and decoupled KD.
-- `cache_speed`: what a teacher cache costs and saves, per epoch.
-- `gain`: where does distillation beat scratch (labels, patience, teacher
-  gap, capacity, T)?
-- `deploy`: what each LiteRT format (float32 to int8) costs the students.
+`REGISTRY` below is the one list of experiments: the launcher
+(`python -m benchmarks`), `make results` (through `python -m benchmarks
+--list`) and the docs read it. A new experiment is a module here and one
+entry in it.
 """
+
+#: Experiment name -> one-line summary (`benchmarks/experiments/<name>.py`),
+#: in the order `make results` runs them.
+REGISTRY = {
+    "compare": "the main comparison: teacher, students, keras.distillation, "
+               "AutoKeras",
+    "gain": "the KD gain over scratch along labels, patience, teacher gap, "
+            "student capacity and T",
+    "transfer": "tune T and α on one task, transfer them to another",
+    "capacity": "accuracy of students of growing size, scratch and distilled",
+    "methods": "feature, attention, relation and decoupled KD next to logit KD",
+    "cache_speed": "what a teacher cache costs and saves, per epoch",
+    "teachers": "accuracy, size and speed of keras.applications teachers",
+    "deploy": "the few-labels students as LiteRT files (float32, float16, "
+              "dynamic, int8): accuracy, size, latency",
+}
+#: Other names accepted on the command line.
+ALIASES = {"run": "compare"}

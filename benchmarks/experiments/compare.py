@@ -32,7 +32,7 @@ minutes, the few-labels block 10 epochs over 600 + 5,400 images; 14.4
 minutes measured on 2 CPU cores, of which the few-labels block about 3.5)
 and `full` (the whole training
 split, 3 seeds, 20 AutoKeras trials; a GPU). Output:
-`benchmarks/runs/<dataset>-<preset>/` with `results.json` (see
+`benchmarks/runs/compare-<preset>/` with `results.json` (see
 `benchmarks.schema`), `results.md` and PNG plots; a rerun resumes after
 the last finished arm and seed (`--fresh` starts over).
 """
@@ -355,7 +355,8 @@ def run(preset="quick", dataset=None, output=None, arms=None, fresh=False,
         dataset: `"fashion_mnist"` (offline) or a tfds image dataset name.
             Defaults to `None` (the preset's, Fashion-MNIST).
         output: Output directory. Defaults to
-            `benchmarks/runs/<dataset>-<preset>`.
+            `benchmarks/runs/compare-<preset>` (with the dataset's name
+            when it is not Fashion-MNIST).
         arms: Arm ids to run (the teacher is added when a student arm needs
             it). Defaults to all of `ALL_ARMS`.
         fresh: Ignore finished arms of an earlier run. Defaults to `False`.
@@ -374,7 +375,7 @@ def run(preset="quick", dataset=None, output=None, arms=None, fresh=False,
     dataset = dataset or preset.dataset
     setup = protocol.start(
         "compare", PRESETS, preset, seeds=seeds, dataset=dataset, fresh=fresh,
-        output=output or results_lib.output_root() / f"{dataset}-{preset.name}",
+        output=output or results_lib.default_output("compare", preset.name, [dataset]),
         log=log, validate=True,
         verbose=(0 if preset.name == "smoke" else 2) if verbose is None else verbose)
     preset, data, output = setup.preset, setup.data, setup.store.directory
