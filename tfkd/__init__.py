@@ -50,6 +50,7 @@ from tfkd.terms import RKDAngle
 from tfkd.terms import RKDDistance
 from tfkd.terms import SP
 from tfkd.terms import SimilarityPreserving
+from tfkd.terms import WTTM
 
 #: Submodules imported on first use, because they need an optional extra.
 _LAZY_SUBMODULES = {"tuning": "tfkd.tuning"}
@@ -81,6 +82,7 @@ __all__ = [
     "SP",
     "SimilarityPreserving",
     "TeacherCache",
+    "WTTM",
     "__version__",
     "attach_teacher_logits",
     "born_again",

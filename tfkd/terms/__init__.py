@@ -15,6 +15,8 @@ Each term is a `DistillationTerm` (`tfkd.terms.base`), passed to
   with a memory of negatives (`CRD`).
 - `tfkd.terms.correlation`: on the logits, DIST's correlation match
   (`DIST`).
+- `tfkd.terms.transformed`: on the logits, weighted transformed teacher
+  matching (`WTTM`).
 """
 
 from tfkd.terms.base import DistillationTerm
@@ -28,6 +30,7 @@ from tfkd.terms.relations import RKDDistance
 from tfkd.terms.similarity import PKT
 from tfkd.terms.similarity import SP
 from tfkd.terms.similarity import SimilarityPreserving
+from tfkd.terms.transformed import WTTM
 
 __all__ = [
     "AttentionTransfer",
@@ -41,4 +44,5 @@ __all__ = [
     "RKDDistance",
     "SP",
     "SimilarityPreserving",
+    "WTTM",
 ]

@@ -209,7 +209,7 @@ def check_terms(extra_losses):
             "extra_losses",
             "a list of tfkd distillation terms (FitNetHint, "
             "AttentionTransfer, RKDDistance, RKDAngle, SP, PKT, CRD, "
-            "DecoupledKD, DIST)",
+            "DecoupledKD, DIST, WTTM)",
             extra_losses,
         )
     terms = list(extra_losses)
