@@ -172,6 +172,24 @@ class DistillationTerm(keras.layers.Layer):
         }
 
 
+class LogitTerm(DistillationTerm):
+    """A term on the two models' logits (DKD, DIST, WTTM).
+
+    It reads no layer (`teacher_layer` and `student_layer` are `None`),
+    and `build` refuses logits of different shapes before training.
+    """
+
+    def build(self, teacher_features_shape, student_features_shape):
+        teacher_shape = tuple(teacher_features_shape)
+        student_shape = tuple(student_features_shape)
+        if len(student_shape) != 2 or teacher_shape[-1] != student_shape[-1]:
+            raise ValueError(
+                f"Invalid inputs for `{self.name}`. Expected teacher and "
+                "student logits of one shape (batch, classes). Received: "
+                f"teacher {teacher_shape}, student {student_shape}"
+            )
+
+
 class BatchScalarTerm(DistillationTerm):
     """A term over the whole batch (relations, similarities): one scalar.
 

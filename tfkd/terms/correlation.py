@@ -108,7 +108,7 @@ def dist_loss(
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
-class DIST(base.DistillationTerm):
+class DIST(base.LogitTerm):
     """DIST: the student matches the correlations of the teacher's outputs.
 
     Huang et al. (2022), "Knowledge Distillation from A Stronger Teacher".
@@ -162,16 +162,6 @@ class DIST(base.DistillationTerm):
         self.temperature = validation.check_temperature(temperature)
         self.beta = validation.check_non_negative("beta", beta)
         self.gamma = validation.check_non_negative("gamma", gamma)
-
-    def build(self, teacher_features_shape, student_features_shape):
-        teacher_shape = tuple(teacher_features_shape)
-        student_shape = tuple(student_features_shape)
-        if len(student_shape) != 2 or teacher_shape[-1] != student_shape[-1]:
-            raise ValueError(
-                f"Invalid inputs for `{self.name}`. Expected teacher and "
-                "student logits of one shape (batch, classes). Received: "
-                f"teacher {teacher_shape}, student {student_shape}"
-            )
 
     def call(
         self, teacher_features, student_features, labels=None, sample_weight=None

@@ -111,7 +111,7 @@ def decoupled_kd_loss(
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
-class DecoupledKD(base.DistillationTerm):
+class DecoupledKD(base.LogitTerm):
     """Decoupled KD: target and non-target KD with their own weights.
 
     Zhao et al. (2022), "Decoupled Knowledge Distillation". Per example
@@ -180,16 +180,6 @@ class DecoupledKD(base.DistillationTerm):
         check = validation.check_non_negative
         self.target_weight = check("target_weight", target_weight)
         self.non_target_weight = check("non_target_weight", non_target_weight)
-
-    def build(self, teacher_features_shape, student_features_shape):
-        teacher_shape = tuple(teacher_features_shape)
-        student_shape = tuple(student_features_shape)
-        if len(student_shape) != 2 or teacher_shape[-1] != student_shape[-1]:
-            raise ValueError(
-                f"Invalid inputs for `{self.name}`. Expected teacher and "
-                "student logits of one shape (batch, classes). Received: "
-                f"teacher {teacher_shape}, student {student_shape}"
-            )
 
     def per_example_loss(self, teacher_features, student_features, labels):
         if labels is None:

@@ -64,7 +64,7 @@ def wttm_per_example(teacher_logits, student_logits, temperature=2.0):
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
-class WTTM(base.DistillationTerm):
+class WTTM(base.LogitTerm):
     """WTTM: weighted transformed teacher matching (Zheng & Yang, 2024).
 
     The student, at temperature 1, matches the teacher's distribution
@@ -105,16 +105,6 @@ class WTTM(base.DistillationTerm):
     def __init__(self, temperature=2.0, weight=1.0, name=None):
         super().__init__(weight=weight, name=name)
         self.temperature = validation.check_temperature(temperature)
-
-    def build(self, teacher_features_shape, student_features_shape):
-        teacher_shape = tuple(teacher_features_shape)
-        student_shape = tuple(student_features_shape)
-        if len(student_shape) != 2 or teacher_shape[-1] != student_shape[-1]:
-            raise ValueError(
-                f"Invalid inputs for `{self.name}`. Expected teacher and "
-                "student logits of one shape (batch, classes). Received: "
-                f"teacher {teacher_shape}, student {student_shape}"
-            )
 
     def per_example_loss(self, teacher_features, student_features, labels):
         del labels
