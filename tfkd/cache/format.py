@@ -403,7 +403,7 @@ def check_common_fields(path, metadata):
 def _check_outputs(path, metadata, classes):
     outputs = metadata.get("outputs")
     storage = outputs.get("storage") if isinstance(outputs, dict) else None
-    if storage not in ARRAYS_BY_STORAGE:
+    if not isinstance(storage, str) or storage not in ARRAYS_BY_STORAGE:
         raise _invalid_field(
             path, "outputs.storage", "'dense' or 'top_k'", storage
         )
@@ -414,7 +414,7 @@ def _check_outputs(path, metadata, classes):
         )
     top_k = outputs.get("top_k")
     if storage == "dense":
-        if top_k is not None:
+        if "top_k" not in outputs or top_k is not None:
             raise _invalid_field(path, "outputs.top_k", "null for dense storage", top_k)
         return
     if not _is_int(top_k, 1) or top_k >= classes:

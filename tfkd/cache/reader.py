@@ -306,7 +306,27 @@ def map_arrays_at(directory_fd, path, metadata, checksums=True):
                     f"{format_lib.RECOVERY_HINT}"
                 )
             arrays[name] = _map(handle, spec)
+    if format_lib.TOP_K_INDICES in arrays:
+        _check_class_indices(path, metadata, arrays[format_lib.TOP_K_INDICES])
     return arrays
+
+
+def _check_class_indices(path, metadata, indices):
+    """Top-k class indices must name classes: else the stream's scatter
+    fails with a raw TensorFlow error (or writes out of bounds)."""
+    classes = metadata["classes"]
+    flat = np.asarray(indices).reshape(-1)
+    step = _CHUNK_BYTES // max(flat.itemsize, 1)
+    for start in range(0, flat.size, step):
+        chunk = flat[start:start + step]
+        if chunk.size and (chunk.min() < 0 or chunk.max() >= classes):
+            raise errors.InvalidCacheError(
+                f"Invalid teacher cache at {path!r}: "
+                f"{format_lib.array_file(format_lib.TOP_K_INDICES)!r} holds "
+                f"class indices outside [0, classes = {classes}) "
+                f"(from {int(chunk.min())} to {int(chunk.max())}). "
+                f"{format_lib.RECOVERY_HINT}"
+            )
 
 
 def check_mapped(path, metadata, arrays):
