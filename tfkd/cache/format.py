@@ -29,7 +29,26 @@ tell a truncated or corrupted file from a good one.
 
 A build writes into a sibling `<path>.partial-<pid>-<token>` directory and
 renames it to `<path>` only once everything, metadata last, is on disk: a
-build killed at any point leaves no directory under `<path>` at all.
+build killed at any point leaves no directory under `<path>` at all. Every
+directory a build creates carries tfkd's ownership marker
+(`.tfkd-owner.json`, `tfkd.cache.owned`), and only such directories (or
+verifiable caches of an earlier tfkd) are ever replaced or deleted.
+
+Concurrency contract: one writer per path, many readers. Builders of a
+path (and finalizers of a sharded cache) hold `<path>.lock`
+(`tfkd.cache.locking`) and so run one at a time. Readers take no lock:
+they open the directory once and read the metadata and every array through
+descriptors of that directory, verifying and memory-mapping the same
+descriptors (`tfkd.cache.reader`). An open cache is therefore either
+unaffected by a concurrent rebuild (it keeps the generation it verified)
+or, if it opens during the rebuild's renames, refused with a clear
+`InvalidCacheError` or `FileNotFoundError`, never a mixture of two
+generations.
+
+Everything read back is untrusted: `metadata.json` is capped in size and
+depth before it is parsed, every field a reader uses is checked here
+(`check_structure`, `check_sharded_structure`), and links inside a cache
+are refused.
 """
 
 import glob
