@@ -504,3 +504,13 @@ def test_non_finite_teacher_outputs_are_refused(tmp_path):
     with pytest.raises(ValueError, match="batch 1"):
         TeacherCache.build(teacher, dataset, str(tmp_path / "c"), verbose=0)
     assert os.listdir(str(tmp_path)) == []
+
+
+def test_a_build_creates_missing_parent_directories(tmp_path):
+    path = str(tmp_path / "cache" / "fmnist")  # as the README's "cache/fmnist"
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (np.ones((8, 4), np.float32), np.zeros(8, np.int32))
+    ).batch(4)
+    teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    assert TeacherCache.build(teacher, dataset, path, verbose=0).num_examples == 8
+    assert sorted(os.listdir(str(tmp_path / "cache"))) == ["fmnist"]

@@ -19,9 +19,13 @@ file a killed builder left behind is empty and simply reused.
 POSIX only (`fcntl`), like the rename-based commit it protects.
 """
 
-import fcntl
 import os
 import stat
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: `import tfkd` still works
+    fcntl = None
 
 #: Suffix of the lock file of a destination.
 LOCK_SUFFIX = ".lock"
@@ -42,7 +46,8 @@ class DestinationLock:
     """Holds the exclusive lock of a destination path while in a `with`.
 
     Blocks until no other process (or other `DestinationLock` of this
-    process) holds it.
+    process) holds it. The destination's parent directory is created if
+    missing, as a build of `cache/fmnist` creates `cache/`.
 
     Args:
         path: The destination a build writes (the cache directory, or a
@@ -50,7 +55,7 @@ class DestinationLock:
 
     Raises:
         OSError: if the lock file cannot be created (say, the parent
-            directory is missing or read-only), or is not a regular file.
+            directory is read-only), or is not a regular file.
 
     Example:
 
@@ -68,7 +73,14 @@ class DestinationLock:
         self._descriptor = None
 
     def __enter__(self):
+        if fcntl is None:  # pragma: no cover - Windows
+            raise OSError(
+                "Building a teacher cache needs POSIX file locks (fcntl), "
+                "which this platform lacks; build it on Linux or macOS (or "
+                "WSL2)."
+            )
         name = lock_path(self.path)
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
         while True:
             descriptor = os.open(name, flags, 0o644)
