@@ -42,7 +42,6 @@ from tfkd.cache import owned
 from tfkd.cache import row_blocks
 from tfkd.cache import topk
 from tfkd.cache import views as views_lib
-from tfkd.utils import files
 from tfkd.utils import progress
 from tfkd.utils import validation
 
