@@ -37,6 +37,14 @@ def _context():
     return _CONTEXT
 
 
+def context():
+    """The `multiprocessing` context whose fork server preloaded TensorFlow.
+
+    For tests that run several children at once (races), not through `run`.
+    """
+    return _context()
+
+
 def _is_write_mode(mode):
     return any(c in mode for c in "wax+")
 

@@ -465,3 +465,52 @@ def test_ensemble_build_needs_a_temperature_and_one_teacher_is_plain(tmp_path):
     assert "ensemble" not in listed.metadata["teacher"]
     assert listed.metadata["teacher"] == single.metadata["teacher"]
     assert listed.soft_target_temperature is None
+
+
+def _nan_blind_teacher():
+    """A teacher whose logits stay finite on NaN inputs (NaN -> 0 first),
+    as a ReLU teacher's can: nothing downstream would notice the NaN."""
+    inputs = keras.Input((4,))
+    cleaned = keras.layers.Lambda(
+        lambda x: keras.ops.where(keras.ops.isfinite(x), x, 0.0)
+    )(inputs)
+    return keras.Model(inputs, keras.layers.Dense(3)(cleaned))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_inputs_are_refused_naming_the_batch(tmp_path, bad):
+    x = np.ones((48, 4), np.float32)
+    x[21, 2] = bad  # example 5 of batch 2
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (x, np.zeros(48, np.int32))
+    ).batch(16)
+    for store_inputs in (True, False):
+        path = str(tmp_path / f"c{store_inputs}")
+        with pytest.raises(ValueError, match=r"batch 2 .*\[5\]"):
+            TeacherCache.build(
+                _nan_blind_teacher(), dataset, path, store_inputs=store_inputs,
+                verbose=0,
+            )
+    assert os.listdir(str(tmp_path)) == []  # nothing committed, no leftovers
+
+
+def test_non_finite_teacher_outputs_are_refused(tmp_path):
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Lambda(lambda x: keras.ops.log(x - 1.0))(inputs)
+    teacher = keras.Model(inputs, keras.layers.Dense(3)(outputs))
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (np.ones((16, 4), np.float32), np.zeros(16, np.int32))
+    ).batch(8)
+    with pytest.raises(ValueError, match="batch 1"):
+        TeacherCache.build(teacher, dataset, str(tmp_path / "c"), verbose=0)
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_a_build_creates_missing_parent_directories(tmp_path):
+    path = str(tmp_path / "cache" / "fmnist")  # as the README's "cache/fmnist"
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (np.ones((8, 4), np.float32), np.zeros(8, np.int32))
+    ).batch(4)
+    teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    assert TeacherCache.build(teacher, dataset, path, verbose=0).num_examples == 8
+    assert sorted(os.listdir(str(tmp_path / "cache"))) == ["fmnist"]

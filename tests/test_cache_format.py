@@ -8,8 +8,18 @@ import numpy as np
 import pytest
 
 from tfkd.cache import errors
+from tfkd.cache import reader
 from tfkd.utils import files
 from tfkd.cache import format as format_lib
+
+
+def _verify(directory, metadata, checksums=True):
+    """Verifies and maps the arrays of `directory` (pinned reads)."""
+    descriptor = reader.open_directory(directory)
+    try:
+        return reader.map_arrays_at(descriptor, directory, metadata, checksums)
+    finally:
+        os.close(descriptor)
 
 
 def _write_cache_directory(directory, arrays):
@@ -32,7 +42,11 @@ def _write_cache_directory(directory, arrays):
             "views": 1,
             "rows": rows,
             "classes": specs["logits"]["shape"][1],
-            "outputs": {"storage": "dense"},
+            "outputs": {"storage": "dense", "dtype": "float16", "top_k": None},
+            "teacher": {"fingerprint": "sha256:0", "outputs": "logits"},
+            "data": {"fingerprint": "multiset-blake2b:0"},
+            "inputs": {"kind": "identity", "source_dtype": "|u1",
+                       "stored_dtype": "|u1"},
             "arrays": specs,
         },
     )
@@ -80,9 +94,8 @@ def test_array_writer_refuses_a_change_of_row_shape(tmp_path):
 
 
 def test_a_valid_cache_verifies_and_memory_maps(cache_dir):
-    metadata = format_lib.read_metadata(cache_dir)
-    format_lib.verify_arrays(cache_dir, metadata)
-    arrays = format_lib.open_arrays(cache_dir, metadata)
+    metadata = reader.read_metadata(cache_dir)
+    arrays = _verify(cache_dir, metadata)
     assert arrays["inputs"].shape == (10, 3, 2)
     assert arrays["logits"].dtype == np.float16
     np.testing.assert_array_equal(arrays["logits"][:5], arrays["logits"][5:])
@@ -92,7 +105,7 @@ def test_missing_directory_names_leftovers_of_interrupted_builds(tmp_path):
     path = str(tmp_path / "cache")
     os.makedirs(format_lib.partial_directory(path, "dead"))
     with pytest.raises(FileNotFoundError, match="interrupted builds"):
-        format_lib.read_metadata(path)
+        reader.read_metadata(path)
 
 
 def test_directory_without_metadata_is_an_unfinished_build(tmp_path):
@@ -100,7 +113,7 @@ def test_directory_without_metadata_is_an_unfinished_build(tmp_path):
     path.mkdir()
     (path / "logits.bin").write_bytes(b"\0" * 8)
     with pytest.raises(errors.InvalidCacheError, match="never finished"):
-        format_lib.read_metadata(str(path))
+        reader.read_metadata(str(path))
 
 
 def test_unreadable_or_foreign_metadata_is_invalid(tmp_path, cache_dir):
@@ -108,11 +121,11 @@ def test_unreadable_or_foreign_metadata_is_invalid(tmp_path, cache_dir):
     with open(metadata_path, "w") as handle:
         handle.write('{"format": "tfkd.TeacherCache", "arr')  # torn write
     with pytest.raises(errors.InvalidCacheError, match="cannot be read"):
-        format_lib.read_metadata(cache_dir)
+        reader.read_metadata(cache_dir)
     with open(metadata_path, "w") as handle:
         json.dump({"format": "something else"}, handle)
     with pytest.raises(errors.InvalidCacheError, match="does not describe"):
-        format_lib.read_metadata(cache_dir)
+        reader.read_metadata(cache_dir)
 
 
 def test_other_format_version_is_invalid(cache_dir):
@@ -123,7 +136,7 @@ def test_other_format_version_is_invalid(cache_dir):
     with open(metadata_path, "w") as handle:
         json.dump(metadata, handle)
     with pytest.raises(errors.InvalidCacheError, match="format version"):
-        format_lib.read_metadata(cache_dir)
+        reader.read_metadata(cache_dir)
 
 
 def test_truncated_file_is_detected_without_reading_it(cache_dir):
@@ -131,9 +144,9 @@ def test_truncated_file_is_detected_without_reading_it(cache_dir):
     size = os.path.getsize(path)
     with open(path, "r+b") as handle:
         handle.truncate(size - 3)
-    metadata = format_lib.read_metadata(cache_dir)
+    metadata = reader.read_metadata(cache_dir)
     with pytest.raises(errors.InvalidCacheError, match="truncated"):
-        format_lib.verify_arrays(cache_dir, metadata, checksums=False)
+        _verify(cache_dir, metadata, checksums=False)
 
 
 def test_one_flipped_byte_fails_the_checksum(cache_dir):
@@ -143,17 +156,17 @@ def test_one_flipped_byte_fails_the_checksum(cache_dir):
         byte = handle.read(1)
         handle.seek(17)
         handle.write(bytes([byte[0] ^ 0x01]))
-    metadata = format_lib.read_metadata(cache_dir)
-    format_lib.verify_arrays(cache_dir, metadata, checksums=False)  # same size
+    metadata = reader.read_metadata(cache_dir)
+    _verify(cache_dir, metadata, checksums=False)  # same size
     with pytest.raises(errors.InvalidCacheError, match="checksum of 'inputs.bin'"):
-        format_lib.verify_arrays(cache_dir, metadata)
+        _verify(cache_dir, metadata)
 
 
 def test_missing_array_file_is_invalid(cache_dir):
     os.remove(os.path.join(cache_dir, "logits.bin"))
-    metadata = format_lib.read_metadata(cache_dir)
+    metadata = reader.read_metadata(cache_dir)
     with pytest.raises(errors.InvalidCacheError, match="is missing"):
-        format_lib.verify_arrays(cache_dir, metadata)
+        _verify(cache_dir, metadata)
 
 
 def _craft(cache_dir, change):
@@ -213,4 +226,4 @@ CRAFTED = [
 def test_crafted_metadata_is_refused_naming_the_field(cache_dir, change, field):
     _craft(cache_dir, change)
     with pytest.raises(errors.InvalidCacheError, match=field):
-        format_lib.read_metadata(cache_dir)
+        reader.read_metadata(cache_dir)

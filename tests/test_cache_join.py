@@ -72,7 +72,9 @@ def caches(tmp_path_factory, fashion_mnist):
 
 def test_logits_only_cache_holds_two_bytes_per_class_and_no_images(caches):
     full, logits_only, _, _, _ = caches
-    assert sorted(os.listdir(logits_only.path)) == ["logits.bin", "metadata.json"]
+    assert sorted(os.listdir(logits_only.path)) == [
+        ".tfkd-owner.json", "logits.bin", "metadata.json"  # the marker: tfkd made it
+    ]
     on_disk = _directory_bytes(logits_only.path)
     assert on_disk <= EXAMPLES * CLASSES * 2 + FIXED_OVERHEAD_BYTES
     assert logits_only.nbytes == EXAMPLES * CLASSES * 2

@@ -74,6 +74,7 @@ def test_each_worker_built_its_own_shard(run):
     assert [r["worker"] for r in results] == [[0, 2], [1, 2]]
     assert [r["built"] for r in results] == [[0], [1]]
     assert sorted(os.listdir(root / "cache")) == [
+        ".tfkd-owner.json",  # tfkd's marker: it made this root
         "metadata.json", "shard-00000-of-00002", "shard-00001-of-00002",
     ]
 

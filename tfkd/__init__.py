@@ -9,7 +9,7 @@ Distil a large, accurate teacher into a small, fast student with ordinary
 >>> distiller.fit(train_ds, validation_data=val_ds, epochs=10)  # doctest: +SKIP
 """
 
-__version__ = "0.1.0"
+from tfkd.version import __version__
 
 try:
     import tensorflow  # noqa: F401

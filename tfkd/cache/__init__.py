@@ -8,15 +8,17 @@
 Modules, one job each: `format` (on-disk layout, metadata, checksums),
 `fingerprint` (teacher-weight and data fingerprints), `codec` (how inputs
 are stored), `topk` (top-k storage and its error), `views` (K fixed
-augmented views), `builder` (the streaming, atomic build), `stream` (the
-`tf.data` pipeline), `row_blocks` and `join` (logits-only caches re-joined
-with the user's pipeline), `shards`, `selection` and `concatenated`
-(sharded builds and per-worker reads) and `teacher_cache` (the
-`TeacherCache` class).
+augmented views), `builder` (the streaming, atomic build), `locking` (one
+writer per path), `owned` (replace only what tfkd made), `reader` (open one
+generation, pinned), `stream` (the `tf.data` pipeline), `row_blocks` and
+`join` (logits-only caches re-joined with the user's pipeline), `shards`,
+`shard_builds`, `selection` and `concatenated` (sharded builds and
+per-worker reads) and `teacher_cache` (the `TeacherCache` class).
 """
 
 from tfkd.cache.errors import InvalidCacheError
 from tfkd.cache.errors import StaleCacheError
 from tfkd.cache.teacher_cache import TeacherCache
+from tfkd.utils.ownership import ForeignPathError
 
-__all__ = ["InvalidCacheError", "StaleCacheError", "TeacherCache"]
+__all__ = ["ForeignPathError", "InvalidCacheError", "StaleCacheError", "TeacherCache"]

@@ -3,17 +3,25 @@
 Memory stays at a few batches whatever the dataset's size: each batch is
 run through the teacher, encoded, hashed and appended to its files, then
 dropped. The whole build happens in a sibling `<path>.partial-*` directory
-that is renamed to `<path>` only after every file and then the metadata
-are on disk (`tfkd.cache.format`), so a build that fails, is interrupted
-or is killed never leaves anything that opens as a cache. A build that
-fails with a Python exception also removes its partial directory; a killed
-process cannot, and `TeacherCache.open` names the leftovers.
+(marked as tfkd's, `tfkd.cache.owned`) that is renamed to `<path>` only
+after every file and then the metadata are on disk (`tfkd.cache.format`),
+so a build that fails, is interrupted or is killed never leaves anything
+that opens as a cache. A build that fails with a Python exception also
+removes its partial directory; a killed process cannot, and
+`TeacherCache.open` names the leftovers, which the next build of the same
+path removes.
+
+One writer per path: a build holds the destination's lock
+(`tfkd.cache.locking`) from its first look at `<path>` to its commit, and
+re-checks `<path>` under it, so `overwrite=False` never replaces a cache
+another process committed meanwhile. Nothing non-finite is stored: a NaN
+or an infinity in a batch's inputs, labels or teacher outputs stops the
+build, naming the batch, before anything is committed.
 """
 
 import dataclasses
 import datetime
 import os
-import secrets
 import shutil
 import time
 
@@ -25,13 +33,15 @@ from tfkd import ensembles
 from tfkd import losses
 from tfkd import teacher_logits as teacher_logits_lib
 from tfkd import teacher_outputs as teacher_outputs_lib
+from tfkd import version
 from tfkd.cache import codec as codec_lib
 from tfkd.cache import fingerprint
 from tfkd.cache import format as format_lib
+from tfkd.cache import locking
+from tfkd.cache import owned
 from tfkd.cache import row_blocks
 from tfkd.cache import topk
 from tfkd.cache import views as views_lib
-from tfkd.utils import files
 from tfkd.utils import progress
 from tfkd.utils import validation
 
@@ -39,12 +49,6 @@ from tfkd.utils import validation
 OUTPUT_DTYPES = ("float16", "float32")
 
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
-
-
-def _tfkd_version():
-    import tfkd  # at call time: tfkd/__init__.py imports this package
-
-    return tfkd.__version__
 
 
 def split_batch(element, step):
@@ -137,6 +141,7 @@ class _OutputWriters:
                     "dtype='float32' for this teacher. Received: "
                     "dtype='float16'"
                 )
+        _refuse_non_finite(stored, "teacher outputs", step)
         if self.top_k is None:
             self.writers[0].append(logits.astype(self.dtype))
         else:
@@ -150,6 +155,32 @@ class _OutputWriters:
     def abort(self):
         for writer in self.writers:
             writer.abort()
+
+
+def _refuse_non_finite(array, what, step):
+    """Raises if a float `array` of batch `step` holds NaN or an infinity.
+
+    A cache stores what it is given and streams it every epoch: one NaN
+    input (which a ReLU teacher may well map to finite logits) would train
+    a broken student with no error anywhere, so it stops the build here.
+    """
+    array = np.asarray(array)
+    if not np.issubdtype(array.dtype, np.floating):
+        return
+    finite = np.isfinite(array)
+    if finite.all():
+        return
+    bad = np.flatnonzero(~finite.reshape(len(array), -1).all(axis=1))
+    nans = int(np.isnan(array).sum())
+    infinities = int(np.isinf(array).sum())
+    raise ValueError(
+        f"Invalid value for argument `dataset`. Expected finite {what} in "
+        "every batch (a cache stores them as they are, and a NaN input can "
+        "still give finite teacher logits). Received: batch "
+        f"{step} holds {nans} NaN and {infinities} infinite value(s) in its "
+        f"{what}, in example(s) {bad[:8].tolist()} of the batch. Nothing was "
+        "committed."
+    )
 
 
 def _augmentation_entry(augmentation):
@@ -172,22 +203,6 @@ def _json_safe(value):
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return repr(value)
-
-
-def commit(partial, path):
-    """Moves a finished partial directory to `path`, replacing any old one.
-
-    The rename is atomic; replacing needs two renames, so for an instant
-    between them `path` does not exist (it never holds a mixture).
-    """
-    replaced = None
-    if os.path.lexists(path):
-        replaced = f"{path}.replaced-{secrets.token_hex(4)}"
-        os.rename(path, replaced)
-    os.rename(partial, path)
-    files.fsync_directory(os.path.dirname(os.path.abspath(path)))
-    if replaced is not None:
-        shutil.rmtree(replaced, ignore_errors=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,6 +337,8 @@ class _BatchWriter:
     def append(self, element, step):
         """Encodes, runs the teacher on and writes batch `step`."""
         inputs, labels = split_batch(element, step)
+        _refuse_non_finite(inputs, "inputs", step)
+        _refuse_non_finite(labels, "labels", step)
         self.fingerprint.update(inputs, labels)
         rows = inputs
         if self.augment is not None:
@@ -332,6 +349,7 @@ class _BatchWriter:
             return
         if self.codec is None:
             self._open(rows)
+        _refuse_non_finite(rows, "augmented inputs", step)
         stored = self.codec.encode(rows)
         # The teacher sees exactly what the stream will hand the student.
         seen = self.codec.decode(stored)
@@ -410,7 +428,7 @@ def _metadata(teacher, options, writer, arrays, seconds):
     kind = writer.runner.kind
     return {
         "format": format_lib.FORMAT_NAME,
-        "tfkd_version": _tfkd_version(),
+        "tfkd_version": version.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "build_seconds": round(seconds, 3),
         "examples": examples,
@@ -512,12 +530,48 @@ def _layout_entries(options, writer):
     return entries
 
 
+def check_absent(path, overwrite):
+    """Raises `FileExistsError` if `path` exists and `overwrite` is False.
+
+    A fast check before waiting for the lock; `build_locked` repeats it
+    under the lock, where it holds.
+
+    Args:
+        path: The destination.
+        overwrite: Whether an existing `path` may be replaced.
+
+    Raises:
+        FileExistsError: naming `path`.
+    """
+    if os.path.lexists(path) and not overwrite:
+        raise FileExistsError(
+            f"A file or directory already exists at {os.fspath(path)!r}. Open "
+            "an existing cache with `TeacherCache.open(path)`, or pass "
+            "overwrite=True to replace it."
+        )
+
+
 def build(teacher, dataset, path, options):
-    """Builds a cache at `path`; arguments as `TeacherCache.build`.
+    """Builds a cache at `path` under its lock; arguments as `build_locked`.
+
+    Returns:
+        The metadata dict written to `path`.
+    """
+    path = os.fspath(path)
+    check_absent(path, options.overwrite)
+    with locking.DestinationLock(path):
+        return build_locked(teacher, dataset, path, options)
+
+
+def build_locked(teacher, dataset, path, options):
+    """Builds a cache at `path`; the caller holds `DestinationLock(path)`.
 
     `teacher` and `dataset` are checked by `TeacherCache.build` and the
     options by `BuildOptions`; this function checks the data as it
-    streams.
+    streams. Under the lock it first re-checks `path` (it may have been
+    committed by another builder while this one waited), checks that a
+    rebuild may replace what is there (`tfkd.cache.owned`), and removes
+    the leftovers of killed builds of `path`.
 
     Args:
         teacher: The `keras.Model`.
@@ -530,18 +584,18 @@ def build(teacher, dataset, path, options):
 
     Raises:
         FileExistsError: if `path` exists and `options.overwrite` is False.
-        ValueError: for data or teacher outputs the cache cannot hold.
+        ForeignPathError: (a `FileExistsError`) if `path` holds something
+            tfkd did not make, which it never replaces.
+        ValueError: for data or teacher outputs the cache cannot hold,
+            non-finite values included.
     """
     path = os.fspath(path)
-    if os.path.lexists(path) and not options.overwrite:
-        raise FileExistsError(
-            f"A file or directory already exists at {path!r}. Open an "
-            "existing cache with `TeacherCache.open(path)`, or pass "
-            "overwrite=True to replace it."
-        )
+    check_absent(path, options.overwrite)
+    # Before the teacher's pass, not after: a foreign path fails fast.
+    owned.check_replaceable(path)
+    owned.clean_leftovers(path)
     started = time.perf_counter()
-    partial = format_lib.partial_directory(path, secrets.token_hex(4))
-    os.makedirs(partial)
+    partial = owned.make_partial(path)
     writer = None
     try:
         writer = _BatchWriter(teacher, partial, options)
@@ -555,10 +609,11 @@ def build(teacher, dataset, path, options):
             teacher, options, writer, arrays, time.perf_counter() - started
         )
         format_lib.write_metadata(partial, metadata)
-        commit(partial, path)
+        owned.commit(partial, path)
         return metadata
     except BaseException:
         if writer is not None:
             writer.abort()
+        # Our own partial directory, made by this call: ours to remove.
         shutil.rmtree(partial, ignore_errors=True)
         raise

@@ -2,10 +2,10 @@
 
 An unsharded cache is one part, its own directory. A sharded cache
 (`tfkd.cache.shards`) opened with `shard=(i, n)` is the parts s with
-`s % n == i`; only their metadata is read, only their files are verified,
-and only their arrays are memory-mapped, on first use. `opened` records the
-directories memory-mapped so far: the documented way to see that a worker
-touched its own shards only.
+`s % n == i`; only their metadata is read, only their files are verified
+and memory-mapped (when the cache is opened, pinned: `tfkd.cache.reader`).
+`opened` records the directories whose arrays were used so far: the
+documented way to see that a worker touched its own shards only.
 """
 
 import os
@@ -14,47 +14,36 @@ import tensorflow as tf
 
 from tfkd.cache import concatenated
 from tfkd.cache import format as format_lib
+from tfkd.cache import reader
 from tfkd.cache import shards
 from tfkd.utils import validation
 
 
 class ShardSelection:
-    """The selected parts of a cache and their (lazily opened) arrays.
+    """The selected parts of a cache, opened and pinned (`tfkd.cache.reader`).
+
+    Use `ShardSelection.open`. Every selected part's metadata is read and
+    checked, and its array files verified and memory-mapped, when it is
+    opened, all through descriptors of one directory: the object then reads
+    that generation of the cache whatever happens at `path` afterwards.
 
     Args:
         path: The cache directory.
-        metadata: Its checked metadata (`format.read_metadata`).
-        shard: `None` (every part), `(index, count)` or `"auto"` (from
-            `TF_CONFIG`).
-
-    Raises:
-        ValueError: for a `shard` a worker cannot take.
-        InvalidCacheError: if a selected shard is missing or inconsistent.
+        metadata: Its checked top-level metadata.
+        sharded: Whether it is a sharded cache.
+        num_shards: Its shard count (1 when unsharded).
+        indices: The selected shard indices.
+        parts: `(part_path, part_metadata)` of each selected part.
+        maps: The mapped arrays of each selected part.
     """
 
-    def __init__(self, path, metadata, shard=None):
+    def __init__(self, path, metadata, sharded, num_shards, indices, parts, maps):
         self.path = os.fspath(path)
-        self.sharded = metadata.get("layout") == shards.LAYOUT
-        if self.sharded:
-            self.num_shards = metadata["num_shards"]
-            self.indices = shards.resolve_selection(shard, self.num_shards)
-            self.parts = [
-                shards.read_shard(self.path, metadata, index)
-                for index in self.indices
-            ]
-        else:
-            if shard is not None and shard != "auto":
-                index, count = shards.check_shard(shard)
-                if count > 1:
-                    raise validation.invalid_value(
-                        "shard",
-                        "None or 'auto' for an unsharded cache (build with "
-                        "num_shards=N to give each worker its own shards)",
-                        shard,
-                    )
-            self.num_shards = 1
-            self.indices = [0]
-            self.parts = [(self.path, metadata)]
+        self.sharded = sharded
+        self.num_shards = num_shards
+        self.indices = indices
+        self.parts = parts
+        self._maps = maps
         # Every shard belongs to one worker when a subset is selected.
         self.is_subset = len(self.indices) < self.num_shards
         self.opened = []
@@ -65,6 +54,46 @@ class ShardSelection:
             rows=sum(m["rows"] for _, m in self.parts),
         )
 
+    @classmethod
+    def open(cls, path, shard=None, checksums=True):
+        """Opens, verifies and maps the parts of `path` that `shard` selects.
+
+        Args:
+            path: The cache directory.
+            shard: `None` (every part), `(index, count)` or `"auto"` (from
+                `TF_CONFIG`). Defaults to `None`.
+            checksums: Whether to verify every selected file's sha256, not
+                only its size. Defaults to `True`.
+
+        Returns:
+            A `ShardSelection`.
+
+        Raises:
+            FileNotFoundError: if there is no cache at `path`.
+            ValueError: for a `shard` a worker cannot take.
+            InvalidCacheError: if the metadata or a selected part is
+                missing, invalid, truncated or corrupted.
+        """
+        path = os.fspath(path)
+        root_fd = reader.open_directory(path)
+        try:
+            metadata, _ = reader.read_metadata_at(root_fd, path)
+            if metadata.get("layout") == shards.LAYOUT:
+                num_shards = metadata["num_shards"]
+                indices = shards.resolve_selection(shard, num_shards)
+                opened = [
+                    shards.read_shard(root_fd, path, metadata, index, checksums)
+                    for index in indices
+                ]
+                parts = [(p, m) for p, m, _ in opened]
+                maps = [arrays for _, _, arrays in opened]
+                return cls(path, metadata, True, num_shards, indices, parts, maps)
+            _check_unsharded_selection(shard)
+            maps = [reader.map_arrays_at(root_fd, path, metadata, checksums)]
+            return cls(path, metadata, False, 1, [0], [(path, metadata)], maps)
+        finally:
+            os.close(root_fd)
+
     @property
     def auto_shard_policy(self):
         """`OFF` when the rows are a worker's own shards, else `DATA`."""
@@ -72,16 +101,22 @@ class ShardSelection:
         return policy.OFF if self.is_subset else policy.DATA
 
     def verify(self, checksums=True):
-        """Checks every selected part's files (sizes, and sha256)."""
-        for part_path, part_metadata in self.parts:
-            format_lib.verify_arrays(part_path, part_metadata, checksums)
+        """Re-checks every selected part's mapped bytes against its sha256.
+
+        Sizes were checked when the parts were opened, and the maps cannot
+        change size, so without `checksums` there is nothing to re-check.
+        """
+        if not checksums:
+            return
+        for (part_path, part_metadata), arrays in zip(self.parts, self._maps):
+            reader.check_mapped(part_path, part_metadata, arrays)
 
     def part_arrays(self, position):
         """The memory-mapped arrays of the `position`-th selected part."""
-        part_path, part_metadata = self.parts[position]
+        part_path, _ = self.parts[position]
         if part_path not in self.opened:
             self.opened.append(part_path)
-        return format_lib.open_arrays(part_path, part_metadata)
+        return self._maps[position]
 
     def arrays(self):
         """Dict from array name to the rows of all selected parts."""
@@ -106,3 +141,15 @@ class ShardSelection:
             for _, part_metadata in self.parts
             for spec in part_metadata["arrays"].values()
         )
+
+
+def _check_unsharded_selection(shard):
+    if shard is not None and shard != "auto":
+        _, count = shards.check_shard(shard)
+        if count > 1:
+            raise validation.invalid_value(
+                "shard",
+                "None or 'auto' for an unsharded cache (build with "
+                "num_shards=N to give each worker its own shards)",
+                shard,
+            )

@@ -15,8 +15,10 @@ Shard i holds the batches i, i + N, i + 2N, ... of the dataset given to
 partial directory renamed into place, every file checksummed), so workers
 on several machines that share the directory can each write theirs, with
 no coordination beyond the file system: whichever worker sees all N shards
-finished writes the top-level metadata (`finalize`; all of them may, the
-content is the same and the write is atomic).
+finished writes the top-level metadata (`finalize`, in
+`tfkd.cache.shard_builds`; all of them may, the content is the same and the
+write is atomic and locked). This module is the reading side: names,
+selections, and opening one shard pinned (`tfkd.cache.reader`).
 
 The top-level metadata is untrusted like any other (`check_structure`):
 shard directories must be the canonical plain names, the counts must add
@@ -27,39 +29,28 @@ only the shards it selects (`TeacherCache.open(path, shard=(i, n))`):
 worker i of n reads the shards s with s % n == i, and nothing else.
 """
 
-import dataclasses
+import hashlib
 import json
 import os
-import re
-import time
 
 from tfkd.cache import errors
 from tfkd.cache import format as format_lib
-from tfkd.utils import files
+from tfkd.cache import reader
 from tfkd.utils import validation
 
 #: The value of a sharded cache's `"layout"` metadata field.
-LAYOUT = "sharded"
+LAYOUT = format_lib.LAYOUT_SHARDED
 #: Largest shard count (the names carry five digits).
-MAX_SHARDS = 99999
-_NAME = re.compile(r"^shard-(\d{5})-of-(\d{5})$")
+MAX_SHARDS = format_lib.MAX_SHARDS
+# The layout's names and checks live in `format`, which both the readers
+# and this module import; they are re-exported here under their old names.
+shard_name = format_lib.shard_name
+check_sharded_structure = format_lib.check_sharded_structure
 # Fields every shard must share with the others (and with the top level).
 _SHARED_FIELDS = ("views", "classes", "outputs.dtype", "outputs.storage",
                   "outputs.top_k", "outputs.top_k_temperature",
                   "teacher.fingerprint", "teacher.outputs", "teacher.stored_as",
-                  "inputs", "store_inputs")
-_POLL_SECONDS = 0.5
-
-
-def shard_name(index, count):
-    """The directory name of shard `index` of `count`.
-
-    Example:
-
-    >>> shard_name(1, 4)
-    'shard-00001-of-00004'
-    """
-    return f"shard-{index:05d}-of-{count:05d}"
+                  "inputs", "store_inputs", "teacher.ensemble.temperature")
 
 
 def check_shard(shard, argument="shard"):
@@ -198,9 +189,9 @@ def count_from_directory(path):
     counts = set()
     if os.path.isdir(path):
         for name in os.listdir(path):
-            match = _NAME.match(name)
-            if match:
-                counts.add(int(match.group(2)))
+            count = format_lib.shard_count_of_name(name)
+            if count is not None:
+                counts.add(count)
     if not counts:
         raise FileNotFoundError(
             f"No shard directories (shard-XXXXX-of-NNNNN) under {path!r}. "
@@ -223,96 +214,77 @@ def _field(metadata, dotted):
     return value
 
 
-def check_sharded_structure(path, metadata):
-    """Checks a sharded cache's top-level metadata as untrusted input.
+def read_shard(root_fd, path, metadata, index, checksums=True):
+    """Opens, checks and maps shard `index` of an open sharded cache.
 
-    The shard list must have `num_shards` entries, each naming its
-    canonical directory (a plain name inside the cache: no path, no `..`),
-    with int counts that sum to the top-level `examples` and `rows`.
-
-    Args:
-        path: The cache directory (for messages).
-        metadata: The parsed top-level `metadata.json`.
-
-    Raises:
-        InvalidCacheError: naming the first field that does not hold.
-    """
-    invalid = format_lib.invalid_field
-    count = metadata.get("num_shards")
-    if not isinstance(count, int) or isinstance(count, bool) or not (
-        1 <= count <= MAX_SHARDS
-    ):
-        raise invalid(path, "num_shards", f"an int in [1, {MAX_SHARDS}]", count)
-    entries = metadata.get("shards")
-    if not isinstance(entries, list) or len(entries) != count:
-        raise invalid(
-            path, "shards", f"a list of num_shards = {count} entries",
-            entries if not isinstance(entries, list) else f"{len(entries)} entries",
-        )
-    totals = {"examples": 0, "rows": 0}
-    for index, entry in enumerate(entries):
-        field = f"shards[{index}]"
-        if not isinstance(entry, dict):
-            raise invalid(path, field, "a dict", entry)
-        if entry.get("directory") != shard_name(index, count):
-            raise invalid(
-                path, f"{field}.directory", repr(shard_name(index, count)),
-                entry.get("directory"),
-            )
-        for key in totals:
-            value = entry.get(key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise invalid(path, f"{field}.{key}", "an int >= 0", value)
-            totals[key] += value
-        if not isinstance(entry.get("metadata_sha256"), str):
-            raise invalid(
-                path, f"{field}.metadata_sha256", "a hex digest",
-                entry.get("metadata_sha256"),
-            )
-    for key, total in totals.items():
-        if metadata.get(key) != total:
-            raise invalid(
-                path, key, f"the sum over shards, {total}", metadata.get(key)
-            )
-
-
-def read_shard(path, metadata, index):
-    """Reads and cross-checks shard `index` of a checked sharded cache.
+    The shard directory is opened relative to the cache's own descriptor
+    (never through a link), its `metadata.json` read once: its sha256 is
+    computed from the very bytes that are parsed, then its fields are
+    cross-checked with the top level, then its arrays are verified and
+    mapped (`reader.map_arrays_at`).
 
     Args:
-        path: The sharded cache's directory.
-        metadata: Its top-level metadata (checked by `read_metadata`).
+        root_fd: The sharded cache's directory descriptor.
+        path: Its path, for messages.
+        metadata: Its checked top-level metadata.
         index: The shard's index.
+        checksums: Whether to verify the arrays' sha256 too. Defaults to
+            `True`.
 
     Returns:
-        A tuple `(shard_path, shard_metadata)`.
+        A tuple `(shard_path, shard_metadata, arrays)`.
 
     Raises:
-        InvalidCacheError: if the shard is missing, its metadata was
-            modified, or it disagrees with the top level (naming the field).
+        InvalidCacheError: if the shard is missing, a link, its metadata
+            was modified, or it disagrees with the top level (naming the
+            field).
     """
     entry = metadata["shards"][index]
     shard_path = os.path.join(os.fspath(path), entry["directory"])
     field = f"shards[{index}]"
-    metadata_file = os.path.join(shard_path, format_lib.METADATA_FILE)
-    if not os.path.isfile(metadata_file):
-        raise errors.InvalidCacheError(
-            f"Invalid sharded teacher cache at {path!r}: shard {index} "
-            f"({entry['directory']}) is missing. Delete the directory and "
-            "build it again."
-        )
-    if files.sha256_of(metadata_file) != entry["metadata_sha256"]:
+    missing = errors.InvalidCacheError(
+        f"Invalid sharded teacher cache at {path!r}: shard {index} "
+        f"({entry['directory']}) is missing. Delete the directory and "
+        "build it again."
+    )
+    try:
+        shard_fd = reader.open_subdirectory(root_fd, entry["directory"], shard_path)
+    except FileNotFoundError:
+        raise missing from None
+    try:
+        data = reader.read_metadata_bytes_at(shard_fd, shard_path)
+        if hashlib.sha256(data).hexdigest() != entry["metadata_sha256"]:
+            raise format_lib.invalid_field(
+                path, f"{field}.metadata_sha256",
+                f"the sha256 of {entry['directory']}/{format_lib.METADATA_FILE}",
+                entry["metadata_sha256"],
+            )
+        shard_metadata = reader.parse_metadata(data, shard_path)
+        check_shard_agrees(path, metadata, index, shard_metadata)
+        arrays = reader.map_arrays_at(shard_fd, shard_path, shard_metadata, checksums)
+    finally:
+        os.close(shard_fd)
+    return shard_path, shard_metadata, arrays
+
+
+def check_shard_agrees(path, metadata, index, shard_metadata):
+    """Checks a shard's own (checked) metadata against the top level.
+
+    Raises:
+        InvalidCacheError: naming the first field that differs.
+    """
+    entry = metadata["shards"][index]
+    field = f"shards[{index}]"
+    shard_path = os.path.join(os.fspath(path), entry["directory"])
+    if shard_metadata.get("layout") is not None:
         raise format_lib.invalid_field(
-            path, f"{field}.metadata_sha256",
-            f"the sha256 of {entry['directory']}/{format_lib.METADATA_FILE}",
-            entry["metadata_sha256"],
+            shard_path, "layout", "absent (a shard is a single cache)",
+            shard_metadata.get("layout"),
         )
-    shard_metadata = format_lib.read_metadata(shard_path)
-    if shard_metadata.get("shard") != {"index": index, "count": metadata["num_shards"]}:
+    expected = {"index": index, "count": metadata["num_shards"]}
+    if shard_metadata.get("shard") != expected:
         raise format_lib.invalid_field(
-            shard_path, "shard",
-            {"index": index, "count": metadata["num_shards"]},
-            shard_metadata.get("shard"),
+            shard_path, "shard", expected, shard_metadata.get("shard")
         )
     for key in ("examples", "rows"):
         if shard_metadata[key] != entry[key]:
@@ -327,12 +299,49 @@ def read_shard(path, metadata, index):
                 f"the cache's {_field(metadata, dotted)!r}",
                 _field(shard_metadata, dotted),
             )
-    return shard_path, shard_metadata
 
 
-def _merged_metadata(path, count, shard_metadatas):
+def _text(path, index, metadata, key):
+    value = metadata.get(key)
+    if not isinstance(value, str):
+        raise format_lib.invalid_field(
+            path, f"shard {index}: {key}", "a str", value
+        )
+    return value
+
+
+def _seconds(path, index, metadata):
+    value = metadata.get("build_seconds")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise format_lib.invalid_field(
+            path, f"shard {index}: build_seconds", "a float >= 0", value
+        )
+    return value
+
+
+def merged_metadata(path, count, shard_metadatas, shard_digests):
+    """The top-level metadata of a sharded cache, from its shards' own.
+
+    Args:
+        path: The sharded cache's directory (for messages).
+        count: The shard count.
+        shard_metadatas: Each shard's checked metadata, in order.
+        shard_digests: The sha256 of each shard's `metadata.json` bytes.
+
+    Returns:
+        The top-level metadata dict.
+
+    Raises:
+        InvalidCacheError: if the shards disagree (built with another
+            teacher or other options), naming the shard and the field.
+    """
     first = shard_metadatas[0]
     for index, shard in enumerate(shard_metadatas):
+        expected = {"index": index, "count": count}
+        if shard.get("shard") != expected or shard.get("layout") is not None:
+            raise format_lib.invalid_field(
+                path, f"shard {index}: shard", expected, shard.get("shard")
+            )
         for dotted in _SHARED_FIELDS:
             if _field(shard, dotted) != _field(first, dotted):
                 raise errors.InvalidCacheError(
@@ -352,10 +361,14 @@ def _merged_metadata(path, count, shard_metadatas):
         "format": format_lib.FORMAT_NAME,
         "format_version": format_lib.FORMAT_VERSION,
         "layout": LAYOUT,
-        "tfkd_version": first["tfkd_version"],
+        "tfkd_version": _text(path, 0, first, "tfkd_version"),
         # The newest shard's time: every finalizing worker writes the same.
-        "created": max(shard["created"] for shard in shard_metadatas),
-        "build_seconds": round(sum(s["build_seconds"] for s in shard_metadatas), 3),
+        "created": max(
+            _text(path, i, shard, "created") for i, shard in enumerate(shard_metadatas)
+        ),
+        "build_seconds": round(
+            sum(_seconds(path, i, s) for i, s in enumerate(shard_metadatas)), 3
+        ),
         "num_shards": count,
         "examples": sum(shard["examples"] for shard in shard_metadatas),
         "rows": rows,
@@ -366,63 +379,13 @@ def _merged_metadata(path, count, shard_metadatas):
         merged[key] = first.get(key)
     if "store_inputs" in first:
         merged["store_inputs"] = first["store_inputs"]
-    for index, shard in enumerate(shard_metadatas):
-        directory = shard_name(index, count)
+    for index, (shard, digest) in enumerate(zip(shard_metadatas, shard_digests)):
         merged["shards"].append({
-            "directory": directory,
+            "directory": shard_name(index, count),
             "examples": shard["examples"],
             "rows": shard["rows"],
-            "metadata_sha256": files.sha256_of(
-                os.path.join(path, directory, format_lib.METADATA_FILE)
-            ),
+            "metadata_sha256": digest,
         })
-    return merged
-
-
-def finalize(path, num_shards=None, timeout=0.0):
-    """Writes the top-level metadata once every shard is built.
-
-    Args:
-        path: The sharded cache's directory.
-        num_shards: The shard count, or `None` to read it from the shard
-            directories' names. Defaults to `None`.
-        timeout: Seconds to wait for shards other workers are still
-            building. Defaults to `0.0`.
-
-    Returns:
-        The top-level metadata dict.
-
-    Raises:
-        FileNotFoundError: if shards are still missing after `timeout`
-            (the message lists them).
-        InvalidCacheError: if a shard is invalid or disagrees with another.
-    """
-    path = os.fspath(path)
-    if num_shards is None:
-        num_shards = count_from_directory(path)
-    deadline = time.monotonic() + timeout
-    missing = missing_shards(path, num_shards)
-    while missing and time.monotonic() < deadline:
-        time.sleep(_POLL_SECONDS)
-        missing = missing_shards(path, num_shards)
-    if missing:
-        raise FileNotFoundError(
-            f"Sharded teacher cache at {path!r}: shards {missing} of "
-            f"{num_shards} are not built yet (waited {timeout:g} s). Build "
-            "them with TeacherCache.build(..., num_shards="
-            f"{num_shards}, shard_index=i), then call "
-            "TeacherCache.finalize(path)."
-        )
-    shard_metadatas = [
-        format_lib.read_metadata(os.path.join(path, shard_name(i, num_shards)))
-        for i in range(num_shards)
-    ]
-    merged = _merged_metadata(path, num_shards, shard_metadatas)
-    files.write_json_atomically(
-        os.path.join(path, format_lib.METADATA_FILE), merged, indent=2,
-        sort_keys=True,
-    )
-    files.fsync_directory(path)
     return merged
 
 
@@ -455,48 +418,3 @@ def shard_of_builder(shard_index, num_shards):
         expected=f"an int in [0, num_shards - 1 = {num_shards - 1}] or 'auto'",
     )
     return (int(shard_index), num_shards)
-
-
-def build_shards(teacher, dataset, path, options, num_shards, indices):
-    """Builds the shards `indices` of a sharded cache at `path`.
-
-    Shard i is `dataset.shard(num_shards, i)`, built like any cache into
-    `<path>/shard-i-of-N` (atomic rename, checksummed files). The top-level
-    metadata is left to `finalize`; a rebuild (`options.overwrite`) removes
-    it first, so the cache reads as unfinished until every shard is new.
-
-    Args:
-        teacher: The `keras.Model`.
-        dataset: The whole `tf.data.Dataset` of batches.
-        path: The sharded cache's directory (created if missing).
-        options: `builder.BuildOptions`.
-        num_shards: The shard count.
-        indices: The shards to build here.
-
-    Raises:
-        FileExistsError: if `path` holds a finished cache, or a shard to
-            build exists, and `options.overwrite` is False.
-    """
-    from tfkd.cache import builder  # builder does not import this module
-
-    path = os.fspath(path)
-    top = os.path.join(path, format_lib.METADATA_FILE)
-    if os.path.lexists(path) and not os.path.isdir(path):
-        raise FileExistsError(f"A file exists at {path!r}; expected a directory.")
-    if os.path.lexists(top):
-        if not options.overwrite:
-            raise FileExistsError(
-                f"A finished cache already exists at {path!r}. Open it with "
-                "`TeacherCache.open(path)`, or pass overwrite=True to "
-                "rebuild its shards."
-            )
-        os.remove(top)
-    os.makedirs(path, exist_ok=True)
-    for index in indices:
-        shard_options = dataclasses.replace(options, shard=(index, num_shards))
-        builder.build(
-            teacher,
-            dataset.shard(num_shards, index),
-            os.path.join(path, shard_name(index, num_shards)),
-            shard_options,
-        )

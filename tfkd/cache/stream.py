@@ -45,7 +45,7 @@ def make_dataset(
     """Builds the training stream of an opened cache.
 
     Args:
-        arrays: Dict from array name to `np.memmap` (`format.open_arrays`).
+        arrays: Dict from array name to `np.memmap` (`reader.map_arrays_at`).
         metadata: The cache's metadata dict.
         codec: The `InputCodec` the inputs were stored with.
         batch_size: Examples per batch.

@@ -16,7 +16,10 @@ from tfkd.cache import errors
 from tfkd.cache import fingerprint
 from tfkd.cache import format as format_lib
 from tfkd.cache import join
+from tfkd.cache import locking
+from tfkd.cache import reader
 from tfkd.cache import selection as selection_lib
+from tfkd.cache import shard_builds
 from tfkd.cache import shards as shards_lib
 from tfkd.cache import stream
 from tfkd.cache import topk
@@ -134,6 +137,24 @@ class TeacherCache:
     or cache `views=K` augmented views per example; a `Distiller` with
     `augmentation` refuses batches that carry cached logits.
 
+    One writer, many readers. Builds of one path hold its lock
+    (`<path>.lock`, `tfkd.cache.locking`) and run one at a time; any
+    number of processes may open and read the cache meanwhile. An opened
+    `TeacherCache` pins the generation it verified (its files are opened
+    through one directory descriptor, checked and memory-mapped from those
+    descriptors, `tfkd.cache.reader`): a rebuild by another process never
+    changes what it reads, and an `open` that races a rebuild either gets
+    one whole generation or raises `InvalidCacheError` /
+    `FileNotFoundError`, never a mixture.
+
+    tfkd replaces or deletes only what it made (`tfkd.cache.owned`): every
+    directory the cache code creates carries a marker file
+    (`.tfkd-owner.json`), and a rebuild replaces `path` only when it holds
+    such a cache and nothing else, or is a cache written by an earlier
+    tfkd (valid metadata and no other entries). A directory of anything
+    else is a `ForeignPathError` (a `FileExistsError`) and is never
+    touched.
+
     Create caches with `TeacherCache.build` or `TeacherCache.open`, not
     with the constructor.
 
@@ -153,14 +174,15 @@ class TeacherCache:
     ...                         verbose=0)
     """
 
-    def __init__(self, path, metadata, shard=None):
-        self._path = os.fspath(path)
-        self._metadata = metadata
-        # Which shards this object reads; arrays are mapped on first use.
-        self._selection = selection_lib.ShardSelection(path, metadata, shard)
+    def __init__(self, selection):
+        # Which shards this object reads, opened and pinned
+        # (`selection.ShardSelection.open`).
+        self._selection = selection
+        self._path = selection.path
+        self._metadata = selection.metadata
         self._codec = (
-            codec_lib.InputCodec.from_config(metadata["inputs"])
-            if format_lib.stores_inputs(metadata)
+            codec_lib.InputCodec.from_config(self._metadata["inputs"])
+            if format_lib.stores_inputs(self._metadata)
             else None
         )
 
@@ -199,7 +221,10 @@ class TeacherCache:
         few batches, not by the dataset. A progress bar shows the batches
         done. The cache is written to a temporary sibling directory and
         renamed to `path` at the end, so an interrupted build leaves
-        nothing at `path`.
+        nothing at `path`. The build holds `path`'s lock throughout (one
+        writer per path; a second build of it waits, then sees the first
+        one's cache), and stores nothing non-finite: a NaN or infinity in
+        the inputs, labels or teacher outputs stops it, naming the batch.
 
         A list of teachers stores their ensemble's soft targets (Hinton et
         al., 2015, section 2): per example the logits of the mixture
@@ -261,9 +286,10 @@ class TeacherCache:
                 to `None`.
             shard_timeout: Seconds a shard build waits for the other
                 workers' shards before returning. Defaults to `0.0`.
-            overwrite: Whether to replace an existing directory at `path`
-                (a sharded build replaces its own shards only). Defaults
-                to `False`.
+            overwrite: Whether to replace an existing cache at `path`
+                (a sharded build replaces its own shards only). Only a
+                cache tfkd made is replaced (see the class docstring).
+                Defaults to `False`.
             verbose: `0` (silent) or `1` (progress bar). Defaults to `1`.
             teacher_weights: For a list of teachers, one float > 0 per
                 teacher (normalised to sum 1), or `None` for equal weights.
@@ -283,10 +309,14 @@ class TeacherCache:
             TypeError: if `teacher` is not a `keras.Model`, `dataset` not a
                 `tf.data.Dataset`, or an argument has the wrong type.
             ValueError: for an argument out of range, batches that are not
-                `(inputs, labels)` or `inputs`, non-finite teacher outputs,
-                or logits
-                beyond float16's range with `dtype="float16"`.
-            FileExistsError: if `path` exists and `overwrite` is False.
+                `(inputs, labels)` or `inputs`, non-finite inputs, labels
+                or teacher outputs (naming the batch), or logits beyond
+                float16's range with `dtype="float16"`.
+            FileExistsError: if `path` exists and `overwrite` is False
+                (also when another process committed it while this build
+                waited for the lock).
+            ForeignPathError: (a `FileExistsError`) if `path` holds
+                anything but a cache tfkd made; nothing there is touched.
 
         Example:
 
@@ -317,21 +347,27 @@ class TeacherCache:
                     "shard_index", "None unless num_shards is given",
                     shard_index,
                 )
-            metadata = builder.build(teacher, dataset, path, options)
-            return cls(path, metadata)
+            path = os.fspath(path)
+            builder.check_absent(path, overwrite)
+            with locking.DestinationLock(path):
+                builder.build_locked(teacher, dataset, path, options)
+                # Opened under the lock: this object reads what it built.
+                return cls(selection_lib.ShardSelection.open(path, checksums=False))
         num_shards = validation.check_int(
             "num_shards", num_shards, minimum=1, maximum=shards_lib.MAX_SHARDS
         )
         shard = shards_lib.shard_of_builder(shard_index, num_shards)
-        shards_lib.build_shards(
+        shard_builds.build_shards(
             teacher, dataset, path, options, num_shards,
             shards_lib.resolve_selection(shard, num_shards),
         )
         try:
-            metadata = shards_lib.finalize(path, num_shards, shard_timeout)
+            shard_builds.finalize(path, num_shards, shard_timeout)
         except FileNotFoundError:
             return None
-        return cls(path, metadata, shard=shard)
+        return cls(
+            selection_lib.ShardSelection.open(path, shard=shard, checksums=False)
+        )
 
     @classmethod
     def finalize(cls, path, *, timeout=0.0):
@@ -359,8 +395,8 @@ class TeacherCache:
 
         >>> cache = tfkd.TeacherCache.finalize("cache/imagenet")  # doctest: +SKIP
         """
-        metadata = shards_lib.finalize(path, None, timeout)
-        return cls(path, metadata)
+        shard_builds.finalize(path, None, timeout)
+        return cls(selection_lib.ShardSelection.open(path, checksums=False))
 
     @property
     def soft_target_temperature(self):
@@ -382,8 +418,11 @@ class TeacherCache:
     ):
         """Opens and verifies a cache; optionally checks it is not stale.
 
-        Verification reads the metadata, checks every file's size and, with
-        `checksums`, its sha256. Given a `teacher`, its weights must be
+        Verification reads the metadata (capped in size and depth, every
+        field checked), checks every file's size and, with `checksums`,
+        its sha256; the files verified are the files read (pinned: a
+        rebuild by another process does not change what this object
+        reads). Given a `teacher`, its weights must be
         those the cache was built from; given a `dataset`, its examples
         must be the same (one pass over the data, no teacher inference;
         order does not matter, see `tfkd.cache.fingerprint`).
@@ -425,8 +464,12 @@ class TeacherCache:
             FileNotFoundError: if nothing is at `path` (the message names
                 leftovers of interrupted builds).
             InvalidCacheError: if the cache is incomplete, truncated or
-                corrupted.
+                corrupted, holds a symbolic link, or its metadata does not
+                hold (naming the field).
             StaleCacheError: if the teacher or the data changed.
+            ForeignPathError: (a `FileExistsError`) with
+                `on_stale="rebuild"`, if `path` holds anything but a cache
+                tfkd made, which is never replaced.
 
         Example:
 
@@ -460,9 +503,11 @@ class TeacherCache:
                 on_stale,
             )
         try:
-            metadata = format_lib.read_metadata(path)
-            cache = cls(path, metadata, shard=shard)
-            cache.verify(checksums=checksums)
+            cache = cls(
+                selection_lib.ShardSelection.open(
+                    path, shard=shard, checksums=bool(checksums)
+                )
+            )
             cache.check_fresh(teacher=teacher, dataset=dataset, verbose=verbose)
             return cache
         except (FileNotFoundError, errors.InvalidCacheError):
@@ -478,7 +523,7 @@ class TeacherCache:
     def _recorded_settings(path):
         """Build settings of a (possibly broken) cache, where readable."""
         try:
-            metadata = format_lib.read_metadata(path)
+            metadata = reader.read_metadata(path)
         except (OSError, errors.InvalidCacheError):
             return {}
         outputs = metadata.get("outputs", {})
@@ -498,7 +543,11 @@ class TeacherCache:
     # -- checks --------------------------------------------------------------
 
     def verify(self, checksums=True):
-        """Re-checks the files on disk against the metadata.
+        """Re-checks the cache's data against its metadata's checksums.
+
+        What is hashed is what this object streams: the files it opened
+        and verified at `open`, memory-mapped (a later rebuild of `path`
+        by another process is not seen; open the cache again for that).
 
         Args:
             checksums: Whether to compare sha256 digests too. Defaults to
@@ -862,10 +911,11 @@ class TeacherCache:
 
     @property
     def opened_shards(self):
-        """Directories this object has memory-mapped so far, in order.
+        """Directories whose arrays this object has used so far, in order.
 
-        Nothing is mapped until `dataset`, `attach` or `read` needs it, so
-        a worker can check it read only its own shards.
+        Only the selected shards are opened and mapped (at `open`), and
+        they are recorded here when `dataset`, `attach` or `read` first
+        uses them, so a worker can check it read only its own shards.
         """
         return list(self._selection.opened)
 

@@ -198,6 +198,141 @@ def json_depth(data):
     return deepest
 
 
+def open_regular_file_at(directory_fd, name, path):
+    """Opens the entry `name` of an open directory for reading.
+
+    As `open_regular_file`, relative to a directory descriptor rather than
+    a path, so every file read from one directory comes from that very
+    directory even if its path is renamed or replaced meanwhile.
+
+    Args:
+        directory_fd: A descriptor of the directory (`os.open` with
+            `O_DIRECTORY`).
+        name: A plain file name (see `check_plain_name`).
+        path: The file's path, for messages.
+
+    Returns:
+        A binary file object opened for reading; the caller closes it.
+
+    Raises:
+        FileNotFoundError: if there is no such entry.
+        UntrustedFileError: for a bad name, a symbolic link, or anything
+            other than a regular file.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> directory = tempfile.mkdtemp()
+    >>> with open(os.path.join(directory, "a.txt"), "w") as f:
+    ...     _ = f.write("hi")
+    >>> descriptor = os.open(directory, os.O_RDONLY)
+    >>> with open_regular_file_at(descriptor, "a.txt", "a.txt") as handle:
+    ...     handle.read()
+    b'hi'
+    >>> os.close(descriptor)
+    """
+    check_plain_name(name)
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        descriptor = os.open(name, flags, dir_fd=directory_fd)
+    except OSError as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise UntrustedFileError(
+            f"Refusing to read {path!r}: {error.strerror} (a symbolic link "
+            "or an entry that is not a regular file)."
+        ) from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise UntrustedFileError(
+            f"Refusing to read {path!r}: it is not a regular file."
+        )
+    return os.fdopen(descriptor, "rb")
+
+
+def read_capped(handle, path, max_bytes):
+    """Reads a whole open file, refusing it above `max_bytes`.
+
+    The size is checked with `fstat` before a byte is read, and again
+    while reading (a file that grows meanwhile is refused too).
+
+    Args:
+        handle: A binary file object at its start.
+        path: The file's path, for messages.
+        max_bytes: The size cap.
+
+    Returns:
+        The file's bytes.
+
+    Raises:
+        UntrustedFileError: if the file holds more than `max_bytes`.
+
+    Example:
+
+    >>> import io
+    >>> read_capped(io.BytesIO(b"abc"), "x", max_bytes=3)
+    b'abc'
+    """
+    try:
+        size = os.fstat(handle.fileno()).st_size
+    except (AttributeError, OSError, ValueError):  # not a real file
+        size = 0
+    if size > max_bytes:
+        raise UntrustedFileError(
+            f"Refusing to parse {path!r}: it holds {size} bytes, more "
+            f"than the {max_bytes} this tfkd reads for such a file."
+        )
+    data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:  # grew after the fstat
+        raise UntrustedFileError(
+            f"Refusing to parse {path!r}: it holds more than the {max_bytes} "
+            "bytes this tfkd reads for such a file."
+        )
+    return data
+
+
+def parse_json(data, path, max_depth=MAX_JSON_DEPTH):
+    """Parses JSON bytes read with `read_capped`, refusing deep nesting.
+
+    Args:
+        data: The file's bytes.
+        path: The file's path, for messages.
+        max_depth: The nesting cap. Defaults to `MAX_JSON_DEPTH` (64).
+
+    Returns:
+        The parsed value.
+
+    Raises:
+        UntrustedFileError: for text nested deeper than `max_depth` or that
+            is not JSON (NaN and infinities included).
+
+    Example:
+
+    >>> parse_json(b'[1, [2]]', "x")
+    [1, [2]]
+    >>> parse_json(b'[[[1]]]', "x", max_depth=2)
+    Traceback (most recent call last):
+    ...
+    tfkd.utils.untrusted.UntrustedFileError: Refusing to parse 'x': it nests 3 levels deep, more than the 2 this tfkd reads.
+    """
+    depth = json_depth(data)
+    if depth > max_depth:
+        raise UntrustedFileError(
+            f"Refusing to parse {path!r}: it nests {depth} levels deep, "
+            f"more than the {max_depth} this tfkd reads."
+        )
+
+    def refuse_constant(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=refuse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise UntrustedFileError(
+            f"Refusing {path!r}: it is not valid JSON ({error})."
+        ) from None
+
+
 def read_json(directory, name, max_bytes=MAX_JSON_BYTES,
               max_depth=MAX_JSON_DEPTH):
     """Reads a JSON file from `directory`, bounded before it is parsed.
@@ -228,31 +363,5 @@ def read_json(directory, name, max_bytes=MAX_JSON_BYTES,
     """
     path = os.path.join(os.fspath(directory), name)
     with open_regular_file(directory, name) as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if size > max_bytes:
-            raise UntrustedFileError(
-                f"Refusing to parse {path!r}: it holds {size} bytes, more "
-                f"than the {max_bytes} this tfkd reads for such a file."
-            )
-        data = handle.read(max_bytes + 1)
-    if len(data) > max_bytes:  # grew after the fstat
-        raise UntrustedFileError(
-            f"Refusing to parse {path!r}: it holds more than the {max_bytes} "
-            "bytes this tfkd reads for such a file."
-        )
-    depth = json_depth(data)
-    if depth > max_depth:
-        raise UntrustedFileError(
-            f"Refusing to parse {path!r}: it nests {depth} levels deep, "
-            f"more than the {max_depth} this tfkd reads."
-        )
-
-    def refuse_constant(constant):
-        raise ValueError(f"{constant} is not JSON")
-
-    try:
-        return json.loads(data.decode("utf-8"), parse_constant=refuse_constant)
-    except (UnicodeDecodeError, ValueError) as error:
-        raise UntrustedFileError(
-            f"Refusing {path!r}: it is not valid JSON ({error})."
-        ) from None
+        data = read_capped(handle, path, max_bytes)
+    return parse_json(data, path, max_depth)
