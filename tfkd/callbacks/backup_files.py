@@ -116,8 +116,10 @@ def check_backup_dir(directory):
     """Raises unless `directory` is absent, empty, or holds only a backup.
 
     A directory of tfkd's entries without the marker (made by an older
-    tfkd) is accepted too; the names are checked, not the marker, since the
-    marker alone would not stop a later user file from being deleted.
+    tfkd) is accepted too: the names are checked, not the marker, and only
+    names checked here are ever deleted. `directory` itself may be a
+    symbolic link (the user's own choice of path); links inside it are
+    refused.
 
     Args:
         directory: The `backup_dir` of a `MidEpochBackupAndRestore`.
