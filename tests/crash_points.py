@@ -7,7 +7,8 @@ writing, an `fsync`, a rename or replace, a removal. With `crash_at=0` it
 runs to the end and reports how many write steps there were, so a test can
 crash a job once at each of them in turn (no random sleeps). With
 `torn=True` a crash at an `fsync` first cuts the file being synced to half
-its length: the bytes a power cut could lose.
+its length: the bytes a power cut could lose. `step_kinds` lists what
+each step is, so a test can run the torn crashes at the fsyncs only.
 
 Children are forked from a `multiprocessing` fork server that imported
 TensorFlow and Keras once, so each crash costs a fork and the job itself,
@@ -25,6 +26,9 @@ import shutil
 CRASH_EXIT = 86
 
 Outcome = collections.namedtuple("Outcome", "crashed steps result error")
+
+# The kinds of the write steps taken so far, in the child (`step_kinds`).
+_KINDS = []
 
 _CONTEXT = None
 
@@ -52,36 +56,40 @@ def _is_write_mode(mode):
 def _install(crash_at, torn, steps):
     """Wraps the write steps of `os`, `shutil` and `open` with a counter."""
 
-    def step(descriptor=None):
+    def step(kind, descriptor=None):
         steps[0] += 1
+        _KINDS.append(kind)
         if steps[0] == crash_at:
             if torn and descriptor is not None:
-                size = os.fstat(descriptor).st_size
-                os.ftruncate(descriptor, size // 2)
+                try:
+                    size = os.fstat(descriptor).st_size
+                    os.ftruncate(descriptor, size // 2)
+                except OSError:
+                    pass  # a directory has no bytes a power cut could lose
             os._exit(CRASH_EXIT)
 
-    def counted(function, descriptor_argument=False):
+    def counted(name, function, descriptor_argument=False):
         def wrapper(*args, **kwargs):
-            step(args[0] if descriptor_argument else None)
+            step(name, args[0] if descriptor_argument else None)
             return function(*args, **kwargs)
 
         return wrapper
 
     for name in ("mkdir", "rename", "replace", "remove", "unlink", "rmdir"):
-        setattr(os, name, counted(getattr(os, name)))
-    os.fsync = counted(os.fsync, descriptor_argument=True)
-    shutil.rmtree = counted(shutil.rmtree)
+        setattr(os, name, counted(name, getattr(os, name)))
+    os.fsync = counted("fsync", os.fsync, descriptor_argument=True)
+    shutil.rmtree = counted("rmtree", shutil.rmtree)
 
     original_open, original_os_open = builtins.open, os.open
 
     def open_(file, mode="r", *args, **kwargs):
         if _is_write_mode(mode):
-            step()
+            step("open")
         return original_open(file, mode, *args, **kwargs)
 
     def os_open(path, flags, *args, **kwargs):
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
-            step()
+            step("open")
         return original_os_open(path, flags, *args, **kwargs)
 
     builtins.open = open_
@@ -98,6 +106,34 @@ def _child(connection, target, args, crash_at, torn):
     else:
         connection.send((steps[0], result, None))
     connection.close()
+
+
+def _record_kinds(target, args):
+    target(*args)
+    return list(_KINDS)
+
+
+def step_kinds(target, args=(), timeout=300):
+    """The kinds of `target(*args)`'s write steps, in order.
+
+    Args:
+        target: A module-level function.
+        args: Its positional arguments (picklable).
+        timeout: Seconds to wait for the child. Defaults to 300.
+
+    Returns:
+        A list with one of `"mkdir"`, `"open"`, `"fsync"`, `"rename"`,
+        `"replace"`, `"remove"`, `"unlink"`, `"rmdir"`, `"rmtree"` per
+        step: `kinds[k - 1]` is what `crash_at=k` dies before (a torn
+        crash differs from a plain one only at an `"fsync"`).
+
+    Raises:
+        RuntimeError: if `target` raised.
+    """
+    outcome = run(_record_kinds, (target, args), timeout=timeout)
+    if outcome.error is not None:
+        raise RuntimeError(f"{target.__name__} failed: {outcome.error}")
+    return outcome.result
 
 
 def run(target, args=(), crash_at=0, torn=False, timeout=300):

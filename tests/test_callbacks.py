@@ -367,6 +367,86 @@ def test_student_checkpoint_arguments():
         tfkd.callbacks.StudentCheckpoint("student.keras", mode="largest")
 
 
+# -- checksum files, read back as untrusted input ------------------------------
+
+
+@pytest.fixture
+def saved_student(tmp_path):
+    """A student saved by `save_model_atomically`; its path."""
+    distiller, _, _ = tiny_distiller()
+    path = str(tmp_path / "student.keras")
+    checkpointing.save_model_atomically(distiller.student, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        ({"previous_sha256": None}, "field 'sha256'.*no such field"),
+        ({"sha256": 5, "previous_sha256": None}, "field 'sha256'.*5"),
+        ({"sha256": "0" * 64}, "field 'previous_sha256'.*no such field"),
+        ({"sha256": "0" * 64, "previous_sha256": "x"}, "'previous_sha256'"),
+        ([], "Expected a JSON object.*Received: a list"),
+        ("NaN", "not valid JSON"),
+    ],
+)
+def test_a_garbled_checksum_file_is_refused(saved_student, record, message):
+    # Before: a KeyError, an AttributeError ('list' has no 'get') or a
+    # digest mismatch blamed on the model.
+    with open(checkpointing.checksum_path(saved_student), "w") as file:
+        file.write(record if isinstance(record, str) else json.dumps(record))
+    with pytest.raises(ValueError, match="Invalid checksum file.*" + message):
+        checkpointing.load_model_verified(saved_student)
+
+
+def test_a_huge_checksum_file_is_refused_unread(saved_student):
+    with open(checkpointing.checksum_path(saved_student), "r+b") as file:
+        file.truncate(200 * 1024 * 1024)  # sparse
+    with pytest.raises(ValueError, match="more than the 4096"):
+        checkpointing.verify(saved_student)
+
+
+def test_a_linked_checksum_file_is_refused(saved_student, tmp_path):
+    record = checkpointing.checksum_path(saved_student)
+    os.rename(record, tmp_path / "elsewhere.json")
+    os.symlink(tmp_path / "elsewhere.json", record)
+    with pytest.raises(ValueError, match="symbolic link"):
+        checkpointing.verify(saved_student)
+
+
+def test_a_linked_model_verifies_against_the_file_it_names(saved_student):
+    # A user's own `latest.keras` link: the checksum file is the one
+    # the save wrote, next to the real file.
+    latest = os.path.join(os.path.dirname(saved_student), "latest.keras")
+    os.symlink(saved_student, latest)
+    assert checkpointing.verify(latest) == checkpointing.verify(saved_student)
+    checkpointing.load_model_verified(latest)
+
+
+def test_only_tfkd_s_own_temporaries_are_removed(saved_student, tmp_path):
+    directory = os.path.dirname(saved_student)
+    stale = os.path.join(directory, ".student.keras.12345.tmp.keras")
+    notes = os.path.join(directory, ".student.keras.notes.tmp.txt")
+    outside = tmp_path / "outside.keras"
+    outside.write_bytes(b"mine")
+    link = os.path.join(directory, ".student.keras.999.tmp.keras")
+    for path in (stale, notes):
+        with open(path, "w") as file:
+            file.write("x")
+    os.symlink(outside, link)
+    distiller, _, _ = tiny_distiller()
+    checkpointing.save_model_atomically(distiller.student, saved_student)
+    assert not os.path.exists(stale)
+    assert os.path.exists(notes) and os.path.islink(link)
+    # A link at the very name this process would write through is refused.
+    own = os.path.join(directory, f".student.keras.{os.getpid()}.tmp.keras")
+    os.symlink(outside, own)
+    with pytest.raises(FileExistsError, match="expected no entry there"):
+        checkpointing.save_model_atomically(distiller.student, saved_student)
+    assert outside.read_bytes() == b"mine" and os.path.islink(own)
+    checkpointing.verify(saved_student)
+
+
 WORKERS = {"worker": ["a:1", "b:1"]}
 WITH_CHIEF = {"chief": ["c:1"], "worker": ["a:1"]}
 

@@ -9,15 +9,13 @@ whole epoch. This callback backs up every N batches *and* resumes at the
 batch it reached, and commits each backup atomically.
 """
 
-import json
 import os
 
 import keras
 
 from tfkd import _keras_compat
+from tfkd.callbacks import backup_files
 from tfkd.utils import files
-
-_STATE_FILE = "training_state.json"
 
 
 def seed_states(model):
@@ -56,15 +54,27 @@ class MidEpochBackupAndRestore(keras.callbacks.BackupAndRestore):
     Under `MultiWorkerMirroredStrategy`, give each worker its own
     `backup_dir` (every worker saves and restores its own copy).
 
+    A backup is read back as untrusted input (`backup_files`): a state
+    that cannot belong to this run (an epoch beyond `epochs`, more batches
+    done than an epoch has, a weights file outside the directory, a link,
+    a digest that does not match, malformed seed states) is refused with
+    a `ValueError` before any weight changes. Only tfkd's own files in
+    `backup_dir` are ever deleted, and a `backup_dir` holding anything
+    else is refused before training starts.
+
     Args:
-        backup_dir: Directory of the backups, used by nothing else.
+        backup_dir: Directory of the backups, used by nothing else: absent,
+            empty, or holding a backup of this callback.
         save_freq: `"epoch"`, or an int N: back up every N batches.
             Defaults to `"epoch"`.
         delete_checkpoint: Whether to delete the backups when `fit` ends
             normally. Defaults to `True`.
 
     Raises:
-        ValueError: for an empty `backup_dir` or a bad `save_freq`.
+        ValueError: for an empty `backup_dir` or a bad `save_freq`; from
+            `fit`, for a backup that cannot belong to the run.
+        tfkd.utils.ownership.ForeignPathError: from `fit`, for a
+            `backup_dir` holding entries tfkd did not write.
 
     Example:
 
@@ -83,11 +93,12 @@ class MidEpochBackupAndRestore(keras.callbacks.BackupAndRestore):
         super().__init__(
             backup_dir, save_freq=save_freq, delete_checkpoint=delete_checkpoint
         )
-        self._state_path = os.path.join(backup_dir, _STATE_FILE)
+        self._state_path = os.path.join(backup_dir, backup_files.STATE_FILE)
         self._batches_to_skip = 0
         self._resume_epoch = None
         self._steps_done = 0
         self._skipped_this_step = False
+        self._marked = False
 
     # -- restore -------------------------------------------------------------
 
@@ -96,6 +107,10 @@ class MidEpochBackupAndRestore(keras.callbacks.BackupAndRestore):
         self._resume_epoch = None
         self._steps_done = 0
         self._skipped_this_step = False
+        self._marked = False
+        # Before anything is read or written: a `backup_dir` pointed at a
+        # user's folder loses nothing, and holds no link to read through.
+        backup_files.check_backup_dir(self.backup_dir)
         if not os.path.exists(self._state_path):
             return
         if not self.model.built:
@@ -104,30 +119,33 @@ class MidEpochBackupAndRestore(keras.callbacks.BackupAndRestore):
                 "built before fit(). Received: an unbuilt model "
                 f"{self.model.name!r}; call it on a batch first."
             )
-        with open(self._state_path) as file:
-            state = json.load(file)
+        variables = seed_states(self.model)
+        # Every check passes before any weight or seed changes.
+        params = self.params or {}
+        state = backup_files.read_state(
+            self.backup_dir,
+            epochs=params.get("epochs"),
+            steps=params.get("steps"),
+            seed_variables=variables,
+        )
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is not None and not optimizer.built:
             optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(os.path.join(self.backup_dir, state["weights"]))
-        variables = seed_states(self.model)
-        saved = state.get("seed_states", [])
+        # `load_weights` takes a path, not the descriptor `read_state`
+        # hashed: a file swapped in between needs write access to the
+        # backup directory during `fit`, which could rewrite the state as
+        # well, so it is outside what the checks guard against (backups
+        # from elsewhere, links, truncation, corruption).
+        self.model.load_weights(state.weights)
         # Matched by order: layer names get numbered differently when a
         # model is rebuilt in the same process.
-        if len(variables) != len(saved):
-            raise ValueError(
-                f"Invalid backup in {self.backup_dir!r}. Expected "
-                f"{len(variables)} random-seed state(s), one per random "
-                f"layer of {self.model.name!r}. Received: {len(saved)}; was "
-                "the backup made by another model?"
-            )
-        for variable, (_, value) in zip(variables, saved):
+        for variable, value in zip(variables, state.seed_states):
             variable.assign(value)
-        _keras_compat.set_initial_epoch(self.model, state["epoch"])
-        self._resume_epoch = state["epoch"]
-        self._batches_to_skip = state["batches_done"]
-        self._steps_done = state["steps_done"]
-        self._current_epoch = state["epoch"]
+        _keras_compat.set_initial_epoch(self.model, state.epoch)
+        self._resume_epoch = state.epoch
+        self._batches_to_skip = state.batches_done
+        self._steps_done = state.steps_done
+        self._current_epoch = state.epoch
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch != self._resume_epoch or self._batches_to_skip <= 0:
@@ -135,12 +153,18 @@ class MidEpochBackupAndRestore(keras.callbacks.BackupAndRestore):
         model = self.model
         train_function = model.train_function
         batches_per_call = model.steps_per_execution or 1
+        batches_done = self._batches_to_skip
 
         def skip(iterator):
             # Reads the batches the interrupted run already trained on, so
             # the next real step sees the batch it would have seen.
             for _ in range(min(batches_per_call, self._batches_to_skip)):
-                next(iterator)
+                try:
+                    next(iterator)
+                except StopIteration:
+                    # Keras would end the epoch quietly, having trained
+                    # nothing: the backup is not of this data.
+                    raise self._ran_out(epoch, batches_done) from None
                 self._batches_to_skip -= 1
             self._skipped_this_step = True
             if self._batches_to_skip <= 0:
@@ -148,6 +172,16 @@ class MidEpochBackupAndRestore(keras.callbacks.BackupAndRestore):
             return model.get_metrics_result()
 
         model.train_function = skip
+
+    def _ran_out(self, epoch, batches_done):
+        seen = batches_done - self._batches_to_skip
+        return ValueError(
+            f"Invalid backup in {self.backup_dir!r}: field 'batches_done' "
+            f"of {backup_files.STATE_FILE}. Expected at most the {seen} "
+            f"batches epoch {epoch} has. Received: {batches_done}. The "
+            "backup cannot belong to this run; move the directory away to "
+            "start afresh."
+        )
 
     # -- save ----------------------------------------------------------------
 
@@ -165,10 +199,13 @@ class MidEpochBackupAndRestore(keras.callbacks.BackupAndRestore):
         super().on_epoch_end(epoch, logs)
 
     def _save_model(self):
-        os.makedirs(self.backup_dir, exist_ok=True)
+        if not self._marked:
+            # Says tfkd made the directory; written once per `fit`.
+            backup_files.mark_backup_dir(self.backup_dir)
+            self._marked = True
         epoch_done = self._last_batch_seen == 0 and self.save_freq == "epoch"
-        name = f"state-{self._steps_done}.weights.h5"
-        path = os.path.join(self.backup_dir, name)
+        name = backup_files.weights_name(self._steps_done)
+        path = backup_files.check_weights_target(self.backup_dir, name)
         self.model.save_weights(path, overwrite=True)
         files.fsync_file(path)
         files.write_json_atomically(
@@ -178,19 +215,21 @@ class MidEpochBackupAndRestore(keras.callbacks.BackupAndRestore):
                 "batches_done": 0 if epoch_done else self._last_batch_seen + 1,
                 "steps_done": self._steps_done,
                 "weights": name,
+                "weights_sha256": backup_files.sha256_of_weights(
+                    self.backup_dir, name
+                ),
                 "seed_states": [
                     (v.path, keras.ops.convert_to_numpy(v).tolist())
                     for v in seed_states(self.model)
                 ],
             },
         )
-        # Only now is the previous backup no longer needed.
-        for old in os.listdir(self.backup_dir):
-            if old.startswith("state-") and old != name:
-                os.remove(os.path.join(self.backup_dir, old))
+        # The new state's rename must be on disk before the weights the
+        # old state names go: a power cut in between must not leave a
+        # state naming a deleted file.
+        files.fsync_directory(self.backup_dir)
+        backup_files.remove_old_weights(self.backup_dir, keep=name)
 
     def on_train_end(self, logs=None):
-        if self.delete_checkpoint and os.path.exists(self.backup_dir):
-            for name in os.listdir(self.backup_dir):
-                if name == _STATE_FILE or name.startswith("state-"):
-                    os.remove(os.path.join(self.backup_dir, name))
+        if self.delete_checkpoint:
+            backup_files.remove_backup(self.backup_dir)
