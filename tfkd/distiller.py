@@ -10,6 +10,7 @@ from tfkd import _keras_compat
 from tfkd import ensembles
 from tfkd.terms import base as terms_base
 from tfkd import feature_views
+from tfkd import hyperparameters
 from tfkd import losses
 from tfkd import mixing as mixing_lib
 from tfkd import model_checks
@@ -180,8 +181,9 @@ class Distiller(keras.Model):
         teacher: A trained `keras.Model` taking the same inputs, or `None`
             when every training batch carries precomputed teacher logits.
             It is frozen (`teacher.trainable = False`). Defaults to `None`.
-        temperature: Float > 0, the softmax temperature T of the soft
-            targets. Defaults to `4.0`.
+        temperature: Float in [0.01, 100] (`tfkd.hyperparameters`: where
+            the float32 soft loss stays finite and exact), the softmax
+            temperature T of the soft targets. Defaults to `4.0`.
         alpha: Float in [0, 1], the weight of the hard-label loss; the soft
             loss gets `1 - alpha`. Defaults to `0.1`.
         teacher_outputs: What the teacher emits: `"logits"`,
@@ -234,7 +236,9 @@ class Distiller(keras.Model):
     Raises:
         TypeError: if `student` or `teacher` is not a `keras.Model`, or a
             hyper-parameter has the wrong type.
-        ValueError: for a hyper-parameter out of range, `teacher is
+        ValueError: for a hyper-parameter out of range (the accepted
+            ranges, where the float32 loss stays finite, are in
+            `tfkd.hyperparameters`), `teacher is
             student`, an empty teacher list or teachers with different
             class counts, `teacher_weights` that are not finite and > 0
             (or not one per teacher), terms on teacher layers with an
@@ -870,7 +874,7 @@ def _check_arguments(
             "trains the teacher too). Received: teacher is student "
             f"(model {student.name!r})"
         )
-    temperature = validation.check_temperature(temperature)
+    temperature = hyperparameters.check_temperature(temperature)
     alpha = validation.check_alpha(alpha)
     if isinstance(teacher, list):
         ensembles.check_member_outputs(teacher_outputs, len(teacher))

@@ -32,6 +32,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from tfkd import hyperparameters
 from tfkd.terms import base
 from tfkd.utils import validation
 
@@ -56,7 +57,7 @@ def contrastive_loss(anchors, memory_rows, temperature):
         anchors: L2-normalised embeddings `(batch, feat_dim)`.
         memory_rows: Memory rows `(batch, 1 + K, feat_dim)`: the anchor's
             own example first, then its K negatives.
-        temperature: Float > 0, τ.
+        temperature: Float in [0.01, 100], τ.
 
     Returns:
         A float32 tensor `(batch,)`: `−log softmax(scores / τ)[0]`.
@@ -98,7 +99,9 @@ class CRD(base.DistillationTerm):
         feat_dim: Int > 0, size of the embeddings. Defaults to `128`.
         num_negatives: Int > 0, K negatives per example and step.
             Defaults to `4096` (the paper uses 16384 on CIFAR-100).
-        contrast_temperature: Float > 0, τ. Defaults to `0.07`.
+        contrast_temperature: Float in [0.01, 100], τ (the accepted range
+            of every temperature, `tfkd.hyperparameters`). Defaults to
+            `0.07`.
         momentum: Float in [0, 1), m of the memory update. Defaults to
             `0.5`.
         max_memory_mb: Float > 0, a cap on the memory,
@@ -106,7 +109,7 @@ class CRD(base.DistillationTerm):
             `ValueError` at construction. Defaults to `1024.0`.
         seed: Optional int, the seed of the negative sampling. Defaults to
             `None`.
-        weight: Float >= 0, the paper's β. Defaults to `0.8`.
+        weight: Float in [0, 1e6], the paper's β. Defaults to `0.8`.
         name: Defaults to `"crd_loss"`.
 
     Raises:
@@ -157,8 +160,8 @@ class CRD(base.DistillationTerm):
         self.num_negatives = validation.check_positive_int(
             "num_negatives", num_negatives
         )
-        self.contrast_temperature = validation.check_positive_float(
-            "contrast_temperature", contrast_temperature
+        self.contrast_temperature = hyperparameters.check_temperature(
+            contrast_temperature, "contrast_temperature"
         )
         momentum = validation.check_non_negative("momentum", momentum)
         if momentum >= 1.0:
