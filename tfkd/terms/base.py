@@ -164,6 +164,13 @@ class DistillationTerm(keras.layers.Layer):
     def compute_output_shape(self, *args, **kwargs):
         return ()
 
+    @classmethod
+    def from_config(cls, config):
+        # Keras's default turns every error into a TypeError; a term's own
+        # ValueError (a range, a memory limit) says more as it is, also
+        # from `keras.saving.load_model`.
+        return cls(**config)
+
     def get_config(self):
         return {
             "weight": self.weight,
