@@ -293,6 +293,10 @@ class CRD(base.DistillationTerm):
         new = ops.normalize(
             self.momentum * old + (1.0 - self.momentum) * embeddings, axis=-1
         )
+        # A non-finite batch (which the Distiller then refuses) must not
+        # poison the memory: its rows keep their old values.
+        finite = ops.all(ops.isfinite(new), axis=-1, keepdims=True)
+        new = ops.where(finite, new, old)  # (batch, feat_dim)
         # A row update, not a copy of the whole memory (TensorFlow only).
         memory.value.scatter_update(tf.IndexedSlices(new, indices))
 
