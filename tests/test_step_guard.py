@@ -152,6 +152,26 @@ def test_a_nan_teacher_logit_in_a_cached_batch_raises():
     assert _all_finite(distiller.student)
 
 
+@keras.saving.register_keras_serializable(package="test_step_guard")
+class _NaNGradient(tfkd.DistillationTerm):
+    """A term whose value is 0 but whose gradient is NaN: sqrt at 0."""
+
+    default_name = "nan_gradient"
+
+    def per_example_loss(self, teacher, student, labels):
+        return keras.ops.sqrt(keras.ops.sum(keras.ops.square(student - student), axis=-1))
+
+
+def test_a_finite_loss_with_a_nan_gradient_raises():
+    x, y = _data()
+    distiller = _distiller(extra_losses=[_NaNGradient()])
+    with pytest.raises(
+        step_guard.NonFiniteLossError, match="Non-finite gradient in epoch 1, batch 1"
+    ):
+        _fit(distiller, x, y)
+    assert _all_finite(distiller.student)
+
+
 def test_mixed_precision_leaves_gradient_overflow_to_the_loss_scale():
     # Large inputs overflow the float16 gradients scaled by 2^15: the
     # LossScaleOptimizer lowers its scale and skips those steps itself,
@@ -229,12 +249,15 @@ def test_a_bad_label_in_a_later_batch_raises_naming_the_batch(bad_label, shown):
     assert _all_finite(distiller.student)
 
 
-def test_out_of_range_integer_labels_raise_before_tensorflow_does():
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "jit"])
+def test_out_of_range_integer_labels_raise_before_tensorflow_does(jit_compile):
+    # Without the guard, TensorFlow's sparse cross-entropy kernel fails on
+    # the label (InvalidArgumentError); XLA returns NaN instead.
     x, y = _data()
     y[4 * BATCH] = 7
     distiller = _distiller()
     with pytest.raises(step_guard.InvalidLabelsError, match="batch 5"):
-        _fit(distiller, x, y.astype("uint8"), jit_compile=True)
+        _fit(distiller, x, y.astype("uint8"), jit_compile=jit_compile)
 
 
 def test_bad_labels_in_dict_targets_and_crd_batches():
