@@ -216,12 +216,26 @@ def test_schedule_blow_up_restores_the_best_weights(
 def test_non_finite_loss_is_diagnosed(fashion, softmax_teacher_weights):
     _, _, x_val, y_val = fashion
     monitor = tfkd.callbacks.CollapseMonitor((x_val, y_val))
+    # The step guard would stop this run at its first NaN step; the
+    # monitor's diagnosis is for runs without it (on_nonfinite="ignore").
     distil(
-        fashion, softmax_teacher_weights, keras.optimizers.SGD(1e25), [monitor]
+        fashion, softmax_teacher_weights, keras.optimizers.SGD(1e25), [monitor],
+        on_nonfinite="ignore",
     )
     (report,) = monitor.reports
     assert "Non-finite loss" in causes(report)
     assert "student weight(s) with NaN/inf" in str(report)
+
+
+def test_the_step_guard_stops_the_diverging_run_first(
+    fashion, softmax_teacher_weights
+):
+    monitor = tfkd.callbacks.CollapseMonitor(fashion[2:])
+    with pytest.raises(tfkd.NonFiniteLossError, match="epoch 1, batch"):
+        distil(
+            fashion, softmax_teacher_weights, keras.optimizers.SGD(1e25),
+            [monitor],
+        )
 
 
 def test_monitor_reads_a_dataset_once(fashion, softmax_teacher_weights):

@@ -200,7 +200,7 @@ def test_class_count_mismatch_is_an_error_before_training():
 @pytest.mark.parametrize(
     "kwargs, error, pattern",
     [
-        ({"temperature": 0}, ValueError, r"`temperature`. Expected a float > 0. Received: temperature=0"),
+        ({"temperature": 0}, ValueError, r"`temperature`. Expected a float in \[0.01, 100\].* Received: temperature=0"),
         ({"temperature": -1.0}, ValueError, r"temperature=-1.0"),
         ({"temperature": float("nan")}, ValueError, r"`temperature`"),
         ({"alpha": 1.5}, ValueError, r"`alpha`. Expected a float in \[0, 1\]. Received: alpha=1.5"),

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tfkd
+from tfkd import memory_limit
 from tfkd.terms import contrastive
 from tfkd.terms.contrastive import CRD
 
@@ -68,9 +69,17 @@ def test_a_training_call_updates_only_the_batch_rows_with_momentum():
 
 def test_memory_size_is_capped_before_anything_is_allocated():
     assert contrastive.memory_megabytes(50_000, 128) == pytest.approx(51.2)
-    with pytest.raises(ValueError, match="max_memory_mb.*MB"):
+    with pytest.raises(ValueError, match="`num_data`.*memory limit of 1024 MB"):
         CRD(num_data=10_000_000, feat_dim=128)  # 10.24 GB > 1024 MB
-    CRD(num_data=10_000_000, feat_dim=128, max_memory_mb=20_000.0)  # allowed, not built
+    # max_memory_mb only lowers the process-wide cap (tfkd.memory_limit),
+    # which code (or TFKD_MAX_MEMORY_MB) can raise: allowed, not built.
+    with pytest.raises(ValueError, match="memory limit of 1024 MB"):
+        CRD(num_data=10_000_000, feat_dim=128, max_memory_mb=20_000.0)
+    memory_limit.set_max_memory_mb(20_000.0)
+    try:
+        CRD(num_data=10_000_000, feat_dim=128, max_memory_mb=20_000.0)
+    finally:
+        memory_limit.set_max_memory_mb(None)
     with pytest.raises(TypeError, match="num_data"):
         CRD()
     with pytest.raises(ValueError, match="momentum"):

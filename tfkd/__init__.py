@@ -26,9 +26,12 @@ from tfkd import callbacks
 from tfkd import data
 from tfkd import ensembles
 from tfkd import export
+from tfkd import hyperparameters
 from tfkd import losses
+from tfkd import memory_limit
 from tfkd import mixing
 from tfkd import recipes
+from tfkd import step_guard
 from tfkd import teachers
 from tfkd import terms
 from tfkd.cache import TeacherCache
@@ -38,6 +41,8 @@ from tfkd.environment_report import doctor
 from tfkd.generations import born_again
 from tfkd.losses import KnowledgeDistillation
 from tfkd.preflight import DistillationWarning
+from tfkd.step_guard import InvalidLabelsError
+from tfkd.step_guard import NonFiniteLossError
 from tfkd.teacher_outputs import attach_teacher_logits
 from tfkd.terms import AttentionTransfer
 from tfkd.terms import CRD
@@ -75,7 +80,9 @@ __all__ = [
     "DistillationWarning",
     "Distiller",
     "FitNetHint",
+    "InvalidLabelsError",
     "KnowledgeDistillation",
+    "NonFiniteLossError",
     "PKT",
     "RKDAngle",
     "RKDDistance",
@@ -93,9 +100,12 @@ __all__ = [
     "doctor",
     "ensembles",
     "export",
+    "hyperparameters",
     "losses",
+    "memory_limit",
     "mixing",
     "recipes",
+    "step_guard",
     "teachers",
     "terms",
     "tuning",

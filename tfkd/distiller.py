@@ -1,11 +1,13 @@
 """`Distiller`: a `keras.Model` that trains a student from a teacher."""
 
 import collections
+import inspect
 
 import keras
 import tensorflow as tf
 from keras import ops
 
+from tfkd import hyperparameters
 from tfkd import _keras_compat
 from tfkd import ensembles
 from tfkd.terms import base as terms_base
@@ -14,6 +16,7 @@ from tfkd import losses
 from tfkd import mixing as mixing_lib
 from tfkd import model_checks
 from tfkd import preflight
+from tfkd import step_guard
 from tfkd import teacher_outputs as teacher_outputs_lib
 from tfkd.utils import validation
 
@@ -87,6 +90,11 @@ def _metric_targets(labels, logits, sparse_labels):
             return labels, logits
     ids = losses.class_ids(labels, num_classes)  # (batch,)
     return ops.where(mask > 0.0, ids, ops.zeros_like(ids)), logits
+
+
+def _class_count(logits):
+    """The static class count of `(batch, classes)` logits, or `None`."""
+    return None if logits is None else logits.shape[-1]
 
 
 def _num_replicas_in_sync():
@@ -172,7 +180,12 @@ class Distiller(keras.Model):
     Before the first step, `fit` and `evaluate` look at one batch: they
     check the data fits both models and the labels fit the student, and
     resolve `teacher_outputs="auto"`, so that a mistake is a clear error
-    and not a silently collapsed student.
+    and not a silently collapsed student. Every later batch is checked
+    inside the compiled step (`tfkd.step_guard`): a non-finite loss or
+    gradient, or a sparse label that is fractional, below -1 or not a
+    class id, never updates the weights, and with the default
+    `on_nonfinite="raise"` stops `fit` with an error naming the epoch and
+    the batch.
 
     Args:
         student: The `keras.Model` to train. It must output logits of
@@ -180,8 +193,9 @@ class Distiller(keras.Model):
         teacher: A trained `keras.Model` taking the same inputs, or `None`
             when every training batch carries precomputed teacher logits.
             It is frozen (`teacher.trainable = False`). Defaults to `None`.
-        temperature: Float > 0, the softmax temperature T of the soft
-            targets. Defaults to `4.0`.
+        temperature: Float in [0.01, 100] (`tfkd.hyperparameters`: where
+            the float32 soft loss stays finite and exact), the softmax
+            temperature T of the soft targets. Defaults to `4.0`.
         alpha: Float in [0, 1], the weight of the hard-label loss; the soft
             loss gets `1 - alpha`. Defaults to `0.1`.
         teacher_outputs: What the teacher emits: `"logits"`,
@@ -228,13 +242,30 @@ class Distiller(keras.Model):
             has its own `logit_standardization` option). Cached teacher
             logits are standardized in the step, like a live teacher's.
             Defaults to `False`.
+        on_nonfinite: What a training batch with a non-finite loss or
+            gradient, or a bad sparse label, does. `"raise"`: `fit` stops
+            with `tfkd.step_guard.NonFiniteLossError` (a
+            `FloatingPointError`) or `InvalidLabelsError` (a `ValueError`)
+            naming the epoch and batch; the weights keep their values
+            from before that batch. `"skip"`: the batch updates nothing
+            and leaves the metrics, and `fit`'s logs count such batches
+            per epoch as `nonfinite_batches`. `"ignore"`: no checks at
+            all, as before the guard existed; unsafe (the weights can turn
+            to NaN), for measuring the guard's cost only. Under mixed
+            precision the `LossScaleOptimizer` skips its own scaled
+            gradient overflows; the guard checks the float32 loss. Bad
+            labels in `evaluate` (and validation) raise in every mode but
+            `"ignore"`; a non-finite evaluation loss is reported as NaN.
+            Defaults to `"raise"`.
         name: Defaults to `"distiller"`.
         **kwargs: Passed on to `keras.Model`.
 
     Raises:
         TypeError: if `student` or `teacher` is not a `keras.Model`, or a
             hyper-parameter has the wrong type.
-        ValueError: for a hyper-parameter out of range, `teacher is
+        ValueError: for a hyper-parameter out of range (the accepted
+            ranges, where the float32 loss stays finite, are in
+            `tfkd.hyperparameters`), `teacher is
             student`, an empty teacher list or teachers with different
             class counts, `teacher_weights` that are not finite and > 0
             (or not one per teacher), terms on teacher layers with an
@@ -273,9 +304,13 @@ class Distiller(keras.Model):
         extra_losses=None,
         teacher_weights=None,
         logit_standardization=False,
+        on_nonfinite="raise",
         name="distiller",
         **kwargs,
     ):
+        validation.check_choice(
+            "on_nonfinite", on_nonfinite, step_guard.ON_NONFINITE_CHOICES
+        )
         checked = _check_arguments(
             student=student,
             teacher=teacher,
@@ -294,6 +329,10 @@ class Distiller(keras.Model):
         super().__init__(name=name, **kwargs)
         self.student = student
         self.logit_standardization = logit_standardization
+        self.on_nonfinite = on_nonfinite
+        # Not a layer, so its per-`fit` state is neither saved nor listed
+        # in `self.variables` (see `tfkd.step_guard`).
+        self._step_guard = step_guard.StepGuard(on_nonfinite)
         #: The normalised weights of an ensemble's teachers, else `None`.
         self.teacher_weights = None
         if isinstance(teacher, list):
@@ -411,18 +450,41 @@ class Distiller(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def fit(self, x=None, y=None, *args, **kwargs):
+        arguments = inspect.signature(super().fit).bind(x, y, *args, **kwargs)
         preflight.check_first_batch(
             self,
             x,
             y,
             training=True,
-            validation_data=kwargs.get("validation_data"),
+            validation_data=arguments.arguments.get("validation_data"),
         )
-        return super().fit(x, y, *args, **kwargs)
+        # The guard's callback raises for a refused batch (`on_nonfinite`).
+        arguments.arguments["callbacks"] = step_guard.with_guard_callback(
+            arguments.arguments.get("callbacks"), self._step_guard, self
+        )
+        return super().fit(*arguments.args, **arguments.kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
+        arguments = inspect.signature(super().evaluate).bind(
+            x, y, *args, **kwargs
+        )
         preflight.check_first_batch(self, x, y, training=False)
-        return super().evaluate(x, y, *args, **kwargs)
+        arguments.arguments["callbacks"] = step_guard.with_guard_callback(
+            arguments.arguments.get("callbacks"), self._step_guard, self
+        )
+        return super().evaluate(*arguments.args, **arguments.kwargs)
+
+    def train_on_batch(self, *args, **kwargs):
+        self._step_guard.reset_epoch()
+        logs = super().train_on_batch(*args, **kwargs)
+        self._step_guard.raise_if_refused("train_on_batch")
+        return logs
+
+    def test_on_batch(self, *args, **kwargs):
+        self._step_guard.reset_evaluation()
+        logs = super().test_on_batch(*args, **kwargs)
+        self._step_guard.raise_if_bad_evaluation("test_on_batch")
+        return logs
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Overrides Keras's private build hook to work around
@@ -440,10 +502,22 @@ class Distiller(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         labels, cached_logits = teacher_outputs_lib.split_targets(y)
         sparse_labels = self._is_sparse(labels)
+        # Labels are checked before anything (mixing, the cross-entropy)
+        # reads them; see `tfkd.step_guard`.
+        classes = model_checks.output_classes(self.student)
+        if classes is not None:
+            labels, label_report = self._step_guard.check_labels(
+                labels, classes
+            )
         x, labels = self._random_view(x, labels, cached_logits)
         teacher_logits, teacher_features = self._run_teacher(
             x, cached_logits, training=True
         )
+        if classes is None:  # a subclassed student: the teacher's count
+            labels, label_report = self._step_guard.check_labels(
+                labels, _class_count(teacher_logits)
+            )
+        state = self._step_guard.capture(self.student)
 
         with tf.GradientTape() as tape:
             student_logits, loss_values = self._student_losses(
@@ -461,18 +535,31 @@ class Distiller(keras.Model):
 
         variables = self._optimized_variables()
         gradients = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        # No update from a non-finite or mislabelled batch.
+        kept = self._step_guard.apply_gradients(
+            self.optimizer, gradients, variables, loss_values.total,
+            label_report, state,
+        )
         return self._update_metrics(
             x, labels, student_logits, sample_weight, loss_values,
-            sparse_labels,
+            sparse_labels, kept=kept,
         )
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         labels, cached_logits = teacher_outputs_lib.split_targets(y)
+        sparse_labels = self._is_sparse(labels)
         teacher_logits, teacher_features = self._run_teacher(
             x, cached_logits, training=False
         )
+        # Bad labels raise (`tfkd.step_guard`); a non-finite loss needs no
+        # guard here, as no weight changes: it shows as a NaN `loss`.
+        labels, label_report = self._step_guard.check_labels(
+            labels,
+            model_checks.output_classes(self.student)
+            or _class_count(teacher_logits),
+        )
+        self._step_guard.record_evaluation(label_report)
         student_logits, loss_values = self._student_losses(
             x, labels, teacher_logits, teacher_features, sample_weight,
             training=False,
@@ -481,7 +568,7 @@ class Distiller(keras.Model):
         )
         return self._update_metrics(
             x, labels, student_logits, sample_weight, loss_values,
-            self._is_sparse(labels),
+            sparse_labels,
         )
 
     # -- pieces --------------------------------------------------------------
@@ -707,10 +794,18 @@ class Distiller(keras.Model):
 
     def _update_metrics(
         self, x, labels, student_logits, sample_weight, loss_values,
-        sparse_labels,
+        sparse_labels, kept=None,
     ):
+        if kept is not None:
+            labels, student_logits, loss_values = (
+                step_guard.without_refused_batch(
+                    kept, labels, student_logits, loss_values
+                )
+            )
         total, hard, soft, terms, labelled = loss_values
         batch_size = ops.shape(student_logits)[0]
+        if kept is not None:  # a refused batch counts for nothing
+            batch_size = ops.cast(batch_size, "float32") * kept
         self._loss_tracker.update_state(total, sample_weight=batch_size)
         if hard is not None:
             # Weighted by the labelled examples, so the epoch's value is
@@ -754,6 +849,8 @@ class Distiller(keras.Model):
                 logs.update(result)
             else:
                 logs[metric.name] = result
+        # `nonfinite_batches` with on_nonfinite="skip".
+        logs.update(self._step_guard.logs())
         return logs
 
     # -- serialization -------------------------------------------------------
@@ -777,6 +874,7 @@ class Distiller(keras.Model):
                     else list(self.teacher_weights)
                 ),
                 "logit_standardization": self.logit_standardization,
+                "on_nonfinite": self.on_nonfinite,
                 "temperature": self.temperature,
                 "alpha": self.alpha,
                 "teacher_outputs": (
@@ -870,7 +968,7 @@ def _check_arguments(
             "trains the teacher too). Received: teacher is student "
             f"(model {student.name!r})"
         )
-    temperature = validation.check_temperature(temperature)
+    temperature = hyperparameters.check_temperature(temperature)
     alpha = validation.check_alpha(alpha)
     if isinstance(teacher, list):
         ensembles.check_member_outputs(teacher_outputs, len(teacher))

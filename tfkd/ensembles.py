@@ -32,6 +32,7 @@ import numbers
 import keras
 from keras import ops
 
+from tfkd import hyperparameters
 from tfkd import losses
 from tfkd import model_checks
 from tfkd import teacher_outputs as teacher_outputs_lib
@@ -125,6 +126,13 @@ def check_teacher_weights(teacher_weights, num_teachers):
                 "teacher_weights", "finite floats > 0", teacher_weights
             )
     total = float(sum(teacher_weights))
+    if not math.isfinite(total):  # e.g. two weights of 1e308
+        raise validation.invalid_value(
+            "teacher_weights",
+            "finite floats > 0 whose sum is finite (they are normalised "
+            "to sum 1)",
+            teacher_weights,
+        )
     return tuple(float(weight) / total for weight in teacher_weights)
 
 
@@ -161,7 +169,7 @@ def mixture_logits(member_logits, weights, temperature):
     Args:
         member_logits: List of tensors `(batch, classes)`, one per teacher.
         weights: Sequence of floats summing to 1, one per teacher.
-        temperature: Float > 0, T.
+        temperature: Float in [0.01, 100], T.
 
     Returns:
         A float32 tensor `(batch, classes)` whose `softmax(· / T)` is the
@@ -204,7 +212,7 @@ class TeacherEnsemble(keras.Model):
     Args:
         teachers: List of at least two trained `keras.Model`s on the same
             inputs and classes.
-        temperature: Float > 0, the T of the mixture.
+        temperature: Float in [0.01, 100], the T of the mixture.
         teacher_weights: Floats > 0, one per teacher, normalised to sum 1,
             or `None` for equal weights. Defaults to `None`.
         teacher_outputs: `"logits"`, `"probabilities"` or `"auto"` (one for
@@ -243,7 +251,7 @@ class TeacherEnsemble(keras.Model):
         **kwargs,
     ):
         teachers = check_teachers(teachers)
-        temperature = validation.check_temperature(temperature)
+        temperature = hyperparameters.check_temperature(temperature)
         teacher_weights = check_teacher_weights(teacher_weights, len(teachers))
         teacher_outputs = check_member_outputs(teacher_outputs, len(teachers))
         teacher_class_indices = validation.check_class_indices(

@@ -24,6 +24,7 @@ wraps them in a serializable `keras.losses.Loss` for plain
 import keras
 from keras import ops
 
+from tfkd import hyperparameters
 from tfkd.utils import validation
 
 
@@ -43,7 +44,7 @@ def soft_target_loss(teacher_logits, student_logits, temperature=4.0):
         teacher_logits: Tensor of shape `(batch, classes)`: the teacher's
             logits (or log-probabilities, which are logits too).
         student_logits: Tensor of shape `(batch, classes)`.
-        temperature: Float > 0, the softmax temperature T. Defaults to `4.0`.
+        temperature: Float in [0.01, 100], the softmax temperature T. Defaults to `4.0`.
 
     Returns:
         A float32 tensor of shape `(batch,)`.
@@ -55,7 +56,7 @@ def soft_target_loss(teacher_logits, student_logits, temperature=4.0):
     >>> float(soft_target_loss(t, t, temperature=2.0)[0])
     0.0
     """
-    temperature = validation.check_temperature(temperature)
+    temperature = hyperparameters.check_temperature(temperature)
     teacher_log_probs = ops.log_softmax(
         _as_float32(teacher_logits) / temperature, axis=-1
     )  # (batch, classes)
@@ -246,7 +247,7 @@ def knowledge_distillation_loss(
             `(batch, classes)`.
         student_logits: Tensor of shape `(batch, classes)`.
         teacher_logits: Tensor of shape `(batch, classes)`.
-        temperature: Float > 0. Defaults to `4.0`.
+        temperature: Float in [0.01, 100]. Defaults to `4.0`.
         alpha: Float in [0, 1], the weight of the hard-label loss.
             Defaults to `0.1`.
 
@@ -311,7 +312,7 @@ class KnowledgeDistillation(keras.losses.Loss):
     `tf.distribute` and honours sample weights.
 
     Args:
-        temperature: Float > 0. Defaults to `4.0`.
+        temperature: Float in [0.01, 100]. Defaults to `4.0`.
         alpha: Float in [0, 1], the weight of the hard-label loss.
             Defaults to `0.1`.
         reduction: As for any Keras loss. Defaults to `"sum_over_batch_size"`.
@@ -336,7 +337,7 @@ class KnowledgeDistillation(keras.losses.Loss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.temperature = validation.check_temperature(temperature)
+        self.temperature = hyperparameters.check_temperature(temperature)
         self.alpha = validation.check_alpha(alpha)
 
     def call(self, y_true, y_pred):

@@ -31,6 +31,7 @@ import numbers
 
 import keras
 
+from tfkd import hyperparameters
 from tfkd.utils import validation
 
 #: The values `Recipe(mixing=...)` accepts.
@@ -75,7 +76,7 @@ class Recipe:
     def __post_init__(self):
         if not isinstance(self.name, str):
             raise validation.invalid_type("name", "a string", self.name)
-        validation.check_temperature(self.temperature)
+        hyperparameters.check_temperature(self.temperature)
         validation.check_alpha(self.alpha)
         validation.check_choice("mixing", self.mixing, MIXING_KINDS)
         if not isinstance(self.mixing_alpha, numbers.Real) or isinstance(

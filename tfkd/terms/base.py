@@ -24,6 +24,7 @@ precision: its inputs are cast on the way in.
 import keras
 from keras import ops
 
+from tfkd import hyperparameters
 from tfkd.utils import validation
 
 
@@ -95,7 +96,7 @@ class DistillationTerm(keras.layers.Layer):
             Defaults to `None`.
         student_layer: Name of the student layer, or `None` for the
             student's logits. Defaults to `None`.
-        weight: Float >= 0, the term's weight in the total loss. Defaults
+        weight: Float in [0, 1e6], the term's weight in the total loss. Defaults
             to `1.0`.
         name: The term's name, also the name of its metric in `fit`'s
             history; must be unique within one `Distiller`. Defaults to
@@ -129,7 +130,7 @@ class DistillationTerm(keras.layers.Layer):
         # float32 whatever the global policy: feature norms and pairwise
         # distances overflow or lose all precision in float16.
         super().__init__(name=name or self.default_name, dtype="float32")
-        self.weight = validation.check_non_negative("weight", weight)
+        self.weight = hyperparameters.check_weight("weight", weight)
         self.teacher_layer = check_layer_name("teacher_layer", teacher_layer)
         self.student_layer = check_layer_name("student_layer", student_layer)
 
@@ -162,6 +163,13 @@ class DistillationTerm(keras.layers.Layer):
 
     def compute_output_shape(self, *args, **kwargs):
         return ()
+
+    @classmethod
+    def from_config(cls, config):
+        # Keras's default turns every error into a TypeError; a term's own
+        # ValueError (a range, a memory limit) says more as it is, also
+        # from `keras.saving.load_model`.
+        return cls(**config)
 
     def get_config(self):
         return {

@@ -25,13 +25,18 @@ carry it as `(x, {"labels": y, "index": i})` (with cached teacher logits,
 `{"labels", "teacher_logits", "index"}`); the `Distiller` refuses a
 training batch without it before the first step. Memory is
 `num_data × feat_dim × 2` float32 values (two banks), non-trainable state
-saved with the `Distiller`; `max_memory_mb` caps it.
+saved with the `Distiller`, checked before it is allocated against the
+process-wide cap of `tfkd.memory_limit` (1024 MB unless the code or the
+`TFKD_MAX_MEMORY_MB` environment variable raises it; never a value from
+the config), which `max_memory_mb` can only lower.
 """
 
 import keras
 import tensorflow as tf
 from keras import ops
 
+from tfkd import hyperparameters
+from tfkd import memory_limit
 from tfkd.terms import base
 from tfkd.utils import validation
 
@@ -56,7 +61,7 @@ def contrastive_loss(anchors, memory_rows, temperature):
         anchors: L2-normalised embeddings `(batch, feat_dim)`.
         memory_rows: Memory rows `(batch, 1 + K, feat_dim)`: the anchor's
             own example first, then its K negatives.
-        temperature: Float > 0, τ.
+        temperature: Float in [0.01, 100], τ.
 
     Returns:
         A float32 tensor `(batch,)`: `−log softmax(scores / τ)[0]`.
@@ -98,20 +103,28 @@ class CRD(base.DistillationTerm):
         feat_dim: Int > 0, size of the embeddings. Defaults to `128`.
         num_negatives: Int > 0, K negatives per example and step.
             Defaults to `4096` (the paper uses 16384 on CIFAR-100).
-        contrast_temperature: Float > 0, τ. Defaults to `0.07`.
+        contrast_temperature: Float in [0.01, 100], τ (the accepted range
+            of every temperature, `tfkd.hyperparameters`). Defaults to
+            `0.07`.
         momentum: Float in [0, 1), m of the memory update. Defaults to
             `0.5`.
-        max_memory_mb: Float > 0, a cap on the memory,
-            `num_data · feat_dim · 2 · 4` bytes; a larger memory is a
-            `ValueError` at construction. Defaults to `1024.0`.
+        max_memory_mb: Float > 0, this term's own cap on the memory,
+            `num_data · feat_dim · 2 · 4` bytes (plus the embeddings, when
+            built). It can only lower the process-wide cap of
+            `tfkd.memory_limit` (1024 MB by default; raise that with
+            `tfkd.memory_limit.set_max_memory_mb` or `TFKD_MAX_MEMORY_MB`):
+            a `.keras` file that raises `max_memory_mb` allocates no more.
+            A larger memory is a `ValueError` before anything is allocated.
+            Defaults to `1024.0`.
         seed: Optional int, the seed of the negative sampling. Defaults to
             `None`.
-        weight: Float >= 0, the paper's β. Defaults to `0.8`.
+        weight: Float in [0, 1e6], the paper's β. Defaults to `0.8`.
         name: Defaults to `"crd_loss"`.
 
     Raises:
         TypeError, ValueError: for an invalid argument, or a memory above
-            `max_memory_mb`.
+            the effective limit (the smaller of `max_memory_mb` and the
+            process-wide cap).
 
     Example:
 
@@ -157,8 +170,8 @@ class CRD(base.DistillationTerm):
         self.num_negatives = validation.check_positive_int(
             "num_negatives", num_negatives
         )
-        self.contrast_temperature = validation.check_positive_float(
-            "contrast_temperature", contrast_temperature
+        self.contrast_temperature = hyperparameters.check_temperature(
+            contrast_temperature, "contrast_temperature"
         )
         momentum = validation.check_non_negative("momentum", momentum)
         if momentum >= 1.0:
@@ -169,31 +182,46 @@ class CRD(base.DistillationTerm):
         self.max_memory_mb = validation.check_positive_float(
             "max_memory_mb", max_memory_mb
         )
-        needed = memory_megabytes(self.num_data, self.feat_dim)
-        if needed > self.max_memory_mb:
-            raise validation.invalid_value(
-                "num_data",
-                f"a memory within max_memory_mb={self.max_memory_mb:g}: "
-                f"CRD keeps num_data × feat_dim × 2 float32 values, here "
-                f"{self.num_data} × {self.feat_dim} × 2 × 4 B = "
-                f"{needed:.1f} MB. Lower feat_dim, or raise max_memory_mb "
-                "if the memory fits",
-                self.num_data,
-            )
+        # Checked before anything is allocated, against a cap that never
+        # comes from the config (a `.keras` file is untrusted input).
+        memory_limit.check_allocation(
+            "num_data",
+            self.num_data,
+            memory_megabytes(self.num_data, self.feat_dim),
+            f"CRD's two memory banks, num_data × feat_dim × 2 × 4 B = "
+            f"{self.num_data} × {self.feat_dim} × 2 × 4 B",
+            self.max_memory_mb,
+        )
         if seed is not None:
             seed = validation.check_int("seed", seed)
         self.seed = seed
         self._seed_generator = keras.random.SeedGenerator(seed)
 
     def build(self, teacher_features_shape, student_features_shape):
+        teacher_size = _flat_size(teacher_features_shape)
+        student_size = _flat_size(student_features_shape)
+        # The embeddings are sized by the models' features: checked with
+        # the banks before either is allocated.
+        embedding_mb = (
+            (teacher_size + student_size + 2) * self.feat_dim
+            * _BYTES_PER_FLOAT32 / 1e6
+        )
+        memory_limit.check_allocation(
+            "feat_dim",
+            self.feat_dim,
+            memory_megabytes(self.num_data, self.feat_dim) + embedding_mb,
+            f"CRD's memory banks and its two embeddings of {teacher_size} "
+            f"and {student_size} features",
+            self.max_memory_mb,
+        )
         self.teacher_embedding = keras.layers.Dense(
             self.feat_dim, name="teacher_embedding", dtype="float32"
         )
         self.student_embedding = keras.layers.Dense(
             self.feat_dim, name="student_embedding", dtype="float32"
         )
-        self.teacher_embedding.build((None, _flat_size(teacher_features_shape)))
-        self.student_embedding.build((None, _flat_size(student_features_shape)))
+        self.teacher_embedding.build((None, teacher_size))
+        self.student_embedding.build((None, student_size))
         # As the authors' code: uniform in ±1/sqrt(feat_dim / 3).
         bound = 1.0 / (self.feat_dim / 3.0) ** 0.5
         initializer = keras.initializers.RandomUniform(-bound, bound, seed=self.seed)
@@ -265,6 +293,10 @@ class CRD(base.DistillationTerm):
         new = ops.normalize(
             self.momentum * old + (1.0 - self.momentum) * embeddings, axis=-1
         )
+        # A non-finite batch (which the Distiller then refuses) must not
+        # poison the memory: its rows keep their old values.
+        finite = ops.all(ops.isfinite(new), axis=-1, keepdims=True)
+        new = ops.where(finite, new, old)  # (batch, feat_dim)
         # A row update, not a copy of the whole memory (TensorFlow only).
         memory.value.scatter_update(tf.IndexedSlices(new, indices))
 

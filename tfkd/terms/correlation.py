@@ -23,8 +23,8 @@ examples compare for one class). As in the authors' code
 import keras
 from keras import ops
 
+from tfkd import hyperparameters
 from tfkd.terms import base
-from tfkd.utils import validation
 
 #: Added to the product of norms, as in the authors' `cosine_similarity`.
 PEARSON_EPSILON = 1e-8
@@ -69,10 +69,10 @@ def dist_loss(
     Args:
         teacher_logits: Tensor of shape `(batch, classes)`.
         student_logits: Tensor of shape `(batch, classes)`.
-        temperature: Float > 0, τ. Defaults to `1.0`.
-        beta: Float >= 0, the weight of the inter-class (row) term.
+        temperature: Float in [0.01, 100], τ. Defaults to `1.0`.
+        beta: Float in [0, 1e6], the weight of the inter-class (row) term.
             Defaults to `1.0`.
-        gamma: Float >= 0, the weight of the intra-class (column) term.
+        gamma: Float in [0, 1e6], the weight of the intra-class (column) term.
             Defaults to `1.0`.
         sample_weight: Optional weights `(batch,)`: the row term is
             `Σ_i w_i (1 − ρ_i) / batch` (Keras's "sum_over_batch_size")
@@ -89,7 +89,7 @@ def dist_loss(
     >>> float(dist_loss(z, z)) < 1e-5  # identical logits: correlation 1
     True
     """
-    temperature = validation.check_temperature(temperature)
+    temperature = hyperparameters.check_temperature(temperature)
     teacher = ops.softmax(
         ops.cast(teacher_logits, "float32") / temperature, axis=-1
     )  # (batch, classes)
@@ -128,12 +128,12 @@ class DIST(base.LogitTerm):
     ensemble's combined logits (see `tfkd.Distiller`).
 
     Args:
-        temperature: Float > 0, τ. Defaults to `1.0`.
-        beta: Float >= 0, the weight of the inter-class term. Defaults to
+        temperature: Float in [0.01, 100], τ. Defaults to `1.0`.
+        beta: Float in [0, 1e6], the weight of the inter-class term. Defaults to
             `1.0`.
-        gamma: Float >= 0, the weight of the intra-class term. Defaults to
+        gamma: Float in [0, 1e6], the weight of the intra-class term. Defaults to
             `1.0`.
-        weight: Float >= 0, an overall weight of the term. Defaults to
+        weight: Float in [0, 1e6], an overall weight of the term. Defaults to
             `1.0`.
         name: Defaults to `"dist_loss"`.
 
@@ -159,9 +159,9 @@ class DIST(base.LogitTerm):
         self, temperature=1.0, beta=1.0, gamma=1.0, weight=1.0, name=None
     ):
         super().__init__(weight=weight, name=name)
-        self.temperature = validation.check_temperature(temperature)
-        self.beta = validation.check_non_negative("beta", beta)
-        self.gamma = validation.check_non_negative("gamma", gamma)
+        self.temperature = hyperparameters.check_temperature(temperature)
+        self.beta = hyperparameters.check_weight("beta", beta)
+        self.gamma = hyperparameters.check_weight("gamma", gamma)
 
     def call(
         self, teacher_features, student_features, labels=None, sample_weight=None

@@ -21,6 +21,7 @@ float32, never from clipped probabilities.
 import keras
 from keras import ops
 
+from tfkd import hyperparameters
 from tfkd.utils import validation
 from tfkd.terms import base
 from tfkd import losses
@@ -63,9 +64,9 @@ def decoupled_kd_loss(
             zeros) takes the teacher's top class as its target class.
         student_logits: Tensor of shape `(batch, classes)`.
         teacher_logits: Tensor of shape `(batch, classes)`.
-        temperature: Float > 0, T. Defaults to `4.0`.
-        target_weight: Float >= 0, α, the weight of TCKD. Defaults to `1.0`.
-        non_target_weight: Float >= 0, β, the weight of NCKD. Defaults to
+        temperature: Float in [0.01, 100], T. Defaults to `4.0`.
+        target_weight: Float in [0, 1e6], α, the weight of TCKD. Defaults to `1.0`.
+        non_target_weight: Float in [0, 1e6], β, the weight of NCKD. Defaults to
             `8.0`.
 
     Returns:
@@ -78,7 +79,7 @@ def decoupled_kd_loss(
     >>> float(decoupled_kd_loss(np.array([0]), z, z)[0])
     0.0
     """
-    temperature = validation.check_temperature(temperature)
+    temperature = hyperparameters.check_temperature(temperature)
     student = ops.cast(student_logits, "float32") / temperature  # (batch, C)
     teacher = ops.cast(teacher_logits, "float32") / temperature  # (batch, C)
     num_classes = student.shape[-1]
@@ -129,11 +130,11 @@ class DecoupledKD(base.LogitTerm):
     epochs is not included.
 
     Args:
-        temperature: Float > 0, T. Defaults to `4.0`.
-        target_weight: Float >= 0, the paper's α (TCKD). Defaults to `1.0`.
-        non_target_weight: Float >= 0, the paper's β (NCKD). Defaults to
+        temperature: Float in [0.01, 100], T. Defaults to `4.0`.
+        target_weight: Float in [0, 1e6], the paper's α (TCKD). Defaults to `1.0`.
+        non_target_weight: Float in [0, 1e6], the paper's β (NCKD). Defaults to
             `8.0`.
-        weight: Float >= 0, an overall weight of the term. Defaults to
+        weight: Float in [0, 1e6], an overall weight of the term. Defaults to
             `1.0`.
         logit_standardization: Whether teacher and student logits are
             z-scored per example (`tfkd.losses.standardize_logits`) before
@@ -176,8 +177,8 @@ class DecoupledKD(base.LogitTerm):
         self.logit_standardization = validation.check_bool(
             "logit_standardization", logit_standardization
         )
-        self.temperature = validation.check_temperature(temperature)
-        check = validation.check_non_negative
+        self.temperature = hyperparameters.check_temperature(temperature)
+        check = hyperparameters.check_weight
         self.target_weight = check("target_weight", target_weight)
         self.non_target_weight = check("non_target_weight", non_target_weight)
 

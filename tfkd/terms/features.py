@@ -28,6 +28,7 @@ attention-transfer).
 import keras
 from keras import ops
 
+from tfkd import hyperparameters
 from tfkd.utils import validation
 from tfkd.terms import base
 
@@ -70,7 +71,8 @@ def attention_map(features, p=2.0):
     Args:
         features: Channels-last tensor of shape `(batch, *spatial,
             channels)`, e.g. `(batch, height, width, channels)`.
-        p: Float > 0, the exponent. Defaults to `2.0` (the paper's choice).
+        p: Float > 0, the exponent (`AttentionTransfer` accepts [1, 4]).
+            Defaults to `2.0` (the paper's choice).
 
     Returns:
         A float32 tensor of shape `(batch, prod(spatial))` whose rows have
@@ -146,7 +148,7 @@ class FitNetHint(base.DistillationTerm):
             logits. Defaults to `None`.
         student_layer: Name of the student's guided layer, or `None` for
             its logits. Defaults to `None`.
-        weight: Float >= 0, the term's weight in the total loss. Defaults
+        weight: Float in [0, 1e6], the term's weight in the total loss. Defaults
             to `1.0` (feature scales vary: classification benchmarks such as
             Tian et al., 2020 use 100 next to the KD loss).
         connector: `"auto"` (a connector only when the channel counts
@@ -248,11 +250,15 @@ class FitNetHint(base.DistillationTerm):
 
 
 def _check_p(p):
-    if not isinstance(p, (int, float)) or isinstance(p, bool):
-        raise validation.invalid_type("p", "a float > 0", p)
-    if not p > 0:
-        raise validation.invalid_value("p", "a float > 0", p)
-    return float(p)
+    low, high = hyperparameters.ATTENTION_EXPONENT_RANGE
+    return hyperparameters.check_float_in_range(
+        "p",
+        p,
+        low,
+        high,
+        "(below 1 the gradient of |A|^p is infinite at zero activations; "
+        "above 4 the attention norm overflows float32 for large features)",
+    )
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -271,9 +277,11 @@ class AttentionTransfer(base.DistillationTerm):
         teacher_layer: Name of a channels-last teacher layer with spatial
             axes, e.g. the output of a conv block.
         student_layer: Name of the student layer of the same spatial size.
-        weight: Float >= 0, the paper's β. Defaults to `1000.0` (the paper's
+        weight: Float in [0, 1e6], the paper's β. Defaults to `1000.0` (the paper's
             value for CIFAR).
-        p: Float > 0, the exponent of the attention map. Defaults to `2.0`.
+        p: Float in [1, 4], the exponent of the attention map: below 1
+            the gradient is infinite at zero activations, above 4 the map's
+            norm overflows float32 for large features. Defaults to `2.0`.
         name: Defaults to `"attention_transfer_loss"`.
 
     Raises:

@@ -185,7 +185,7 @@ class RKDDistance(base.BatchScalarTerm):
             its logits. Defaults to `None`.
         student_layer: Name of the student's embedding layer, or `None` for
             its logits. Defaults to `None`.
-        weight: Float >= 0, the paper's λ_D. Defaults to `1.0` (its
+        weight: Float in [0, 1e6], the paper's λ_D. Defaults to `1.0` (its
             metric-learning setting; classification benchmarks that add RKD
             to a KD loss use 25, e.g. Tian et al., 2020).
         name: Defaults to `"rkd_distance_loss"`.
@@ -215,7 +215,7 @@ class RKDAngle(base.BatchScalarTerm):
             its logits. Defaults to `None`.
         student_layer: Name of the student's embedding layer, or `None` for
             its logits. Defaults to `None`.
-        weight: Float >= 0, the paper's λ_A. Defaults to `2.0` (its
+        weight: Float in [0, 1e6], the paper's λ_A. Defaults to `2.0` (its
             metric-learning setting; 50 in classification benchmarks such
             as Tian et al., 2020).
         name: Defaults to `"rkd_angle_loss"`.

@@ -138,7 +138,7 @@ class SimilarityPreserving(base.BatchScalarTerm):
             Defaults to `None`.
         student_layer: Name of the student layer, or `None` for its logits.
             Defaults to `None`.
-        weight: Float >= 0, the paper's γ. Defaults to `3000.0`.
+        weight: Float in [0, 1e6], the paper's γ. Defaults to `3000.0`.
         name: Defaults to `"sp_loss"`.
 
     Example:
@@ -178,7 +178,7 @@ class PKT(base.BatchScalarTerm):
             for its logits. Defaults to `None`.
         student_layer: Name of the student's embedding layer, or `None`
             for its logits. Defaults to `None`.
-        weight: Float >= 0. Defaults to `1.0`.
+        weight: Float in [0, 1e6]. Defaults to `1.0`.
         name: Defaults to `"pkt_loss"`.
 
     Example:
