@@ -10,6 +10,7 @@ from tfkd import hyperparameters
 from tfkd import losses
 from tfkd.terms import correlation
 from tfkd.terms import decoupled
+from tfkd.terms import transformed
 
 
 def _dense():
@@ -45,6 +46,8 @@ def test_every_temperature_and_weight_is_checked():
         (lambda: tfkd.DIST(temperature=1e300), "temperature", "1e+300"),
         (lambda: tfkd.DIST(beta=1e7), "beta", "10000000.0"),
         (lambda: tfkd.DIST(gamma=float("inf")), "gamma", "inf"),
+        (lambda: tfkd.WTTM(temperature=1e-300), "temperature", "1e-300"),
+        (lambda: tfkd.WTTM(weight=1e7), "weight", "10000000.0"),
         (lambda: tfkd.DecoupledKD(temperature=1e-5), "temperature", "1e-05"),
         (lambda: tfkd.DecoupledKD(non_target_weight=1e9), "non_target_weight",
          "1000000000.0"),
@@ -84,6 +87,7 @@ def test_the_accepted_extremes_give_finite_losses_and_gradients():
                 tf.reduce_mean(decoupled.decoupled_kd_loss(
                     labels, student, teacher, temperature, 1e6, 1e6)),
                 correlation.dist_loss(teacher, student, temperature, 1e6, 1e6),
+                1e6 * tf.reduce_mean(transformed.wttm_per_example(teacher, student, temperature)),
             ]
             total = tf.add_n(values)
         gradient = tape.gradient(total, student)

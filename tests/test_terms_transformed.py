@@ -119,7 +119,7 @@ def test_config_round_trip_and_keras_file(tmp_path):
     assert keras.saving.load_model(path).extra_losses[0].get_config() == term.get_config()
 
 
-@pytest.mark.parametrize("kwargs, error", [({"temperature": 0}, ValueError),
+@pytest.mark.parametrize("kwargs, error", [({"temperature": 0}, ValueError), ({"temperature": 1e300}, ValueError),
                                            ({"weight": -1}, ValueError),
                                            ({"temperature": "2"}, TypeError)])
 def test_bad_arguments_are_named(kwargs, error):

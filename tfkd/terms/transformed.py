@@ -25,7 +25,7 @@ import keras
 from keras import ops
 
 from tfkd.terms import base
-from tfkd.utils import validation
+from tfkd import hyperparameters
 
 
 def wttm_per_example(teacher_logits, student_logits, temperature=2.0):
@@ -48,7 +48,7 @@ def wttm_per_example(teacher_logits, student_logits, temperature=2.0):
     >>> float(wttm_per_example(z, z, temperature=1.0)[0]) < 1e-6  # γ = 1: KL(p ‖ p)
     True
     """
-    gamma = 1.0 / validation.check_temperature(temperature)
+    gamma = 1.0 / hyperparameters.check_temperature(temperature)
     powered = gamma * ops.log_softmax(
         ops.cast(teacher_logits, "float32"), axis=-1
     )  # (batch, classes): γ · log p^t
@@ -104,7 +104,7 @@ class WTTM(base.LogitTerm):
 
     def __init__(self, temperature=2.0, weight=1.0, name=None):
         super().__init__(weight=weight, name=name)
-        self.temperature = validation.check_temperature(temperature)
+        self.temperature = hyperparameters.check_temperature(temperature)
 
     def per_example_loss(self, teacher_features, student_features, labels):
         del labels
