@@ -94,30 +94,13 @@ def open_regular_file(directory, name):
     """
     check_plain_name(name)
     path = os.path.join(os.fspath(directory), name)
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(
-        os, "O_BINARY", 0
-    )
     if os.path.islink(path):
         raise UntrustedFileError(
             f"Refusing to read {path!r}: it is a symbolic link (to "
             f"{os.readlink(path)!r}); tfkd reads only regular files inside "
             "the directory it was given."
         )
-    try:
-        descriptor = os.open(path, flags)
-    except OSError as error:
-        if isinstance(error, FileNotFoundError):
-            raise
-        raise UntrustedFileError(
-            f"Refusing to read {path!r}: {error.strerror} (a symbolic link "
-            "or an entry that is not a regular file)."
-        ) from None
-    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-        os.close(descriptor)
-        raise UntrustedFileError(
-            f"Refusing to read {path!r}: it is not a regular file."
-        )
-    return os.fdopen(descriptor, "rb")
+    return _open_regular(path, path)
 
 
 def check_regular_file(directory, name):
@@ -232,7 +215,14 @@ def open_regular_file_at(directory_fd, name, path):
     >>> os.close(descriptor)
     """
     check_plain_name(name)
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+    return _open_regular(name, path, directory_fd)
+
+
+def _open_regular(name, path, directory_fd=None):
+    """`os.open` without following a link, then `fstat`: a regular file."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(
+        os, "O_BINARY", 0
+    )
     try:
         descriptor = os.open(name, flags, dir_fd=directory_fd)
     except OSError as error:
