@@ -141,8 +141,8 @@ class Distiller(keras.Model):
     relational KD (`tfkd.RKDDistance`, `tfkd.RKDAngle`), similarity-
     preserving KD (`tfkd.SP`), PKT (`tfkd.PKT`), contrastive
     representation distillation (`tfkd.CRD`, whose batches carry example
-    indices), decoupled KD (`tfkd.DecoupledKD`) and DIST (`tfkd.DIST`;
-    with `alpha=1.0` these two replace the KL term). Terms
+    indices), decoupled KD (`tfkd.DecoupledKD`), DIST (`tfkd.DIST`) and
+    WTTM (`tfkd.WTTM`; with `alpha=1.0` these three replace the KL term). Terms
     that read intermediate layers get them from one multi-output view of
     each model (`tfkd.feature_views`), built once here, so each model still
     runs exactly once per step. Learnable parts of the terms (FitNets
@@ -172,7 +172,7 @@ class Distiller(keras.Model):
     `distiller.teachers`); `teacher_outputs` may give one kind per
     teacher; `teacher_class_indices` select classes of the mixture; with
     `logit_standardization` each teacher is standardized before mixing.
-    Extra terms on the logits (DKD, DIST) read the mixture's logits
+    Extra terms on the logits (DKD, DIST, WTTM) read the mixture's logits
     `T · log p_ens` (of the standardized teachers, with
     `logit_standardization`); terms on teacher layers are refused. A list of one
     teacher is that teacher.
