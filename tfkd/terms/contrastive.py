@@ -49,6 +49,7 @@ from keras import ops
 from tfkd import hyperparameters
 from tfkd import memory_limit
 from tfkd.terms import base
+from tfkd.terms import methods
 from tfkd.utils import validation
 
 _BYTES_PER_FLOAT32 = 4
@@ -439,3 +440,16 @@ def _flat_size(shape):
             )
         size *= int(dim)
     return size
+
+
+def _crd(layers):
+    # On the penultimate dense layers, 128-d embeddings, 4,096 negatives
+    # from a memory of every row of the epoch (`layers.num_data`).
+    return [CRD(layers.teacher_embedding, layers.student_embedding,
+                num_data=layers.num_data, feat_dim=128, num_negatives=4096,
+                weight=0.8, seed=0)]
+
+
+methods.register(methods.Method(
+    "crd", "Logit KD + CRD (Tian et al., 2020)", build=_crd,
+    needs_example_indices=True))
