@@ -150,10 +150,16 @@ def contrastive_loss_on_memory(anchors, memory, positives, log_counts, temperatu
     >>> bool(np.isclose(loss[0], contrastive_loss(a, memory[rows], 1.0)[0]))
     True
     """
-    scores = ops.einsum("bd,nd->bn", anchors, memory) / temperature  # (batch, num_data)
-    positive = ops.take_along_axis(
-        scores, ops.cast(positives, "int32")[:, None], axis=1
-    )[:, 0]  # (batch,)
+    # 1/τ on the anchors, (batch, feat_dim), not on the (batch, num_data)
+    # scores; the positive's score from its row, not a gather of the scores
+    # (whose gradient would be another (batch, num_data) tensor).
+    anchors = ops.cast(anchors, "float32") / temperature
+    memory = ops.cast(memory, "float32")
+    # `transpose_b`: no transposed copy of the memory (`ops.einsum` makes
+    # one on TensorFlow's CPU kernels). TensorFlow only.
+    scores = tf.linalg.matmul(anchors, memory, transpose_b=True)  # (batch, num_data)
+    own_rows = ops.take(memory, ops.cast(positives, "int32"), axis=0)
+    positive = ops.sum(anchors * own_rows, axis=-1)  # (batch,)
     return ops.logsumexp(scores + log_counts, axis=-1) - positive
 
 
@@ -420,13 +426,16 @@ def _gather(memory, rows):
 
 
 def _read(memory):
-    """The whole memory as a tensor, for the dense scores.
+    """The whole memory as a tensor, for the dense scores: one read.
 
     This full read copies the bank (see `_gather`); the dense scores read
     every row anyway, and `DENSE_SCORES_MAX_ROWS_PER_SAMPLE` keeps the bank
-    within a few times the rows the step draws.
+    within a few times the rows the step draws. Read once per step and
+    bank: the scores and the positives' rows share the tensor.
     """
-    return memory.value
+    # `ops.convert_to_tensor` would hand on the variable, which each use
+    # then reads (and copies) again.
+    return tf.convert_to_tensor(memory.value)
 
 
 def _flat_size(shape):
