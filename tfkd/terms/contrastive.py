@@ -57,9 +57,10 @@ _BYTES_PER_FLOAT32 = 4
 #: Up to this many bank rows per drawn row (`num_data / (1 + K)`), the
 #: loss scores the whole bank rather than gathering each example's rows.
 #: Measured on 2 CPU cores, batch 64, K = 4,096, feat_dim 128, one bank,
-#: forward and backward: 4.7 ms dense vs 49 ms gathered at 4,000 rows,
-#: 16 vs 48 ms at 16,000, 60 vs 53 ms at 64,000 (the break-even near 15);
-#: 8 keeps a margin for faster gathers elsewhere.
+#: forward and backward (an einsum version of the dense scores, slower than
+#: today's): 4.7 ms dense vs 49 ms gathered at 4,000 rows, 16 vs 48 ms at
+#: 16,000, 60 vs 53 ms at 64,000 (the break-even near 15); 8 keeps a margin
+#: for faster gathers elsewhere.
 DENSE_SCORES_MAX_ROWS_PER_SAMPLE = 8
 
 
