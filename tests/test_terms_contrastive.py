@@ -165,3 +165,19 @@ def test_both_ways_of_scoring_give_the_numpy_loss(monkeypatch, dense):
 def test_draw_counts_count_each_examples_rows():
     counts = np.asarray(contrastive.draw_counts(np.array([[1, 1, 0], [3, 2, 3]]), 5))
     np.testing.assert_array_equal(counts, [[1, 2, 0, 0, 0], [0, 0, 1, 2, 0]])
+
+
+@pytest.mark.parametrize("dense", [True, False], ids=["whole-memory scores", "gathered rows"])
+def test_crd_trains_in_an_xla_compiled_step(monkeypatch, dense):
+    # The draw counts' size must be known when XLA compiles the step.
+    monkeypatch.setattr(contrastive, "DENSE_SCORES_MAX_ROWS_PER_SAMPLE",
+                        NUM_DATA if dense else 0)
+    x, y = _data()
+    term = CRD("embedding", "embedding", num_data=NUM_DATA, feat_dim=FEAT_DIM,
+               num_negatives=8, seed=0)
+    distiller = tfkd.Distiller(teacher=_mlp("teacher", 0, 8), student=_mlp("student", 1, 5),
+                               extra_losses=[term])
+    distiller.compile(optimizer="sgd", jit_compile=True)
+    history = distiller.fit(x, {"labels": y, "index": np.arange(NUM_DATA)}, batch_size=8,
+                            epochs=1, verbose=0)
+    assert np.isfinite(history.history["crd_loss"][0]) and history.history["crd_loss"][0] > 0

@@ -115,8 +115,13 @@ def draw_counts(rows, num_data):
     [[1.0, 0.0, 2.0, 0.0]]
     """
     rows = ops.cast(rows, "int32")
-    # `minlength` fixes the last dimension at num_data (every row < num_data).
-    return ops.cast(ops.bincount(rows, minlength=num_data), "float32")
+    # The op itself, of a constant size: `ops.bincount` and `tf.math.bincount`
+    # size their output from the data (at least `minlength`), which XLA
+    # cannot compile (`jit_compile=True`). Empty weights: counts, as float32.
+    # TensorFlow only.
+    return tf.raw_ops.DenseBincount(
+        input=rows, size=num_data, weights=tf.zeros((0,), tf.float32)
+    )
 
 
 def contrastive_loss_on_memory(anchors, memory, positives, log_counts, temperature):
