@@ -1,6 +1,7 @@
 """The `methods` experiment: the smoke preset through `main`, and its pieces."""
 
 import json
+import pathlib
 
 import keras
 import pytest
@@ -8,7 +9,11 @@ import pytest
 from benchmarks import models
 from benchmarks import protocol
 from benchmarks.experiments import methods
+from tfkd.terms import base
+from tfkd.terms import methods as registry
 from tfkd.terms.features import AttentionTransfer, FitNetHint
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_main_writes_json_and_markdown(tmp_path):
@@ -33,6 +38,15 @@ def test_main_writes_json_and_markdown(tmp_path):
     assert (tmp_path / methods.PLOT_NAME).stat().st_size > 0 and methods.PLOT_NAME in table
 
 
+class FakeSetup:  # what make_trainer reads
+    preset = methods.PRESETS["smoke"]
+    over_pool = False  # all examples labelled (see Setup.with_labels)
+
+    @staticmethod
+    def epoch_size():  # the rows CRD's memory bank holds
+        return 256
+
+
 def test_arm_terms_read_layers_of_matching_resolution():
     teacher = models.teacher_cnn((28, 28, 1), 10, width=4)
     student = models.student_cnn((28, 28, 1), 10, width=2)
@@ -41,15 +55,7 @@ def test_arm_terms_read_layers_of_matching_resolution():
     at_terms = methods.extra_losses("attention", teacher, student)
     assert all(isinstance(t, AttentionTransfer) for t in at_terms)
 
-    class FakeSetup:  # what make_trainer reads
-        preset = methods.PRESETS["smoke"]
-        over_pool = False  # all examples labelled (see Setup.with_labels)
-
-        @staticmethod
-        def epoch_size():  # the rows CRD's memory bank holds
-            return 256
-
-    for arm_id in methods.ARM_IDS:
+    for arm_id in methods.arm_ids():
         FakeSetup.teacher = models.teacher_cnn((28, 28, 1), 10, width=4)
         student = models.student_cnn((28, 28, 1), 10, width=2)
         # Building the Distiller checks every layer pair's shapes.
@@ -72,3 +78,88 @@ def test_crd_arm_reads_each_row_index_and_trains(tmp_path):
     crd = results["arms"]["crd"]
     assert "failure" not in crd and 0.0 <= crd["accuracy"]["mean"] <= 1.0
     assert any(key.startswith("crd") for key in crd["history"]), sorted(crd["history"])
+
+
+def test_every_method_is_an_arm_with_a_unique_id_and_terms_that_build():
+    ids = [method.id for method in registry.registered()]
+    assert len(ids) == len(set(ids))
+    assert methods.arm_ids() == ("scratch", *ids)
+    # Every term module's methods, and the Distiller's own two.
+    assert {"logit_kd", "logit_std", "fitnets", "attention", "rkd", "dkd", "dist",
+            "sp", "pkt", "crd"} <= set(ids)
+    teacher = models.teacher_cnn((28, 28, 1), 10, width=4)
+    student = models.student_cnn((28, 28, 1), 10, width=2)
+    layers = methods.reference_layers(teacher, student, num_data=256)
+    for method in registry.registered():
+        terms = method.terms(layers)
+        assert all(isinstance(t, base.DistillationTerm) for t in terms), method.id
+        assert (method.build is None) == (not terms), method.id
+        assert method.needs_example_indices == any(
+            getattr(t, "needs_example_indices", False) for t in terms), method.id
+        assert methods.label(method.id) == method.label
+        # A fresh list of fresh terms each time: a term belongs to one Distiller.
+        assert not set(map(id, terms)) & set(map(id, method.terms(layers)))
+
+
+@pytest.fixture
+def cosine_method():
+    """A method registered as a new term module would, then removed."""
+    def build(layers):
+        return [_CosineHint(layers.teacher_embedding, layers.student_embedding,
+                            weight=2.0)]
+    method = registry.register(registry.Method(
+        "cosine_hint", "CE + cosine hint (a test)", build=build, replaces_kl=True))
+    yield method
+    registry.unregister("cosine_hint")
+
+
+class _CosineHint(base.DistillationTerm):
+    default_name = "cosine_loss"
+
+    def build(self, teacher_shape, student_shape):
+        self.connector = keras.layers.Dense(teacher_shape[-1])
+        self.connector.build(student_shape)
+
+    def per_example_loss(self, teacher, student, labels):
+        t = keras.ops.normalize(teacher)
+        s = keras.ops.normalize(self.connector(student))
+        return 1.0 - keras.ops.sum(t * s, axis=-1)
+
+
+def test_a_registered_method_is_an_arm_with_no_edit_here(cosine_method):
+    assert "cosine_hint" in methods.arm_ids()
+    assert methods.check_arms(("cosine_hint",)) == ("scratch", "cosine_hint")
+    assert methods.label("cosine_hint") == "CE + cosine hint (a test)"
+    FakeSetup.teacher = models.teacher_cnn((28, 28, 1), 10, width=4)
+    trainer = methods.make_arm("cosine_hint").make_trainer(
+        FakeSetup, models.student_cnn((28, 28, 1), 10, width=2))
+    [term] = trainer.extra_losses
+    assert isinstance(term, _CosineHint) and term.weight == 2.0
+    assert trainer.alpha == 1.0  # it replaces the KL: CE + term
+    keras.backend.clear_session()
+
+
+def test_the_registry_refuses_a_taken_id_and_a_term_that_needs_undeclared_indices():
+    with pytest.raises(ValueError, match="`id`.*'crd'"):
+        registry.register(registry.Method("crd", "Another CRD"))
+    sneaky = registry.Method("sneaky", "CRD without its indices",
+                             build=registry.get("crd").build)
+    layers = registry.ReferenceLayers(teacher_embedding="a", student_embedding="b",
+                                      num_data=8)
+    with pytest.raises(ValueError, match="`needs_example_indices`.*'crd_loss'"):
+        sneaky.terms(layers)
+    with pytest.raises(ValueError, match="`id`"):
+        registry.Method("Bad Id", "x")
+    with pytest.raises(ValueError, match="`method_id`.*'boosting'"):
+        registry.get("boosting")
+
+
+def test_the_committed_quick_results_still_render(tmp_path):
+    # They were run before some methods were registered (no `wttm` arm):
+    # the report reads the labels the results carry, not the registry.
+    results = json.loads((ROOT / "benchmarks/results/methods-quick/results.json").read_text())
+    table = methods.markdown(results)
+    assert "Logit KD + CRD (Tian et al., 2020)" in table
+    assert table.count("\n| ") == len(results["arms"]) + 1  # header + one row per arm
+    methods.write_report(results, tmp_path)
+    assert (tmp_path / methods.PLOT_NAME).stat().st_size > 0

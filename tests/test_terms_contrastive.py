@@ -138,3 +138,46 @@ def test_training_batches_without_valid_indices_are_refused(targets, match):
     distiller = _distiller(CRD("embedding", "embedding", num_data=NUM_DATA, feat_dim=FEAT_DIM))
     with pytest.raises(ValueError, match=match):
         distiller.fit(x, targets(y), epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("dense", [True, False], ids=["whole-memory scores", "gathered rows"])
+def test_both_ways_of_scoring_give_the_numpy_loss(monkeypatch, dense):
+    # A bank of at most DENSE_SCORES_MAX_ROWS_PER_SAMPLE × (1 + K) rows is
+    # scored whole, a larger one gathers each example's rows: force each.
+    monkeypatch.setattr(contrastive, "DENSE_SCORES_MAX_ROWS_PER_SAMPLE",
+                        NUM_DATA if dense else 0)
+    rng = np.random.default_rng(2)
+    term = _term()
+    memory_s = _np_normalize(rng.normal(size=(NUM_DATA, FEAT_DIM)))
+    memory_t = _np_normalize(rng.normal(size=(NUM_DATA, FEAT_DIM)))
+    term.student_memory.assign(memory_s.astype("float32"))
+    term.teacher_memory.assign(memory_t.astype("float32"))
+    v_t = _np_normalize(rng.normal(size=(4, FEAT_DIM)))
+    v_s = _np_normalize(rng.normal(size=(4, FEAT_DIM)))
+    # Repeated negatives, and a negative that is the example itself.
+    rows = np.array([[3, 3, 3, 8, 1, 3], [0, 15, 15, 0, 2, 7],
+                     [9, 9, 9, 9, 9, 9], [15, 14, 13, 12, 11, 10]])
+    got = term.loss_on_memory(v_t.astype("float32"), v_s.astype("float32"), rows)
+    expected = _np_info_nce(v_t, memory_s, rows, 0.5) + _np_info_nce(v_s, memory_t, rows, 0.5)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4)
+
+
+def test_draw_counts_count_each_examples_rows():
+    counts = np.asarray(contrastive.draw_counts(np.array([[1, 1, 0], [3, 2, 3]]), 5))
+    np.testing.assert_array_equal(counts, [[1, 2, 0, 0, 0], [0, 0, 1, 2, 0]])
+
+
+@pytest.mark.parametrize("dense", [True, False], ids=["whole-memory scores", "gathered rows"])
+def test_crd_trains_in_an_xla_compiled_step(monkeypatch, dense):
+    # The draw counts' size must be known when XLA compiles the step.
+    monkeypatch.setattr(contrastive, "DENSE_SCORES_MAX_ROWS_PER_SAMPLE",
+                        NUM_DATA if dense else 0)
+    x, y = _data()
+    term = CRD("embedding", "embedding", num_data=NUM_DATA, feat_dim=FEAT_DIM,
+               num_negatives=8, seed=0)
+    distiller = tfkd.Distiller(teacher=_mlp("teacher", 0, 8), student=_mlp("student", 1, 5),
+                               extra_losses=[term])
+    distiller.compile(optimizer="sgd", jit_compile=True)
+    history = distiller.fit(x, {"labels": y, "index": np.arange(NUM_DATA)}, batch_size=8,
+                            epochs=1, verbose=0)
+    assert np.isfinite(history.history["crd_loss"][0]) and history.history["crd_loss"][0] > 0

@@ -12,34 +12,22 @@ interleaved (`benchmarks.protocol`):
 
 - `scratch`: `student.fit` on the labels, as many steps as the others
   (cycling through the labelled images), with 1-pixel random shifts.
-- `logit_kd`: `tfkd.Distiller` (T, α as in the preset), Hinton et al. 2015.
-- `fitnets`: logit KD + `FitNetHint` (Romero et al., 2015), weight 100:
-  the student's second conv block regresses the teacher's third (both
-  14x14) through a 1x1-conv connector.
-- `attention`: logit KD + two `AttentionTransfer` terms (Zagoruyko &
-  Komodakis, 2017) at 28x28 and 14x14, β = 1000 each.
-- `rkd`: logit KD + `RKDDistance` + `RKDAngle` (Park et al., 2019) on the
-  penultimate dense layers, weights 25 and 50.
-- `dkd`: CE + `DecoupledKD` (Zhao et al., 2022; α = 1, β = 8, T = 4),
-  i.e. `Distiller(alpha=1.0)` so the KL term has no weight.
-- `dist`: CE + `DIST` (Huang et al., 2022; τ = 4, β = γ = 1), likewise
-  `Distiller(alpha=1.0)`.
-- `logit_std`: logit KD with `logit_standardization=True` (Sun et al.,
-  2024): teacher and student logits z-scored before T and the KL.
-- `sp`: logit KD + `SimilarityPreserving` (Tung & Mori, 2019) on the
-  last conv blocks (teacher's third, student's second), weight 3000.
-- `pkt`: logit KD + `PKT` (Passalis & Tefas, 2018) on the penultimate
-  dense layers, weight 30000.
-
-- `crd`: logit KD + `CRD` (Tian et al., 2020) on the penultimate dense
-  layers, weight 0.8, 128-d embeddings, 4,096 negatives from a memory bank
-  of every row of the epoch (its batches carry each row's index).
+- one `tfkd.Distiller` arm per method of the registry
+  (`tfkd.terms.methods.registered()`), T and α as in the preset: each term
+  module registers its method(s) next to its classes, with the label and
+  paper, whether it replaces the KL term (then CE + terms,
+  `Distiller(alpha=1.0)`, as DKD and DIST are published) and how its
+  terms are built on the reference CNNs' layers (`reference_layers`).
+  `logit_kd` (Hinton et al., 2015) and `logit_std` (Sun et al., 2024) add
+  no term. A method registered in a term module is an arm here, with no
+  edit to this file; `--help` lists them.
 
 Teacher ensembles (`Distiller(teacher=[...])`) need several trained
 teachers and are not an arm of this one-teacher protocol.
 
-The term weights are those of the CRD benchmark code (Tian et al., 2020,
-github.com/HobbitLong/RepDistiller), not tuned here. It reports each arm's
+The term weights are those of each registration (mostly the CRD
+benchmark code, Tian et al., 2020, github.com/HobbitLong/RepDistiller),
+not tuned here. It reports each arm's
 test accuracy (and its paired difference with scratch), its median epoch
 time (each seed's first, tracing epoch excluded) with min/max, and that
 median divided by scratch's: the feature arms read intermediate layers
@@ -48,6 +36,9 @@ of the extra loss terms alone.
 
     python -m benchmarks methods --preset quick   # 37 min measured on 2 shared CPU cores
     python -m benchmarks methods --preset smoke   # seconds; what tests run
+
+(The 37 minutes: 11 arms, before CRD scored its bank whole; CRD was 11.7x
+scratch of it.)
 
 Output: `benchmarks/runs/methods-<preset>/` with `results.json` and
 `results.md`; a rerun resumes (`--fresh` starts over).
@@ -63,31 +54,13 @@ from benchmarks import cli
 from benchmarks import presets as presets_lib
 from benchmarks import protocol
 from benchmarks import stats
-from tfkd.terms.contrastive import CRD
-from tfkd.terms.correlation import DIST
-from tfkd.terms.decoupled import DecoupledKD
-from tfkd.terms.features import AttentionTransfer, FitNetHint
-from tfkd.terms.relations import RKDAngle, RKDDistance
-from tfkd.terms.similarity import PKT, SimilarityPreserving
+# Importing a tfkd.terms module runs tfkd.terms' __init__ first, which
+# imports every term module: every method is registered.
+from tfkd.terms import methods as registry
 from tfkd.utils import figures
 
-LABELS = {
-    "scratch": "Student from scratch",
-    "logit_kd": "Logit KD (Hinton et al., 2015)",
-    "fitnets": "Logit KD + FitNets hint (Romero et al., 2015)",
-    "attention": "Logit KD + attention transfer (Zagoruyko & Komodakis, 2017)",
-    "rkd": "Logit KD + RKD distance & angle (Park et al., 2019)",
-    "dkd": "CE + decoupled KD (Zhao et al., 2022)",
-    "dist": "CE + DIST (Huang et al., 2022)",
-    "logit_std": "Logit KD, standardized logits (Sun et al., 2024)",
-    "sp": "Logit KD + similarity-preserving KD (Tung & Mori, 2019)",
-    "pkt": "Logit KD + PKT (Passalis & Tefas, 2018)",
-    "crd": "Logit KD + CRD (Tian et al., 2020)",
-}
-#: Arms that replace the KL term (CE + term, as in their papers).
-REPLACES_KL = ("dkd", "dist")
-ARM_IDS = tuple(LABELS)
 PLOT_NAME = "methods.png"
+SCRATCH_LABEL = "Student from scratch"
 
 #: Options: `labels`, the students' labelled examples (class-balanced,
 #: among `train_examples`; the rest is an unlabelled pool every distilled
@@ -95,7 +68,7 @@ PLOT_NAME = "methods.png"
 #: point (`benchmarks.experiments.gain`), where distillation measured +3.0
 #: points [+1.5, +4.4] over scratch: 10 % of 4,000 labels, the width-16
 #: teacher on all 4,000, width-8 students for 10 epochs, T = 2, α = 0,
-#: cosine decay. ~11 arms x 10 epochs x 3 seeds of 63 steps.
+#: cosine decay. One arm per method x 10 epochs x 3 seeds of 63 steps.
 PRESETS = {
     "smoke": presets_lib.Preset(
         name="smoke", train_examples=256, test_examples=256,
@@ -120,64 +93,60 @@ def layer_names(model, layer_type):
     return [layer.name for layer in model.layers if isinstance(layer, layer_type)]
 
 
-def extra_losses(arm_id, teacher, student, num_data=None):
-    """The `extra_losses` of an arm, on the reference CNNs' layers.
+def reference_layers(teacher, student, num_data=None):
+    """The `tfkd.terms.methods.ReferenceLayers` of the reference CNNs.
 
     Teacher convs: 28x28 (w), 28x28 (2w), 14x14 (4w); student convs:
     28x28 (v), 14x14 (2v); each has a penultimate dense layer. `num_data`:
-    the rows `crd`'s memory bank holds (the epoch's rows).
+    the rows of the epoch (`crd`'s memory bank).
     """
-    teacher_convs = layer_names(teacher, keras.layers.Conv2D)
-    student_convs = layer_names(student, keras.layers.Conv2D)
-    teacher_embedding = layer_names(teacher, keras.layers.Dense)[-2]
-    student_embedding = layer_names(student, keras.layers.Dense)[-2]
-    if arm_id == "fitnets":
-        return [FitNetHint(teacher_convs[2], student_convs[1], weight=100.0)]
-    if arm_id == "attention":
-        return [
-            AttentionTransfer(teacher_convs[1], student_convs[0], name="at_28x28"),
-            AttentionTransfer(teacher_convs[2], student_convs[1], name="at_14x14"),
-        ]
-    if arm_id == "rkd":
-        return [RKDDistance(teacher_embedding, student_embedding, weight=25.0),
-                RKDAngle(teacher_embedding, student_embedding, weight=50.0)]
-    if arm_id == "dkd":
-        return [DecoupledKD(temperature=4.0, target_weight=1.0, non_target_weight=8.0)]
-    if arm_id == "dist":
-        return [DIST(temperature=4.0, beta=1.0, gamma=1.0)]
-    if arm_id == "sp":
-        return [SimilarityPreserving(teacher_convs[2], student_convs[1], weight=3000.0)]
-    if arm_id == "pkt":
-        return [PKT(teacher_embedding, student_embedding, weight=30000.0)]
-    if arm_id == "crd":
-        return [CRD(teacher_embedding, student_embedding, num_data=num_data,
-                    feat_dim=128, num_negatives=4096, weight=0.8, seed=0)]
-    return []
+    return registry.ReferenceLayers(
+        teacher_convs=layer_names(teacher, keras.layers.Conv2D),
+        student_convs=layer_names(student, keras.layers.Conv2D),
+        teacher_embedding=layer_names(teacher, keras.layers.Dense)[-2],
+        student_embedding=layer_names(student, keras.layers.Dense)[-2],
+        num_data=num_data)
+
+
+def arm_ids():
+    """`scratch`, then every registered method's id (`registry.registered`)."""
+    return ("scratch",) + tuple(method.id for method in registry.registered())
+
+
+def label(arm_id):
+    """The human name of `arm_id`, with its paper."""
+    return SCRATCH_LABEL if arm_id == "scratch" else registry.get(arm_id).label
+
+
+def extra_losses(arm_id, teacher, student, num_data=None):
+    """The `extra_losses` of a method's arm, built on the reference CNNs."""
+    return registry.get(arm_id).terms(reference_layers(teacher, student, num_data))
 
 
 def make_arm(arm_id):
     """The `protocol.Arm` of `arm_id`."""
     if arm_id == "scratch":
         # As the gain map's scratch: every step on the labels, 1-pixel shifts.
-        return arms_lib.scratch(label=LABELS[arm_id], augmentation=arms_lib.small_shift)
+        return arms_lib.scratch(label=SCRATCH_LABEL, augmentation=arms_lib.small_shift)
+    method = registry.get(arm_id)
     return arms_lib.distilled(
-        arm_id, LABELS[arm_id],
-        # DKD and DIST replace the KL term: CE + term, as in the papers.
-        alpha=1.0 if arm_id in REPLACES_KL else None,
-        extra_losses=lambda setup, student: extra_losses(
-            arm_id, setup.teacher, student, num_data=setup.epoch_size()),
-        with_index=arm_id == "crd",
-        distiller_options=(
-            {"logit_standardization": True} if arm_id == "logit_std" else None))
+        arm_id, method.label,
+        # A method that replaces the KL term trains on CE + its terms.
+        alpha=1.0 if method.replaces_kl else None,
+        extra_losses=(None if method.build is None else lambda setup, student: method.terms(
+            reference_layers(setup.teacher, student, num_data=setup.epoch_size()))),
+        with_index=method.needs_example_indices,
+        distiller_options=dict(method.distiller_options) or None)
 
 
 def check_arms(arms):
     """`scratch` first (the ratios are relative to it), then `arms`."""
-    arms = ("scratch",) + tuple(a for a in (arms or ARM_IDS) if a != "scratch")
-    unknown = [a for a in arms if a not in LABELS]
+    known = arm_ids()
+    arms = ("scratch",) + tuple(a for a in (arms or known) if a != "scratch")
+    unknown = [a for a in arms if a not in known]
     if unknown:
         raise ValueError(f"Invalid value for argument `arms`. Expected ids from "
-                         f"{ARM_IDS}. Received: {unknown[0]!r}")
+                         f"{known}. Received: {unknown[0]!r}")
     return arms
 
 
@@ -231,7 +200,7 @@ def run(preset="quick", dataset=None, arms=None, output=None, fresh=False,
     results.update(
         dataset=setup.data.name, data=setup.data.num_examples,
         teacher={k: teacher[k] for k in ("accuracy", "parameters", "fingerprint")},
-        arms={a: {"label": LABELS[a], "parameters": int(setup.build_student().count_params()),
+        arms={a: {"label": label(a), "parameters": int(setup.build_student().count_params()),
                   **arm_result(records[a], records["scratch"], scratch)}
               for a in arm_ids})
     write_report(results, output)
@@ -336,7 +305,7 @@ def main(argv=None, prog=None):
     """Parses the command line, runs the experiment; returns 0."""
     parser = cli.parser(sys.modules[__name__], "methods", prog)
     parser.add_argument("--arms", default=None, type=cli.name_list,
-                        help=f"comma-separated subset of {','.join(ARM_IDS)}")
+                        help=f"comma-separated subset of {','.join(arm_ids())}")
     run(**vars(parser.parse_args(argv)))
     return 0
 

@@ -17,6 +17,12 @@ Each term is a `DistillationTerm` (`tfkd.terms.base`), passed to
   (`DIST`).
 - `tfkd.terms.transformed`: on the logits, weighted transformed teacher
   matching (`WTTM`).
+
+`tfkd.terms.methods` is the registry of methods the benchmarks compare:
+each module above registers its own (label, paper, whether it replaces
+the KL term, how its terms are built on reference layers) next to its
+classes. A new term module is imported here, which re-exports its classes
+and registers its methods.
 """
 
 from tfkd.terms.base import DistillationTerm

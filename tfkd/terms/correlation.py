@@ -25,6 +25,7 @@ from keras import ops
 
 from tfkd import hyperparameters
 from tfkd.terms import base
+from tfkd.terms import methods
 
 #: Added to the product of norms, as in the authors' `cosine_similarity`.
 PEARSON_EPSILON = 1e-8
@@ -184,3 +185,13 @@ class DIST(base.LogitTerm):
             "weight": self.weight,
             "name": self.name,
         }
+
+
+def _dist(layers):
+    del layers  # logits only
+    # τ = 4, β = γ = 1; it replaces the KL term: CE + DIST, as the paper.
+    return [DIST(temperature=4.0, beta=1.0, gamma=1.0)]
+
+
+methods.register(methods.Method(
+    "dist", "CE + DIST (Huang et al., 2022)", build=_dist, replaces_kl=True))

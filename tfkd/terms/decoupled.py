@@ -24,6 +24,7 @@ from keras import ops
 from tfkd import hyperparameters
 from tfkd.utils import validation
 from tfkd.terms import base
+from tfkd.terms import methods
 from tfkd import losses
 
 # Masks the target logit out of the non-target softmax: exp(−1e9 − max)
@@ -210,3 +211,12 @@ class DecoupledKD(base.LogitTerm):
             "logit_standardization": self.logit_standardization,
         }
 
+
+def _dkd(layers):
+    del layers  # logits only
+    # α = 1, β = 8, T = 4; it replaces the KL term: CE + DKD, as the paper.
+    return [DecoupledKD(temperature=4.0, target_weight=1.0, non_target_weight=8.0)]
+
+
+methods.register(methods.Method(
+    "dkd", "CE + decoupled KD (Zhao et al., 2022)", build=_dkd, replaces_kl=True))

@@ -31,6 +31,7 @@ from keras import ops
 from tfkd import hyperparameters
 from tfkd.utils import validation
 from tfkd.terms import base
+from tfkd.terms import methods
 
 #: The values `FitNetHint(connector=...)` accepts.
 CONNECTOR_MODES = ("auto", "always", "never")
@@ -338,3 +339,25 @@ class AttentionTransfer(base.DistillationTerm):
         config = super().get_config()
         config["p"] = self.p
         return config
+
+
+def _fitnets(layers):
+    # The student's second conv block regresses the teacher's third (both
+    # 14x14 on the reference CNNs) through a 1x1-conv connector.
+    return [FitNetHint(layers.teacher_convs[2], layers.student_convs[1], weight=100.0)]
+
+
+def _attention(layers):
+    # One term per resolution the two CNNs share: 28x28 and 14x14, β = 1000
+    # each (the class default).
+    return [
+        AttentionTransfer(layers.teacher_convs[1], layers.student_convs[0], name="at_28x28"),
+        AttentionTransfer(layers.teacher_convs[2], layers.student_convs[1], name="at_14x14"),
+    ]
+
+
+methods.register(methods.Method(
+    "fitnets", "Logit KD + FitNets hint (Romero et al., 2015)", build=_fitnets))
+methods.register(methods.Method(
+    "attention", "Logit KD + attention transfer (Zagoruyko & Komodakis, 2017)",
+    build=_attention))

@@ -29,6 +29,7 @@ import keras
 from keras import ops
 
 from tfkd.terms import base
+from tfkd.terms import methods
 
 # Squared distances below this count as zero: sqrt's gradient stays finite
 # for identical examples (and on the diagonal).
@@ -239,3 +240,13 @@ class RKDAngle(base.BatchScalarTerm):
             student_layer=student_layer,
             name=name,
         )
+
+
+def _rkd(layers):
+    # Both terms on the penultimate dense layers, weights 25 and 50.
+    return [RKDDistance(layers.teacher_embedding, layers.student_embedding, weight=25.0),
+            RKDAngle(layers.teacher_embedding, layers.student_embedding, weight=50.0)]
+
+
+methods.register(methods.Method(
+    "rkd", "Logit KD + RKD distance & angle (Park et al., 2019)", build=_rkd))

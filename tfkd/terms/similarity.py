@@ -30,6 +30,7 @@ import keras
 from keras import ops
 
 from tfkd.terms import base
+from tfkd.terms import methods
 
 #: ε of PKT, as in the authors' code (github.com/passalis/probabilistic_kt).
 PKT_EPSILON = 1e-7
@@ -194,3 +195,19 @@ class PKT(base.BatchScalarTerm):
 
 #: Short name of `SimilarityPreserving`, as the method is usually called.
 SP = SimilarityPreserving
+
+
+def _sp(layers):
+    # On the last conv blocks (the teacher's third, the student's second).
+    return [SimilarityPreserving(layers.teacher_convs[2], layers.student_convs[1],
+                                 weight=3000.0)]
+
+
+def _pkt(layers):
+    # On the penultimate dense layers.
+    return [PKT(layers.teacher_embedding, layers.student_embedding, weight=30000.0)]
+
+
+methods.register(methods.Method(
+    "sp", "Logit KD + similarity-preserving KD (Tung & Mori, 2019)", build=_sp))
+methods.register(methods.Method("pkt", "Logit KD + PKT (Passalis & Tefas, 2018)", build=_pkt))
