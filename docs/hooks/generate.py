@@ -8,7 +8,7 @@
   with its plots, its command and the commit it ran from. Results and plots
   are read as git holds them at HEAD (as `tests/committed.py` does), so a
   local `make results` that rewrote them cannot change the site.
-- `walkthrough.ipynb`: `examples/distillation_walkthrough.ipynb`, which
+- `distillation_walkthrough.ipynb`: `examples/`'s notebook, which
   mkdocs-jupyter renders without executing it (`tests/test_notebook.py`
   runs it).
 
@@ -21,6 +21,7 @@ import json
 import pathlib
 import subprocess
 
+from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -66,7 +67,7 @@ def api_pages():
              "page of its own (in the navigation on the left).", ""]
     for name, source in sorted(top_level, key=lambda item: item[0].lower()):
         lines += [f"::: tfkd.{name}", "    options:", "      heading_level: 2",
-                  "      show_root_full_path: false", ""]
+                  "      show_root_heading: true", "      show_root_full_path: false", ""]
     pages["api/index.md"] = "\n".join(lines)
     for name, module in sorted(modules.items()):
         pages[f"api/{name}.md"] = "\n".join([
@@ -259,6 +260,11 @@ RENDERERS = {
 }
 
 
+#: Plots drawn last on the page (the first ones are the experiment's summary).
+PLOT_ORDER = {"training_curves.png": 1, "confusion_matrices.png": 2,
+              "prediction_grid.png": 3}
+
+
 def _command(r):
     if r["experiment"] == "cache_scale":
         return ("python scripts/cache_scale.py "
@@ -316,7 +322,9 @@ def benchmark_page(files, config):
         renderer = RENDERERS.get(r["experiment"])
         if renderer:
             lines += renderer(r) + [""]
-        for png in (p for p in paths if p.startswith(folder + "/") and p.endswith(".png")):
+        plots = sorted((p for p in paths if p.startswith(folder + "/") and p.endswith(".png")),
+                       key=lambda p: (PLOT_ORDER.get(p.rsplit("/", 1)[1], 0), p))
+        for png in plots:
             uri = f"benchmarks/{name}/{png.rsplit('/', 1)[1]}"
             files.append(File.generated(config, uri, content=committed_bytes(png)))
             lines += [f"![{name}: {png.rsplit('/', 1)[1]}]({uri})", ""]
@@ -327,11 +335,17 @@ def benchmark_page(files, config):
 # ------------------------------------------------------------------- hooks
 
 
+# Before the plugins' own on_files: mkdocs-jupyter picks its notebooks
+# there, and mkdocstrings' autorefs need the API pages.
+@event_priority(100)
 def on_files(files, config):
     for path, text in api_pages().items():
         files.append(File.generated(config, path, content=text))
     files.append(File.generated(config, "benchmarks.md",
                                 content=benchmark_page(files, config)))
-    files.append(File.generated(config, "walkthrough.ipynb",
-                                abs_src_path=str(ROOT / NOTEBOOK)))
+    # A plain File (not File.generated), which mkdocs-jupyter can wrap.
+    notebook = ROOT / NOTEBOOK
+    files.append(File(notebook.name, src_dir=str(notebook.parent),
+                      dest_dir=config["site_dir"],
+                      use_directory_urls=config["use_directory_urls"]))
     return files
