@@ -47,7 +47,7 @@ $(DOCS)/.installed: setup.cfg
 	$(PYTHON) -m venv $(DOCS)
 	$(DOCS)/bin/python -m pip install --quiet --upgrade pip
 	$(DOCS)/bin/python -m pip install --quiet $$($(PYTHON) -c \
-		'import configparser; c = configparser.ConfigParser(); c.read("setup.cfg"); print(" ".join(repr(r) for r in c["options.extras_require"]["docs"].split()))')
+		'import configparser; c = configparser.ConfigParser(); c.read("setup.cfg"); print(" ".join(c["options.extras_require"]["docs"].split()))')
 	touch $@
 
 env-latest: $(LATEST)/.installed
