@@ -26,9 +26,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 #: Screenshot name -> (page path in the site, window height in pixels).
 PAGES = {
     "home.png": ("", 1700),
-    "guide-few-labels.png": ("guides/few-labels/", 2600),
-    "api-tfkd.png": ("api/", 2600),
-    "benchmarks.png": ("benchmarks/", 3400),
+    "guide-few-labels.png": ("guides/few-labels.html", 2600),
+    "api-tfkd.png": ("api/index.html", 2600),
+    "benchmarks.png": ("benchmarks.html", 3400),
 }
 WIDTH = 1280
 
