@@ -7,6 +7,7 @@
 #   make test-latest   # ... on the newest Keras and TensorFlow, no AutoKeras
 #   make test-bench    # ... in the benchmark environment (Keras 3.12 + AutoKeras)
 #   make results       # rerun every experiment the README quotes (quick presets)
+#   make docs          # the documentation site, built strictly into site/
 # TF=gpu installs tensorflow[and-cuda] instead of tensorflow-cpu, in
 # environments of their own (.venv-*-gpu): the two TensorFlow distributions
 # are one module and never share an environment.
@@ -20,8 +21,10 @@ KERAS_LATEST ?= keras>=3.15,<3.16
 
 LATEST := .venv-latest-$(TF)
 BENCH := .venv-bench-$(TF)
+# The docs need no TensorFlow: mkdocstrings reads tfkd's source statically.
+DOCS := .venv-docs
 
-.PHONY: test test-latest test-bench benchmark results env-latest env-bench data clean
+.PHONY: test test-latest test-bench benchmark results env-latest env-bench env-docs docs data clean
 
 $(LATEST)/.installed: setup.cfg pyproject.toml
 	rm -rf $(LATEST)
@@ -37,8 +40,27 @@ $(BENCH)/.installed: setup.cfg pyproject.toml
 	$(BENCH)/bin/python -m pip install --quiet -e ".[$(TF),bench,autokeras,dev]"
 	touch $@
 
+# Only the `docs` extra's requirements, read from setup.cfg (not tfkd itself,
+# which would pull in Keras for nothing).
+$(DOCS)/.installed: setup.cfg
+	rm -rf $(DOCS)
+	$(PYTHON) -m venv $(DOCS)
+	$(DOCS)/bin/python -m pip install --quiet --upgrade pip
+	$(DOCS)/bin/python -m pip install --quiet $$($(PYTHON) -c \
+		'import configparser; c = configparser.ConfigParser(); c.read("setup.cfg"); print(" ".join(c["options.extras_require"]["docs"].split()))')
+	touch $@
+
 env-latest: $(LATEST)/.installed
 env-bench: $(BENCH)/.installed
+env-docs: $(DOCS)/.installed
+
+# The site in site/ (ignored by git), built offline in strict mode: a
+# broken link, a page missing from the navigation or a docstring that does
+# not render is an error. The API reference, the benchmarks page (from the
+# committed results.json) and the notebook page are generated at build
+# time (docs/hooks/generate.py); nothing tracked is written.
+docs: env-docs
+	NO_MKDOCS_2_WARNING=1 $(DOCS)/bin/mkdocs build --strict --clean
 
 data:
 	bash scripts/ensure_fashion_mnist.sh
@@ -67,4 +89,4 @@ results: env-bench data
 	$(BENCH)/bin/python scripts/cache_scale.py --out benchmarks/results/cache_scale/results.json
 
 clean:
-	rm -rf .venv-latest-* .venv-bench-* build *.egg-info
+	rm -rf .venv-latest-* .venv-bench-* .venv-docs build site *.egg-info

@@ -1,6 +1,7 @@
 """Measures what a teacher cache costs: bytes, build speed, memory; projects ImageNet.
 
-The numbers of the README's "Scale note" (issue #17, item 5). Run:
+The numbers of the teacher-cache guide's "What a cache costs"
+(docs/guides/teacher-cache.md; issue #17, item 5). Run:
 
     PYTHONPATH=. python scripts/cache_scale.py --out benchmarks/results/cache_scale/results.json
 

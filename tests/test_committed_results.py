@@ -65,13 +65,17 @@ def test_make_results_reruns_every_committed_experiment():
     assert not missing, sorted(map(str, missing))
 
 
-def test_the_readme_quotes_commits_the_results_record():
+@pytest.mark.parametrize(
+    "page", ["README.md"] + sorted(
+        str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md")))
+def test_the_readme_and_docs_quote_commits_the_results_record(page):
     recorded = {(_load(path).get("git") or {}).get("commit") for path in RESULTS} - {None}
-    quoted = set(re.findall(r"from commit `([0-9a-f]{7,40})`",
-                            (ROOT / "README.md").read_text()))
-    assert quoted, "the README names no commit"
+    quoted = set(re.findall(r"from commit\s+`([0-9a-f]{7,40})`",
+                            (ROOT / page).read_text()))
+    if page == "README.md":
+        assert quoted, "the README names no commit"
     for short in quoted:
-        assert any(full.startswith(short) for full in recorded), short
+        assert any(full.startswith(short) for full in recorded), f"{page}: {short}"
 
 
 def test_a_run_writes_outside_the_committed_results(monkeypatch, tmp_path):
