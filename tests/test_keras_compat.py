@@ -119,16 +119,18 @@ class _RecordsCallShapes(_keras_compat.BuildsFromFirstReplica, keras.Model):
 
 
 def test_builds_from_first_replica_builds_from_one_replicas_slice():
+    # A global batch of 7 splits 4 + 3 over two replicas; averaging the
+    # replicas' slices, as Keras's own hook does, cannot combine them.
     strategy = two_replica_strategy()
     with strategy.scope():
         model = _RecordsCallShapes(name="recorder")
         model.compile(optimizer="sgd", loss="mse")
     data = tf.data.Dataset.from_tensor_slices(
-        (np.zeros((8, 3), "float32"), np.zeros((8, 2), "float32"))
-    ).batch(8)
+        (np.zeros((7, 3), "float32"), np.zeros((7, 2), "float32"))
+    ).batch(7)
     model.fit(data, epochs=1, verbose=0)
     assert model.built
-    # The symbolic build saw one replica's half of the global batch of 8.
+    # The symbolic build saw the first replica's 4 examples.
     assert model.shapes[0] == (4, 3)
 
 
