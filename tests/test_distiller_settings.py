@@ -112,3 +112,14 @@ def test_split_config_rebuilds_the_settings():
 def test_bad_settings_name_their_argument(argument, value, error):
     with pytest.raises(error, match=f"`{argument}`"):
         DistillerSettings(student=_dense(), teacher=_dense(), **{argument: value})
+
+
+def test_the_distillers_signature_lists_each_setting_with_its_default():
+    import inspect
+
+    parameters = inspect.signature(tfkd.Distiller).parameters
+    fields = [field.name for field in dataclasses.fields(DistillerSettings)]
+    assert list(parameters)[: len(fields)] == fields
+    assert parameters["temperature"].default == 4.0
+    assert parameters["student"].default is inspect.Parameter.empty
+    assert all(p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD) for p in parameters.values())

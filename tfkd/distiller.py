@@ -739,6 +739,29 @@ for _field in dataclasses.fields(distiller_settings.DistillerSettings):
         setattr(Distiller, _field.name, _setting(_field.name))
 
 
+def _keyword_signature():
+    """`Distiller.__init__`'s signature, for `help` and editors.
+
+    The settings' fields (with their defaults), then `name` and `**kwargs`:
+    the arguments are declared once, in `DistillerSettings`.
+    """
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    for field in dataclasses.fields(distiller_settings.DistillerSettings):
+        default = (
+            inspect.Parameter.empty
+            if field.default is dataclasses.MISSING
+            else field.default
+        )
+        parameters.append(inspect.Parameter(field.name, keyword, default=default))
+    parameters.append(inspect.Parameter("name", keyword, default="distiller"))
+    parameters.append(inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD))
+    return inspect.Signature(parameters)
+
+
+Distiller.__init__.__signature__ = _keyword_signature()
+
+
 def _frozen_teacher(settings):
     """The teacher model, an ensemble of the list, or `None`; frozen.
 
