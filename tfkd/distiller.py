@@ -257,7 +257,6 @@ class Distiller(_keras_compat.BuildsFromFirstReplica, keras.Model):
     ['accuracy', 'distillation_loss', 'loss', 'student_loss']
     """
 
-
     def __init__(self, *, name="distiller", **kwargs):
         settings = distiller_settings.DistillerSettings.pop_arguments(kwargs)
         super().__init__(name=name, **kwargs)
@@ -272,12 +271,7 @@ class Distiller(_keras_compat.BuildsFromFirstReplica, keras.Model):
         self.views = settings.views
         # "auto" is resolved from the first batch by `preflight`; until then
         # the step decides from the values (see teacher_outputs.to_logits).
-        self.resolved_teacher_outputs = (
-            "logits"  # an ensemble's mixture logits
-            if self.is_ensemble
-            else None if settings.teacher_outputs == "auto"
-            else settings.teacher_outputs
-        )
+        self.resolved_teacher_outputs = _known_teacher_outputs(settings)
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(
             name=step_losses.SOFT_TERM_NAME
@@ -288,7 +282,7 @@ class Distiller(_keras_compat.BuildsFromFirstReplica, keras.Model):
         # `.keras` file then load back onto the right variables.
         self.soft_term = soft_targets.SoftTargetKL(
             settings.temperature, settings.logit_standardization,
-            weight=1.0 - settings.alpha,
+            weight=1.0 - settings.alpha, name=step_losses.SOFT_TERM_NAME,
         )
         self.extra_losses = settings.extra_losses
         self.term_loss_trackers = [
@@ -760,6 +754,17 @@ def _keyword_signature():
 
 
 Distiller.__init__.__signature__ = _keyword_signature()
+
+
+def _known_teacher_outputs(settings):
+    """What the teacher emits, as far as known before any batch.
+
+    An ensemble emits its mixture's logits; `"auto"` is `None` until
+    `preflight` resolves it.
+    """
+    if settings.is_ensemble:
+        return "logits"
+    return None if settings.teacher_outputs == "auto" else settings.teacher_outputs
 
 
 def _frozen_teacher(settings):
