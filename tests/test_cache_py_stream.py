@@ -137,10 +137,15 @@ def test_random_views_show_each_example_once_in_one_of_its_views(tmp_path):
     np.testing.assert_array_equal(labels, y)
     views = every[0].reshape((N, 2) + x.shape[1:])
     view_logits = every[2].reshape(N, 2, -1)
+    shown = set()
     for i in range(N):
         chosen = [v for v in range(2) if np.array_equal(views[i, v], inputs[i])]
         assert chosen, i
         np.testing.assert_array_equal(logits[i], view_logits[i, chosen[0]])
+        if len(chosen) == 1:  # the flip changed this example
+            shown.add(chosen[0])
+    # Drawn at random: both views are shown (all 0 has odds 2**-N or so).
+    assert shown == {0, 1}
 
 
 def test_a_worker_reads_its_own_shards_only(tmp_path):
