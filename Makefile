@@ -7,6 +7,8 @@
 #   make test-latest   # ... on the newest Keras and TensorFlow, no AutoKeras
 #   make test-bench    # ... in the benchmark environment (Keras 3.12 + AutoKeras)
 #   make results       # rerun every experiment the README quotes (quick presets)
+#   make test-jax      # the backend-independent tests on KERAS_BACKEND=jax,
+#                      # in an environment without TensorFlow (.venv-jax-cpu)
 # TF=gpu installs tensorflow[and-cuda] instead of tensorflow-cpu, in
 # environments of their own (.venv-*-gpu): the two TensorFlow distributions
 # are one module and never share an environment.
@@ -20,8 +22,10 @@ KERAS_LATEST ?= keras>=3.15,<3.16
 
 LATEST := .venv-latest-$(TF)
 BENCH := .venv-bench-$(TF)
+# JAX on the CPU and no TensorFlow at all: what a JAX user installs.
+JAX := .venv-jax-cpu
 
-.PHONY: test test-latest test-bench benchmark results env-latest env-bench data clean
+.PHONY: test test-latest test-bench test-jax benchmark results env-latest env-bench env-jax data clean
 
 $(LATEST)/.installed: setup.cfg pyproject.toml
 	rm -rf $(LATEST)
@@ -37,8 +41,16 @@ $(BENCH)/.installed: setup.cfg pyproject.toml
 	$(BENCH)/bin/python -m pip install --quiet -e ".[$(TF),bench,autokeras,dev]"
 	touch $@
 
+$(JAX)/.installed: setup.cfg pyproject.toml
+	rm -rf $(JAX)
+	$(PYTHON) -m venv $(JAX)
+	$(JAX)/bin/python -m pip install --quiet --upgrade pip
+	$(JAX)/bin/python -m pip install --quiet -e ".[dev]" "$(KERAS_LATEST)" "jax[cpu]"
+	touch $@
+
 env-latest: $(LATEST)/.installed
 env-bench: $(BENCH)/.installed
+env-jax: $(JAX)/.installed
 
 data:
 	bash scripts/ensure_fashion_mnist.sh
@@ -50,6 +62,12 @@ test-latest: env-latest data
 
 test-bench: env-bench data
 	$(BENCH)/bin/python -m pytest tests -ra --durations=15
+
+# The backend-independent test files (the list in tests/conftest.py), on
+# JAX; TensorFlow is not installed there, so nothing can lean on it. They
+# need no Fashion-MNIST.
+test-jax: env-jax
+	KERAS_BACKEND=jax $(JAX)/bin/python -m pytest tests -ra --durations=15
 
 benchmark: env-bench data
 	$(BENCH)/bin/python -m benchmarks compare --dataset fashion_mnist --preset $(PRESET)
@@ -67,4 +85,4 @@ results: env-bench data
 	$(BENCH)/bin/python scripts/cache_scale.py --out benchmarks/results/cache_scale/results.json
 
 clean:
-	rm -rf .venv-latest-* .venv-bench-* build *.egg-info
+	rm -rf .venv-latest-* .venv-bench-* .venv-jax-* build *.egg-info
