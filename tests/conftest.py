@@ -26,6 +26,7 @@ BACKEND_INDEPENDENT_FILES = (
     "test_cache_fingerprint.py",
     "test_cache_py_stream.py",
     "test_data_idx.py",
+    "test_docstrings_backends.py",
     "test_import_without_tensorflow.py",
     "test_losses_properties.py",
     "test_mixing.py",

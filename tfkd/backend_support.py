@@ -114,6 +114,11 @@ class _LazyTensorFlow:
         self._backend = backend
 
     def __getattr__(self, name):
+        if name.startswith("__") and name.endswith("__"):
+            # Introspection (`inspect.unwrap`, `copy`, doctest's finder)
+            # asks for dunders with `hasattr`: never an import, nor an error
+            # other than AttributeError.
+            raise AttributeError(name)
         module = require_tensorflow(
             self._feature, self._alternative, backend=self._backend
         )

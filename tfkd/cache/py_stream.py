@@ -39,6 +39,20 @@ class CacheBatches(keras.utils.PyDataset):
         drop_remainder: Whether to drop a last, smaller batch.
         views: `"random"` or `"all"` (see `TeacherCache.dataset`).
         reshuffle_each_iteration: Whether each epoch draws a new order.
+
+    Example:
+
+    >>> import numpy as np, keras, tfkd, tempfile, os
+    >>> x = np.random.default_rng(0).random((10, 3)).astype("float32")
+    >>> y = np.arange(10) % 2
+    >>> teacher = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> path = os.path.join(tempfile.mkdtemp(), "cache")
+    >>> batches = [(x[:8], y[:8]), (x[8:], y[8:])]  # any NumPy batches
+    >>> cache = tfkd.TeacherCache.build(teacher, batches, path, verbose=0)
+    >>> stream = cache.dataset(4, shuffle=False, stream="py_dataset")
+    >>> inputs, targets = stream[0]
+    >>> len(stream), inputs.shape, sorted(targets)
+    (3, (4, 3), ['labels', 'teacher_logits'])
     """
 
     def __init__(
