@@ -116,9 +116,14 @@ class _LazyTensorFlow:
     def __getattr__(self, name):
         if name.startswith("__") and name.endswith("__"):
             # Introspection (`inspect.unwrap`, `copy`, doctest's finder)
-            # asks for dunders with `hasattr`: never an import, nor an error
-            # other than AttributeError.
-            raise AttributeError(name)
+            # asks for dunders with `hasattr`: without TensorFlow the answer
+            # is AttributeError (False), never another error. TensorFlow's
+            # own dunders (`tf.__internal__`) still resolve.
+            try:
+                module = importlib.import_module("tensorflow")
+            except ImportError:
+                raise AttributeError(name) from None
+            return getattr(module, name)
         module = require_tensorflow(
             self._feature, self._alternative, backend=self._backend
         )
