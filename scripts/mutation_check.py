@@ -76,16 +76,17 @@ MUTATIONS = {
     "augmentation-student-only": Mutation(
         "augmentation applied to the student's batch only",
         "tfkd/distiller.py",
-        "        x, labels = self._random_view(x, labels, cached_logits)\n"
-        "        teacher_logits, teacher_features = self._run_teacher(\n"
-        "            x, cached_logits, training=True\n"
+        "            x, labels = self._random_view(x, labels, cached_logits)\n"
+        "            inputs = {None: x, **self._views_of(inputs[None])}\n"
+        "        teacher = self._teacher_outputs(inputs, cached_logits, training)\n",
+        "            unviewed = x\n"
+        "            x, labels = self._random_view(x, labels, cached_logits)\n"
+        "            inputs = {None: x, **self._views_of(inputs[None])}\n"
+        "        teacher = self._teacher_outputs(\n"
+        "            {**inputs, None: unviewed}\n"
+        "            if training and self.augmentation is not None else inputs,\n"
+        "            cached_logits, training,\n"
         "        )\n",
-        "        viewed, labels = self._random_view(x, labels, cached_logits)\n"
-        "        teacher_logits, teacher_features = self._run_teacher(\n"
-        "            x if self.augmentation is not None else viewed,\n"
-        "            cached_logits, training=True,\n"
-        "        )\n"
-        "        x = viewed\n",
         ("tests/test_distiller.py", "-k", "augmentation"),
         ("test_distiller.py::test_augmentation_is_shared",),
     ),

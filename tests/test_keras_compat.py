@@ -103,3 +103,50 @@ def test_mixup_mixes_images_and_label_rows_under_mixed_precision():
         keras.ops.convert_to_numpy(keras.ops.sum(mixed_rows, axis=-1)),
         np.ones(4), rtol=1e-2,
     )
+
+
+class _RecordsCallShapes(_keras_compat.BuildsFromFirstReplica, keras.Model):
+    """A subclassed model that notes the batch shapes it is called on."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(2)
+        self.shapes = []
+
+    def call(self, inputs):
+        self.shapes.append(tuple(inputs.shape))
+        return self.dense(inputs)
+
+
+def test_builds_from_first_replica_builds_from_one_replicas_slice():
+    # A global batch of 7 splits 4 + 3 over two replicas; averaging the
+    # replicas' slices, as Keras's own hook does, cannot combine them.
+    strategy = two_replica_strategy()
+    with strategy.scope():
+        model = _RecordsCallShapes(name="recorder")
+        model.compile(optimizer="sgd", loss="mse")
+    data = tf.data.Dataset.from_tensor_slices(
+        (np.zeros((7, 3), "float32"), np.zeros((7, 2), "float32"))
+    ).batch(7)
+    model.fit(data, epochs=1, verbose=0)
+    assert model.built
+    # The symbolic build saw the first replica's 4 examples.
+    assert model.shapes[0] == (4, 3)
+
+
+def test_builds_from_first_replica_changes_nothing_without_a_strategy():
+    model = _RecordsCallShapes(name="recorder")
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(np.zeros((8, 3), "float32"), np.zeros((8, 2), "float32"),
+              batch_size=8, epochs=1, verbose=0)
+    assert model.shapes[0] == (8, 3)
+
+
+def test_loss_tracker_is_the_compiled_models_loss_metric():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    tracker = _keras_compat.loss_tracker(model)
+    assert isinstance(tracker, keras.metrics.Mean) and tracker.name == "loss"
+    assert model.metrics[0] is tracker
+    tracker.update_state(2.0)
+    assert float(model.get_metrics_result()["loss"]) == 2.0

@@ -467,3 +467,15 @@ def test_mixing_that_cannot_mix_the_inputs_is_named():
     distiller = make_distiller(mixing=keras.layers.CutMix())
     with pytest.raises(ValueError, match=r"`mixing`.*\(batch, height, width, channels\).*failed on a batch of shape \(64, 4\)"):
         preflight.check_first_batch(distiller, x, y)
+
+
+def test_check_first_batch_returns_what_it_resolved_and_writes_nothing():
+    x, y = make_data()
+    distiller = make_distiller(oracle_teacher(activation="softmax"))
+    before = dict(vars(distiller))
+    resolved = preflight.check_first_batch(distiller, x, y, training=True)
+    assert resolved == preflight.Resolved(teacher_outputs="probabilities")
+    assert distiller.resolved_teacher_outputs is None  # the Distiller keeps it
+    assert vars(distiller).keys() == before.keys()
+    logits = preflight.check_first_batch(make_distiller(), x, y, training=True)
+    assert logits.teacher_outputs == "logits"

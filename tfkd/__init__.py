@@ -55,6 +55,7 @@ from tfkd.terms import RKDAngle
 from tfkd.terms import RKDDistance
 from tfkd.terms import SP
 from tfkd.terms import SimilarityPreserving
+from tfkd.terms import SoftTargetKL
 from tfkd.terms import WTTM
 
 #: Submodules imported on first use, because they need an optional extra.
@@ -88,6 +89,7 @@ __all__ = [
     "RKDDistance",
     "SP",
     "SimilarityPreserving",
+    "SoftTargetKL",
     "TeacherCache",
     "WTTM",
     "__version__",

@@ -74,8 +74,8 @@ def first_replica_batch(model, iterator):
     under a strategy is built from its first distributed batch, reduced to
     one tensor with `strategy.reduce`, which MultiWorkerMirroredStrategy
     cannot do for a nested batch. Building needs only shapes and dtypes, so
-    one replica's slice serves as well. `Distiller._maybe_symbolic_build`
-    (an override of Keras's private build hook) calls this.
+    one replica's slice serves as well. `BuildsFromFirstReplica` (an
+    override of Keras's private build hook) calls this.
 
     Args:
         model: The `keras.Model` being built.
@@ -92,6 +92,44 @@ def first_replica_batch(model, iterator):
             next(replica_iterator),
         )
     return None
+
+
+class BuildsFromFirstReplica:
+    """A `keras.Model` mixin: builds from one replica's batch (see below).
+
+    Overrides `Model._maybe_symbolic_build`, Keras's private hook that
+    builds a model from its first batch before `fit`/`evaluate`, to work
+    around keras-team/keras#20585 (Keras 3.12-3.15): under a
+    `tf.distribute` strategy the hook gets this worker's first replica's
+    slice (`first_replica_batch`) instead of the distributed iterator.
+    Without a strategy it changes nothing. Put it before `keras.Model`:
+    `class Distiller(BuildsFromFirstReplica, keras.Model)`.
+    """
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is not None and uses_distribution(self):
+            data_batch = first_replica_batch(self, iterator)
+            iterator = None
+        return super()._maybe_symbolic_build(
+            iterator=iterator, data_batch=data_batch
+        )
+
+
+def loss_tracker(model):
+    """The `keras.metrics.Mean` that reports a compiled model's `loss`.
+
+    Keras's trainer creates it in `compile` (`Model._loss_tracker`) and
+    lists it first in `model.metrics`; a custom `train_step` that does not
+    call `compute_loss` updates it itself (Keras 3.12-3.15 have no public
+    name for it).
+
+    Args:
+        model: A compiled `keras.Model`.
+
+    Returns:
+        The tracker, or `None` before `compile`.
+    """
+    return getattr(model, "_loss_tracker", None)
 
 
 def uses_distribution(model):

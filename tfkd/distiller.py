@@ -1,95 +1,40 @@
 """`Distiller`: a `keras.Model` that trains a student from a teacher."""
 
 import collections
+import dataclasses
 import inspect
 
 import keras
 import tensorflow as tf
 from keras import ops
 
-from tfkd import hyperparameters
 from tfkd import _keras_compat
+from tfkd import distiller_settings
 from tfkd import ensembles
-from tfkd.terms import base as terms_base
 from tfkd import feature_views
+from tfkd import label_metrics
 from tfkd import losses
 from tfkd import mixing as mixing_lib
 from tfkd import model_checks
 from tfkd import preflight
 from tfkd import step_guard
+from tfkd import step_losses
 from tfkd import teacher_outputs as teacher_outputs_lib
+from tfkd.terms import soft_targets
 from tfkd.utils import validation
 
 
-class LossValues(collections.namedtuple(
-    "LossValues", ["total", "hard", "soft", "terms", "labelled"]
-)):
-    """One replica's losses of a step.
+class _Batch(collections.namedtuple("_Batch", [
+    "x", "labels", "sample_weight", "sparse_labels", "label_report",
+    "inputs", "teacher", "step_values",
+])):
+    """One step's batch, ready for the student.
 
-    Fields: `total` (float32 scalar), `hard` (mean cross-entropy over the
-    labelled examples, `None` without labels), `soft` (the T²-scaled KL,
-    `None` without a teacher signal), `terms` (dict of unweighted extra
-    terms) and `labelled` (float32 count of labelled examples).
+    `x` the (augmented, mixed) inputs, `labels` checked (and mixed),
+    `inputs` `{view: inputs}` (`None` is `x`), `teacher` `{view: teacher
+    ModelOutputs}`, `step_values` what terms may ask for
+    (`DistillationTerm.step_arguments`).
     """
-
-
-def _hard_loss(labels, student_logits, weights):
-    """`(hard, labelled)`: mean CE over labelled examples, and their count.
-
-    `hard = Σ_i w_i m_i CE_i / max(L, 1)`, `L = Σ_i m_i`: a batch (or a
-    replica's shard) without labelled examples gives 0, never 0 / 0.
-    """
-    if labels is None:
-        return None, ops.zeros((), "float32")
-    num_classes = student_logits.shape[-1]
-    mask = losses.labelled_mask(labels, num_classes)  # (batch,)
-    per_example = losses.hard_target_loss(labels, student_logits)  # (batch,)
-    if weights is not None:
-        per_example = per_example * weights
-    labelled = ops.sum(mask)
-    return ops.sum(per_example) / ops.maximum(labelled, 1.0), labelled
-
-
-class _LabelledMask(keras.layers.Layer):
-    """Attaches "which examples are labelled" to the logits as a Keras mask.
-
-    `compute_metrics` hands sample weights only to `weighted_metrics`; the
-    plain `metrics` (`"accuracy"`, ...) honour a Keras mask on the
-    predictions instead, so this is how unlabelled examples leave both
-    (Keras's metrics built on `MeanMetricWrapper`: the accuracies and
-    cross-entropies).
-    """
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.supports_masking = True
-
-    def call(self, inputs):
-        logits, _ = inputs
-        return ops.copy(logits)  # a new tensor, so the mask is its own
-
-    def compute_mask(self, inputs, previous_mask=None):
-        _, mask = inputs
-        return mask > 0.0  # (batch,) bool
-
-
-def _metric_targets(labels, logits, sparse_labels):
-    """`(labels, logits)` for `compute_metrics`; unlabelled examples masked.
-
-    Metrics get the labels in the form the data has (class ids for sparse
-    data, also after mixing made them rows), with -1 replaced by a valid
-    class id (some metrics fail on -1) that the mask then leaves out.
-    """
-    num_classes = logits.shape[-1]
-    mask = losses.labelled_mask(labels, num_classes)  # (batch,)
-    # Made per trace rather than held by the Distiller: it has no state,
-    # and the Distiller's tracked layers are what `.keras` files save.
-    logits = _LabelledMask(name="labelled_mask")((logits, mask))
-    if losses.is_one_hot(ops.convert_to_tensor(labels), num_classes):
-        if not sparse_labels:
-            return labels, logits
-    ids = losses.class_ids(labels, num_classes)  # (batch,)
-    return ops.where(mask > 0.0, ids, ops.zeros_like(ids)), logits
 
 
 def _class_count(logits):
@@ -106,7 +51,7 @@ def _num_replicas_in_sync():
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
-class Distiller(keras.Model):
+class Distiller(_keras_compat.BuildsFromFirstReplica, keras.Model):
     """Trains a `student` to match a `teacher` and the labels.
 
     Knowledge distillation (Hinton, Vinyals & Dean, 2015, "Distilling the
@@ -114,7 +59,8 @@ class Distiller(keras.Model):
     the labels and the teacher's softened predictions. Per batch of N
     examples with sample weights w_i (1 by default):
 
-        loss = α · hard + (1 − α) · soft + Σ_k weight_k · term_k
+        loss = α · hard + Σ_k weight_k · term_k
+             = α · hard + (1 − α) · soft + Σ_k extra weight_k · term_k
         hard = Σ_i w_i · m_i · CE(y_i, s_i) / max(L, 1),   L = Σ_i m_i
         soft = Σ_i w_i · T² · KL(softmax(t_i/T) ‖ softmax(s_i/T)) / N
 
@@ -122,6 +68,14 @@ class Distiller(keras.Model):
     hard term is the mean cross-entropy over the labelled examples (L = N
     for fully labelled data: Keras's "sum_over_batch_size") and the soft
     term covers every example.
+
+    Every part of the loss but the hard one is a term
+    (`tfkd.DistillationTerm`), and the step is a loop over them
+    (`tfkd.step_losses`): the soft term is `tfkd.terms.SoftTargetKL`,
+    which the Distiller builds from `temperature`, `alpha` (its weight is
+    `1 − alpha`) and `logit_standardization`, named `"distillation_loss"`;
+    `extra_losses` follow it. The settings are held, validated once, in
+    `distiller.settings` (`tfkd.distiller_settings.DistillerSettings`).
 
     Unlabelled data (semi-supervised distillation, a larger unlabelled
     transfer set): a batch without labels (a dataset of inputs only, or
@@ -257,6 +211,17 @@ class Distiller(keras.Model):
             labels in `evaluate` (and validation) raise in every mode but
             `"ignore"`; a non-finite evaluation loss is reported as NaN.
             Defaults to `"raise"`.
+        views: Dict of further augmented views of each training batch,
+            view name -> `keras.layers.Layer` (e.g. a "strong"
+            augmentation), for terms that read one (their `view`
+            attribute, e.g. `tfkd.terms.SoftTargetKL(view="strong")`).
+            Each view layer is applied (`training=True`) to the batch's
+            inputs, teacher and student run once more on it, and only the
+            terms naming it read those outputs; evaluation has one view,
+            the batch itself, which every term then reads. Needs a
+            `teacher` model (cached logits belong to the batch itself) and
+            no `mixing` (a view keeps the batch's labels). Defaults to
+            `None` (one view: no extra forward pass).
         name: Defaults to `"distiller"`.
         **kwargs: Passed on to `keras.Model`.
 
@@ -273,7 +238,9 @@ class Distiller(keras.Model):
             with several inputs or unknown classes, teacher and student
             shapes that cannot work together, or `extra_losses` that name
             unknown layers, layers of a subclassed model, or layers whose
-            shapes the term cannot compare.
+            shapes the term cannot compare, a view that no term reads or
+            that a term reads and `views` lacks, views without a teacher
+            model or with `mixing`.
 
     Example:
 
@@ -290,107 +257,46 @@ class Distiller(keras.Model):
     ['accuracy', 'distillation_loss', 'loss', 'student_loss']
     """
 
-    def __init__(
-        self,
-        *,
-        student,
-        teacher=None,
-        temperature=4.0,
-        alpha=0.1,
-        teacher_outputs="auto",
-        teacher_class_indices=None,
-        augmentation=None,
-        mixing=None,
-        extra_losses=None,
-        teacher_weights=None,
-        logit_standardization=False,
-        on_nonfinite="raise",
-        name="distiller",
-        **kwargs,
-    ):
-        validation.check_choice(
-            "on_nonfinite", on_nonfinite, step_guard.ON_NONFINITE_CHOICES
-        )
-        checked = _check_arguments(
-            student=student,
-            teacher=teacher,
-            temperature=temperature,
-            alpha=alpha,
-            teacher_outputs=teacher_outputs,
-            teacher_class_indices=teacher_class_indices,
-            augmentation=augmentation,
-            mixing=mixing,
-            extra_losses=extra_losses,
-            teacher_weights=teacher_weights,
-            logit_standardization=logit_standardization,
-        )
-        temperature, alpha, teacher_class_indices, terms, teacher = checked
 
+    def __init__(self, *, name="distiller", **kwargs):
+        settings = distiller_settings.DistillerSettings.pop_arguments(kwargs)
         super().__init__(name=name, **kwargs)
-        self.student = student
-        self.logit_standardization = logit_standardization
-        self.on_nonfinite = on_nonfinite
+        self.settings = settings
         # Not a layer, so its per-`fit` state is neither saved nor listed
         # in `self.variables` (see `tfkd.step_guard`).
-        self._step_guard = step_guard.StepGuard(on_nonfinite)
-        #: The normalised weights of an ensemble's teachers, else `None`.
-        self.teacher_weights = None
-        if isinstance(teacher, list):
-            # One model that runs every teacher once and returns the
-            # logits of their tempered mixture (`tfkd.ensembles`).
-            teacher = ensembles.TeacherEnsemble(
-                teacher,
-                temperature=temperature,
-                teacher_weights=teacher_weights,
-                teacher_outputs=teacher_outputs,
-                logit_standardization=logit_standardization,
-            )
-            self.teacher_weights = teacher.teacher_weights
-        self.teacher = teacher
-        if teacher is not None:
-            # The teacher only ever runs in inference; freezing it also keeps
-            # its weights out of `distiller.trainable_weights`.
-            teacher.trainable = False
-        self.augmentation = augmentation
-        self.mixing = mixing
-        self.temperature = temperature
-        self.alpha = alpha
-        self.teacher_outputs = teacher_outputs
-        self.teacher_class_indices = teacher_class_indices
+        self._step_guard = step_guard.StepGuard(settings.on_nonfinite)
+        self.student = settings.student
+        self.teacher = _frozen_teacher(settings)
+        self.augmentation = settings.augmentation
+        self.mixing = settings.mixing
+        self.views = settings.views
         # "auto" is resolved from the first batch by `preflight`; until then
         # the step decides from the values (see teacher_outputs.to_logits).
         self.resolved_teacher_outputs = (
             "logits"  # an ensemble's mixture logits
             if self.is_ensemble
-            else None if teacher_outputs == "auto" else teacher_outputs
+            else None if settings.teacher_outputs == "auto"
+            else settings.teacher_outputs
         )
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(
-            name="distillation_loss"
+            name=step_losses.SOFT_TERM_NAME
         )
         # Tracked after the student, so that `trainable_variables` lists the
         # student's weights first and the terms' (connectors) after, the
         # order `train_step` optimizes them in: optimizer slots saved in a
         # `.keras` file then load back onto the right variables.
-        self.extra_losses = terms
+        self.soft_term = soft_targets.SoftTargetKL(
+            settings.temperature, settings.logit_standardization,
+            weight=1.0 - settings.alpha,
+        )
+        self.extra_losses = settings.extra_losses
         self.term_loss_trackers = [
-            keras.metrics.Mean(name=term.name) for term in terms
+            keras.metrics.Mean(name=term.name) for term in self.extra_losses
         ]
-        # Plain Python objects, deliberately untracked: the views share the
-        # models' layers, which are saved (once) under `student`/`teacher`.
-        requested = ", ".join(repr(term.name) for term in terms)
-        self._student_view = feature_views.FeatureView(
-            student, [t.student_layer for t in terms], "student", requested
-        )
-        self._teacher_view = (
-            None
-            if teacher is None
-            else feature_views.FeatureView(
-                teacher, [t.teacher_layer for t in terms], "teacher", requested
-            )
-        )
+        self._student_view, self._teacher_view = self._feature_views()
         self._build_terms()
-        if student.built:
+        if self.student.built:
             self.built = True
 
     @property
@@ -404,6 +310,10 @@ class Distiller(keras.Model):
         if self.is_ensemble:
             return list(self.teacher.teachers)
         return [] if self.teacher is None else [self.teacher]
+
+    def loss_terms(self):
+        """Every term of the loss: the soft-target KL, then `extra_losses`."""
+        return [self.soft_term, *self.extra_losses]
 
     # -- Keras model API ---------------------------------------------------
 
@@ -451,13 +361,13 @@ class Distiller(keras.Model):
 
     def fit(self, x=None, y=None, *args, **kwargs):
         arguments = inspect.signature(super().fit).bind(x, y, *args, **kwargs)
-        preflight.check_first_batch(
+        self._store_resolved(preflight.check_first_batch(
             self,
             x,
             y,
             training=True,
             validation_data=arguments.arguments.get("validation_data"),
-        )
+        ))
         # The guard's callback raises for a refused batch (`on_nonfinite`).
         arguments.arguments["callbacks"] = step_guard.with_guard_callback(
             arguments.arguments.get("callbacks"), self._step_guard, self
@@ -468,11 +378,18 @@ class Distiller(keras.Model):
         arguments = inspect.signature(super().evaluate).bind(
             x, y, *args, **kwargs
         )
-        preflight.check_first_batch(self, x, y, training=False)
+        self._store_resolved(
+            preflight.check_first_batch(self, x, y, training=False)
+        )
         arguments.arguments["callbacks"] = step_guard.with_guard_callback(
             arguments.arguments.get("callbacks"), self._step_guard, self
         )
         return super().evaluate(*arguments.args, **arguments.kwargs)
+
+    def _store_resolved(self, resolved):
+        """Keeps what `preflight` resolved from the first batch."""
+        if resolved.teacher_outputs is not None:
+            self.resolved_teacher_outputs = resolved.teacher_outputs
 
     def train_on_batch(self, *args, **kwargs):
         self._step_guard.reset_epoch()
@@ -486,89 +403,78 @@ class Distiller(keras.Model):
         self._step_guard.raise_if_bad_evaluation("test_on_batch")
         return logs
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Overrides Keras's private build hook to work around
-        # keras-team/keras#20585 (see `_keras_compat.first_replica_batch`).
-        if iterator is not None and _keras_compat.uses_distribution(self):
-            data_batch = _keras_compat.first_replica_batch(self, iterator)
-            iterator = None
-        return super()._maybe_symbolic_build(
-            iterator=iterator, data_batch=data_batch
-        )
-
     # -- steps ---------------------------------------------------------------
 
     def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        labels, cached_logits = teacher_outputs_lib.split_targets(y)
-        sparse_labels = self._is_sparse(labels)
-        # Labels are checked before anything (mixing, the cross-entropy)
-        # reads them; see `tfkd.step_guard`.
-        classes = model_checks.output_classes(self.student)
-        if classes is not None:
-            labels, label_report = self._step_guard.check_labels(
-                labels, classes
-            )
-        x, labels = self._random_view(x, labels, cached_logits)
-        teacher_logits, teacher_features = self._run_teacher(
-            x, cached_logits, training=True
-        )
-        if classes is None:  # a subclassed student: the teacher's count
-            labels, label_report = self._step_guard.check_labels(
-                labels, _class_count(teacher_logits)
-            )
+        batch = self._batch(data, training=True)
         state = self._step_guard.capture(self.student)
-
         with tf.GradientTape() as tape:
-            student_logits, loss_values = self._student_losses(
-                x, labels, teacher_logits, teacher_features, sample_weight,
-                training=True,
-                teacher_is_mixture=self._is_mixture(cached_logits),
-                indices=teacher_outputs_lib.example_indices(y),
-            )
+            student = self._student_outputs(batch.inputs, training=True)
+            loss_values = self._loss_values(batch, student)
             # Each replica's gradient is summed across replicas, so each
-            # replica's loss (extra terms included) carries 1 / replicas of
+            # replica's loss (every term included) carries 1 / replicas of
             # the global mean.
             scaled = self.optimizer.scale_loss(
                 loss_values.total / _num_replicas_in_sync()
             )
-
         variables = self._optimized_variables()
         gradients = tape.gradient(scaled, variables)
         # No update from a non-finite or mislabelled batch.
         kept = self._step_guard.apply_gradients(
             self.optimizer, gradients, variables, loss_values.total,
-            label_report, state,
+            batch.label_report, state,
         )
         return self._update_metrics(
-            x, labels, student_logits, sample_weight, loss_values,
-            sparse_labels, kept=kept,
+            batch, student[None].logits, loss_values, kept=kept
         )
 
     def test_step(self, data):
+        batch = self._batch(data, training=False)
+        # Bad labels raise (`tfkd.step_guard`); a non-finite loss needs no
+        # guard here, as no weight changes: it shows as a NaN `loss`.
+        self._step_guard.record_evaluation(batch.label_report)
+        student = self._student_outputs(batch.inputs, training=False)
+        loss_values = self._loss_values(batch, student)
+        return self._update_metrics(batch, student[None].logits, loss_values)
+
+    def _batch(self, data, training):
+        """The step's `_Batch`: labels checked, views drawn, teacher run.
+
+        Labels are checked before anything (mixing, the cross-entropy)
+        reads them; see `tfkd.step_guard`. The teacher runs here, outside
+        the gradient tape.
+        """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         labels, cached_logits = teacher_outputs_lib.split_targets(y)
         sparse_labels = self._is_sparse(labels)
-        teacher_logits, teacher_features = self._run_teacher(
-            x, cached_logits, training=False
-        )
-        # Bad labels raise (`tfkd.step_guard`); a non-finite loss needs no
-        # guard here, as no weight changes: it shows as a NaN `loss`.
-        labels, label_report = self._step_guard.check_labels(
-            labels,
-            model_checks.output_classes(self.student)
-            or _class_count(teacher_logits),
-        )
-        self._step_guard.record_evaluation(label_report)
-        student_logits, loss_values = self._student_losses(
-            x, labels, teacher_logits, teacher_features, sample_weight,
-            training=False,
-            teacher_is_mixture=self._is_mixture(cached_logits),
-            indices=teacher_outputs_lib.example_indices(y),
-        )
-        return self._update_metrics(
-            x, labels, student_logits, sample_weight, loss_values,
-            sparse_labels,
+        classes = model_checks.output_classes(self.student)
+        if classes is not None:
+            labels, label_report = self._step_guard.check_labels(labels, classes)
+        inputs = {None: x}
+        if training:
+            x, labels = self._random_view(x, labels, cached_logits)
+            inputs = {None: x, **self._views_of(inputs[None])}
+        teacher = self._teacher_outputs(inputs, cached_logits, training)
+        if classes is None:  # a subclassed student: the teacher's count
+            labels, label_report = self._step_guard.check_labels(
+                labels, _class_count(teacher[None].logits)
+            )
+        step_values = {
+            "indices": teacher_outputs_lib.example_indices(y),
+            "training": training,
+            "teacher_is_mixture": self._is_mixture(cached_logits),
+        }
+        return _Batch(x, labels, sample_weight, sparse_labels, label_report,
+                      inputs, teacher, step_values)
+
+    def _loss_values(self, batch, student):
+        """This replica's `step_losses.LossValues` of the batch."""
+        # In evaluation there is one view, the batch, which every term reads.
+        pairs = {view: (batch.teacher[view], student[view]) for view in student}
+        pairs.update({view: pairs[None] for view in self.views if view not in pairs})
+        return step_losses.compute_losses(
+            self.loss_terms(), self.alpha, pairs, batch.labels,
+            batch.sample_weight, batch.step_values,
         )
 
     # -- pieces --------------------------------------------------------------
@@ -613,7 +519,7 @@ class Distiller(keras.Model):
         return ops.stop_gradient(logits)
 
     def _run_teacher(self, x, cached_logits, training):
-        """`(teacher logits or None, {layer: teacher features})` for `x`.
+        """The teacher's `ModelOutputs` for `x` (logits `None`: no signal).
 
         The teacher runs once, through its multi-output view when terms
         read its layers; with cached logits and no such terms it does not
@@ -621,7 +527,8 @@ class Distiller(keras.Model):
         """
         view = self._teacher_view
         if view is None or not view.is_multi_output:
-            return self.teacher_logits(x, cached_logits, training), {}
+            logits = self.teacher_logits(x, cached_logits, training)
+            return step_losses.ModelOutputs(logits, {})
         outputs, features = view(x, training=False)
         if cached_logits is not None:
             logits = self._as_student_logits(cached_logits, "logits")
@@ -630,7 +537,25 @@ class Distiller(keras.Model):
         features = {
             name: ops.stop_gradient(value) for name, value in features.items()
         }
-        return logits, features
+        return step_losses.ModelOutputs(logits, features)
+
+    def _teacher_outputs(self, inputs, cached_logits, training):
+        """`{view: teacher ModelOutputs}`; only the batch itself is cached."""
+        return {
+            view: self._run_teacher(
+                x, cached_logits if view is None else None, training
+            )
+            for view, x in inputs.items()
+        }
+
+    def _student_outputs(self, inputs, training):
+        """`{view: student ModelOutputs}`, one forward pass per view."""
+        return {
+            view: step_losses.ModelOutputs(
+                *self._student_view(x, training=training)
+            )
+            for view, x in inputs.items()
+        }
 
     def _is_mixture(self, cached_logits):
         """Whether this batch's teacher signal is an ensemble's mixture.
@@ -661,6 +586,15 @@ class Distiller(keras.Model):
             )  # labels: None or (batch, classes)
         return x, labels
 
+    def _views_of(self, x):
+        """`{name: view}` of the batch's inputs, for terms that read them.
+
+        Empty without `views`: the one-view step draws nothing more.
+        """
+        return {
+            name: layer(x, training=True) for name, layer in self.views.items()
+        }
+
     def _is_sparse(self, labels):
         """Whether `labels` are class ids (static), for the metrics' form."""
         if labels is None:
@@ -675,6 +609,23 @@ class Distiller(keras.Model):
             variables.extend(term.trainable_weights)
         return variables
 
+    def _feature_views(self):
+        """`(student view, teacher view or None)`: each model's outputs.
+
+        Plain Python objects, deliberately untracked: the views share the
+        models' layers, which are saved (once) under `student`/`teacher`.
+        """
+        terms = self.extra_losses
+        requested = ", ".join(repr(term.name) for term in terms)
+        student = feature_views.FeatureView(
+            self.student, [t.student_layer for t in terms], "student", requested
+        )
+        if self.teacher is None:
+            return student, None
+        return student, feature_views.FeatureView(
+            self.teacher, [t.teacher_layer for t in terms], "teacher", requested
+        )
+
     def _build_terms(self):
         """Builds each term from the static shapes of the tensors it reads.
 
@@ -686,7 +637,7 @@ class Distiller(keras.Model):
         if self.teacher_class_indices is not None:
             classes = len(self.teacher_class_indices)
         logits_shape = (None, classes)  # teacher logits, over student classes
-        for term in self.extra_losses:
+        for term in self.loss_terms():
             if term.built:
                 continue
             teacher_shape = (
@@ -700,136 +651,40 @@ class Distiller(keras.Model):
             )
             term.build(teacher_shape, student_shape)
 
-    def _student_losses(
-        self, x, labels, teacher_logits, teacher_features, sample_weight,
-        training, teacher_is_mixture=False, indices=None,
-    ):
-        """Runs the student on `x`; returns its logits and `_loss_terms`."""
-        # One forward pass gives the logits and every requested layer.
-        student_logits, student_features = self._student_view(
-            x, training=training
-        )
-        return student_logits, self._loss_terms(
-            labels,
-            student_logits,
-            teacher_logits,
-            sample_weight,
-            student_features,
-            teacher_features,
-            teacher_is_mixture,
-            indices=indices,
-            training=training,
-        )
-
-    def _loss_terms(
-        self,
-        labels,
-        student_logits,
-        teacher_logits,
-        sample_weight,
-        student_features,
-        teacher_features,
-        teacher_is_mixture=False,
-        indices=None,
-        training=False,
-    ):
-        """This replica's `LossValues` (see the class docstring's formula).
-
-        `terms` maps each extra term's name to its unweighted value; it is
-        empty when there is no teacher signal (evaluation without teacher).
-        """
-        weights = None
-        if sample_weight is not None:
-            weights = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-        hard, labelled = _hard_loss(labels, student_logits, weights)
-        if teacher_logits is None:
-            if hard is None:
-                raise preflight.no_labels_and_no_teacher_error()
-            return LossValues(hard, hard, None, {}, labelled)
-        soft = losses.soft_target_loss(
-            *self._kl_logits(teacher_logits, student_logits, teacher_is_mixture),
-            self.temperature,
-        )  # (batch,)
-        if weights is not None:
-            soft = soft * weights
-        # Keras's "sum_over_batch_size": weighted sum / examples in batch.
-        batch_size = ops.cast(ops.shape(soft)[0], "float32")
-        soft = ops.sum(soft) / batch_size
-        total = (1.0 - self.alpha) * soft
-        if hard is not None:
-            total = total + self.alpha * hard
-        terms = {}
-        for term in self.extra_losses:
-            # Terms with a per-example memory (CRD) also get the batch's
-            # example indices and whether the step trains.
-            memory_arguments = (
-                {"indices": indices, "training": training}
-                if getattr(term, "needs_example_indices", False)
-                else {}
-            )
-            value = term(
-                teacher_features.get(term.teacher_layer, teacher_logits),
-                student_features.get(term.student_layer, student_logits),
-                labels=labels,
-                sample_weight=sample_weight,
-                **memory_arguments,
-            )  # float32 scalar over this replica's batch
-            terms[term.name] = value
-            total = total + term.weight * value
-        return LossValues(total, hard, soft, terms, labelled)
-
-    def _kl_logits(self, teacher_logits, student_logits, teacher_is_mixture):
-        """`(teacher, student)` logits of the KL term, standardized or not.
-
-        Logit standardization (Sun et al., 2024) z-scores both before the
-        temperature; only the KL sees it (the hard loss and the extra terms
-        read the raw logits). A mixture was built from standardized
-        teachers already (`tfkd.ensembles.TeacherEnsemble`).
-        """
-        if not self.logit_standardization:
-            return teacher_logits, student_logits
-        if not teacher_is_mixture:
-            teacher_logits = losses.standardize_logits(teacher_logits)
-        return teacher_logits, losses.standardize_logits(student_logits)
-
-    def _update_metrics(
-        self, x, labels, student_logits, sample_weight, loss_values,
-        sparse_labels, kept=None,
-    ):
+    def _update_metrics(self, batch, student_logits, loss_values, kept=None):
+        labels = batch.labels
         if kept is not None:
             labels, student_logits, loss_values = (
                 step_guard.without_refused_batch(
                     kept, labels, student_logits, loss_values
                 )
             )
-        total, hard, soft, terms, labelled = loss_values
         batch_size = ops.shape(student_logits)[0]
         if kept is not None:  # a refused batch counts for nothing
             batch_size = ops.cast(batch_size, "float32") * kept
-        self._loss_tracker.update_state(total, sample_weight=batch_size)
-        if hard is not None:
+        _keras_compat.loss_tracker(self).update_state(
+            loss_values.total, sample_weight=batch_size
+        )
+        if loss_values.hard is not None:
             # Weighted by the labelled examples, so the epoch's value is
             # the mean cross-entropy over labelled examples.
             self.student_loss_tracker.update_state(
-                hard, sample_weight=labelled
+                loss_values.hard, sample_weight=loss_values.labelled
             )
-        if soft is not None:
-            self.distillation_loss_tracker.update_state(
-                soft, sample_weight=batch_size
-            )
-        for tracker in self.term_loss_trackers:
-            if tracker.name in terms:
+        for tracker in [self.distillation_loss_tracker, *self.term_loss_trackers]:
+            if tracker.name in loss_values.terms:
                 tracker.update_state(
-                    terms[tracker.name], sample_weight=batch_size
+                    loss_values.terms[tracker.name], sample_weight=batch_size
                 )
         if labels is None:  # nothing to measure label metrics against
             return _keras_compat.step_logs(self.get_metrics_result())
-        metric_labels, masked_logits = _metric_targets(
-            labels, student_logits, sparse_labels
+        metric_labels, masked_logits = label_metrics.metric_targets(
+            labels, student_logits, batch.sparse_labels
         )
         return _keras_compat.step_logs(
             self.compute_metrics(
-                x, metric_labels, masked_logits, sample_weight=sample_weight
+                batch.x, metric_labels, masked_logits,
+                sample_weight=batch.sample_weight,
             )
         )
 
@@ -857,208 +712,73 @@ class Distiller(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        serialize = keras.saving.serialize_keras_object
-        config.update(
-            {
-                "student": serialize(self.student),
-                "teacher": (
-                    [serialize(teacher) for teacher in self.teachers]
-                    if self.is_ensemble
-                    else None
-                    if self.teacher is None
-                    else serialize(self.teacher)
-                ),
-                "teacher_weights": (
-                    None
-                    if self.teacher_weights is None
-                    else list(self.teacher_weights)
-                ),
-                "logit_standardization": self.logit_standardization,
-                "on_nonfinite": self.on_nonfinite,
-                "temperature": self.temperature,
-                "alpha": self.alpha,
-                "teacher_outputs": (
-                    self.teacher_outputs
-                    if isinstance(self.teacher_outputs, str)
-                    else list(self.teacher_outputs)
-                ),
-                "teacher_class_indices": (
-                    None
-                    if self.teacher_class_indices is None
-                    else list(self.teacher_class_indices)
-                ),
-                "augmentation": (
-                    None
-                    if self.augmentation is None
-                    else serialize(self.augmentation)
-                ),
-                "mixing": (
-                    None if self.mixing is None else serialize(self.mixing)
-                ),
-                "extra_losses": [serialize(term) for term in self.extra_losses],
-            }
-        )
+        config.update(self.settings.get_config())
         return config
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        deserialize = keras.saving.deserialize_keras_object
-        for key in ("student", "augmentation", "mixing"):
-            if config.get(key) is not None:
-                config[key] = deserialize(config[key])
-        teacher = config.get("teacher")
-        if isinstance(teacher, list):
-            config["teacher"] = [deserialize(member) for member in teacher]
-        elif teacher is not None:
-            config["teacher"] = deserialize(teacher)
-        if config.get("extra_losses"):
-            config["extra_losses"] = [
-                deserialize(term) for term in config["extra_losses"]
-            ]
-        return cls(**config)
-
-
-def _refuse_teacher_features_without_teacher(terms, teacher):
-    """Raises if a term reads teacher layers but there is no teacher model."""
-    readers = [term.name for term in terms if term.teacher_layer is not None]
-    if teacher is None and readers:
-        raise ValueError(
-            "Invalid value for argument `teacher`. Expected a teacher model: "
-            f"the extra losses {readers} read teacher layers, and "
-            "precomputed teacher logits carry no features. Received: "
-            "teacher=None. Pass the teacher, or use terms on the logits "
-            "only (teacher_layer=None, e.g. tfkd.DecoupledKD)."
+        arguments, rest = distiller_settings.DistillerSettings.split_config(
+            config
         )
+        return cls(**arguments, **rest)
 
 
-def _check_arguments(
-    *,
-    student,
-    teacher,
-    temperature,
-    alpha,
-    teacher_outputs,
-    teacher_class_indices,
-    augmentation,
-    mixing,
-    extra_losses,
-    teacher_weights,
-    logit_standardization,
-):
-    """Validates the `Distiller` arguments before any model is touched.
-
-    Returns:
-        The normalised `(temperature, alpha, teacher_class_indices,
-        extra_losses, teacher)`, `teacher` a model, `None`, or a list of
-        two or more models (a list of one is that model).
-
-    Raises:
-        TypeError: for a wrong type (see `Distiller`).
-        ValueError: for a wrong value (see `Distiller`).
-    """
-    validation.check_keras_model("student", student)
-    validation.check_bool("logit_standardization", logit_standardization)
-    teacher = _check_teacher_or_ensemble(teacher, teacher_weights)
-    members = teacher if isinstance(teacher, list) else [teacher]
-    if any(member is student for member in members):
-        raise ValueError(
-            "Invalid value for argument `teacher`. Expected a model "
-            "other than the student (distilling a model into itself "
-            "trains the teacher too). Received: teacher is student "
-            f"(model {student.name!r})"
-        )
-    temperature = hyperparameters.check_temperature(temperature)
-    alpha = validation.check_alpha(alpha)
-    if isinstance(teacher, list):
-        ensembles.check_member_outputs(teacher_outputs, len(teacher))
-    else:
-        validation.check_choice(
-            "teacher_outputs",
-            teacher_outputs,
-            teacher_outputs_lib.TEACHER_OUTPUT_KINDS,
-        )
-    teacher_class_indices = validation.check_class_indices(
-        "teacher_class_indices", teacher_class_indices
+def _setting(name):
+    """A read-only attribute of the Distiller that reads its settings."""
+    return property(
+        lambda self: getattr(self.settings, name),
+        doc=f"The `{name}` setting (read-only; `Distiller.settings`).",
     )
-    if augmentation is not None and not isinstance(
-        augmentation, keras.layers.Layer
-    ):
-        raise validation.invalid_type(
-            "augmentation", "a `keras.layers.Layer` or None", augmentation
-        )
-    if mixing_lib.check_mixing(mixing) is not None:
-        _check_student_for_mixing(student, mixing)
-    terms = terms_base.check_terms(extra_losses)
-    model_checks.check_student_outputs_logits(student)
-    for member in members:
-        if member is not None:
-            model_checks.check_compatible_inputs(member, student)
-            model_checks.check_compatible_classes(
-                member, student, teacher_class_indices
-            )
-    _refuse_teacher_features_without_teacher(terms, teacher)
-    _refuse_teacher_features_of_an_ensemble(terms, teacher)
-    return temperature, alpha, teacher_class_indices, terms, teacher
 
 
-def _check_teacher_or_ensemble(teacher, teacher_weights):
-    """`teacher` (a model or `None`), or a list of >= 2 models.
+# The settings the Distiller does not hold as Keras objects of its own
+# (those it tracks, so that `.keras` files and `trainable_weights` see
+# them) read straight from `distiller.settings`.
+for _field in dataclasses.fields(distiller_settings.DistillerSettings):
+    if _field.name not in distiller_settings.TRACKED_FIELDS:
+        setattr(Distiller, _field.name, _setting(_field.name))
 
-    A list of one teacher is that teacher (after its weight is checked):
-    an ensemble of one behaves, saves and caches exactly like it.
+
+def _keyword_signature():
+    """`Distiller.__init__`'s signature, for `help` and editors.
+
+    The settings' fields (with their defaults), then `name` and `**kwargs`:
+    the arguments are declared once, in `DistillerSettings`.
     """
-    if isinstance(teacher, (list, tuple)):
-        teachers = ensembles.check_teachers(teacher)
-        ensembles.check_teacher_weights(teacher_weights, len(teachers))
-        return teachers[0] if len(teachers) == 1 else teachers
-    validation.check_keras_model("teacher", teacher, allow_none=True)
-    if teacher_weights is not None:
-        raise validation.invalid_value(
-            "teacher_weights",
-            "None unless `teacher` is a list of models (an ensemble)",
-            teacher_weights,
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    for field in dataclasses.fields(distiller_settings.DistillerSettings):
+        default = (
+            inspect.Parameter.empty
+            if field.default is dataclasses.MISSING
+            else field.default
         )
+        parameters.append(inspect.Parameter(field.name, keyword, default=default))
+    parameters.append(inspect.Parameter("name", keyword, default="distiller"))
+    parameters.append(inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD))
+    return inspect.Signature(parameters)
+
+
+Distiller.__init__.__signature__ = _keyword_signature()
+
+
+def _frozen_teacher(settings):
+    """The teacher model, an ensemble of the list, or `None`; frozen.
+
+    The teacher only ever runs in inference; freezing it also keeps its
+    weights out of `distiller.trainable_weights`.
+    """
+    teacher = settings.teacher
+    if settings.is_ensemble:
+        # One model that runs every teacher once and returns the logits of
+        # their tempered mixture (`tfkd.ensembles`).
+        teacher = ensembles.TeacherEnsemble(
+            teacher,
+            temperature=settings.temperature,
+            teacher_weights=settings.teacher_weights,
+            teacher_outputs=settings.teacher_outputs,
+            logit_standardization=settings.logit_standardization,
+        )
+    if teacher is not None:
+        teacher.trainable = False
     return teacher
-
-
-def _refuse_teacher_features_of_an_ensemble(terms, teacher):
-    """Raises if a term reads teacher layers and the teacher is an ensemble.
-
-    Several teachers have several (differently shaped) layers of one name,
-    and no single feature to regress to; only their logits mix.
-    """
-    readers = [term.name for term in terms if term.teacher_layer is not None]
-    if isinstance(teacher, list) and readers:
-        raise ValueError(
-            "Invalid value for argument `extra_losses`. Expected terms on "
-            "the teacher's logits only (teacher_layer=None) with a teacher "
-            f"ensemble: the extra losses {readers} read teacher layers, and "
-            f"an ensemble of {len(teacher)} teachers has no single feature "
-            "tensor (only their probabilities are averaged). Received: "
-            f"teacher_layer={[t.teacher_layer for t in terms if t.teacher_layer]}"
-        )
-
-
-def _check_student_for_mixing(student, mixing):
-    """Raises unless `mixing` can mix the student's inputs and labels.
-
-    Mixing layers take one image tensor, and mixing the labels needs the
-    number of classes before the first step.
-    """
-    inputs = getattr(student, "inputs", None)
-    if inputs is not None and len(inputs) != 1:
-        raise validation.invalid_value(
-            "mixing",
-            "None for a student with several inputs (mixing layers mix "
-            f"one image tensor; the student has {len(inputs)} inputs)",
-            mixing.name,
-        )
-    if model_checks.output_classes(student) is None:
-        raise validation.invalid_value(
-            "mixing",
-            "None for a student whose number of classes is unknown before "
-            "training (mixing one-hot labels needs it): build the student "
-            "as a functional or `keras.Input`-started Sequential model",
-            mixing.name,
-        )

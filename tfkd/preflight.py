@@ -19,6 +19,7 @@ student distilled from it learns nothing useful; `fit` then warns with a
 teacher is legitimate.
 """
 
+import dataclasses
 import math
 import warnings
 
@@ -29,6 +30,7 @@ import keras
 from tfkd import losses
 from tfkd import mixing as mixing_lib
 from tfkd import model_checks
+from tfkd import step_losses
 from tfkd import teacher_outputs as teacher_outputs_lib
 
 #: How many examples of the first batch the checks look at.
@@ -90,14 +92,27 @@ def no_teacher_signal_error():
     )
 
 
-def no_labels_and_no_teacher_error():
-    """The error for data with neither labels nor a teacher signal."""
-    return ValueError(
-        "Invalid batch. Expected labels or a teacher signal (a `teacher` "
-        "model or cached teacher logits): the Distiller has nothing to "
-        "compute a loss from. Received: a batch without labels, with "
-        "teacher=None and no teacher logits"
-    )
+#: The error for data with neither labels nor a teacher signal.
+no_labels_and_no_teacher_error = step_losses.no_labels_and_no_teacher_error
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    """What `check_first_batch` resolved from the first batch.
+
+    Args:
+        teacher_outputs: `"logits"` or `"probabilities"`, what a teacher
+            built with `teacher_outputs="auto"` emits, or `None` when
+            nothing was resolved (a known kind, cached logits, data that
+            cannot be peeked at). Defaults to `None`.
+
+    Example:
+
+    >>> Resolved().teacher_outputs is None
+    True
+    """
+
+    teacher_outputs: str | None = None
 
 
 def _check_mixing(mixing, inputs, labels, num_classes):
@@ -515,6 +530,9 @@ def check_first_batch(
 ):
     """Checks one batch against `distiller` and resolves "auto" outputs.
 
+    Nothing is written into `distiller`: what the batch resolves comes
+    back, for the `Distiller` to keep.
+
     Args:
         distiller: The `tfkd.Distiller`.
         x: As passed to `fit`/`evaluate`.
@@ -525,6 +543,9 @@ def check_first_batch(
             `tf.data.Dataset` or an `(x, y)` tuple. Its first examples get
             the input and label checks, and a warning when the teacher's
             accuracy on them is near chance (see `near_chance_accuracy`).
+
+    Returns:
+        A `Resolved`.
 
     Raises:
         ValueError: for data that does not fit the models (or the
@@ -541,7 +562,7 @@ def check_first_batch(
     """
     batch = _peek(x, y)
     if batch is None:
-        return
+        return Resolved()
     full_inputs, full_targets, _ = batch
     _, full_cached = teacher_outputs_lib.split_targets(full_targets)
     if isinstance(x, tf.data.Dataset):
@@ -582,7 +603,7 @@ def check_first_batch(
             else distiller.teacher_outputs
         )
     else:
-        return
+        return Resolved()
     outputs = np.asarray(keras.ops.convert_to_numpy(outputs))
     _check_finite("teacher outputs", outputs)
     model_checks.check_class_counts(
@@ -591,13 +612,17 @@ def check_first_batch(
     looks_like_probabilities = teacher_outputs_lib.looks_like_probabilities(
         outputs
     )
+    resolved = Resolved()
     if cached_logits is not None:
         _refuse_probabilities_as_cached_logits(outputs)
     elif kind == "auto":
-        distiller.resolved_teacher_outputs = (
+        resolved = Resolved(
             "probabilities" if looks_like_probabilities else "logits"
         )
     elif kind == "logits" and looks_like_probabilities:
         _warn_probabilities_treated_as_logits()
     if training:
+        # The accuracy reads the argmax, the same for logits and
+        # probabilities, so "auto" needs no resolving for it.
         _check_validation_data(distiller, validation_data, num_classes)
+    return resolved

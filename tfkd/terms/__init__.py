@@ -3,6 +3,9 @@
 Each term is a `DistillationTerm` (`tfkd.terms.base`), passed to
 `tfkd.Distiller(extra_losses=[...])` and saved by `get_config`:
 
+- `tfkd.terms.soft_targets`: the soft-target KL of logit KD
+  (`SoftTargetKL`), the term the `Distiller` builds from its own
+  `temperature`, `alpha` and `logit_standardization`.
 - `tfkd.terms.features`: on intermediate layers, FitNets hints
   (`FitNetHint`) and attention transfer (`AttentionTransfer`).
 - `tfkd.terms.relations`: on the relations between examples, RKD distance
@@ -36,6 +39,7 @@ from tfkd.terms.relations import RKDDistance
 from tfkd.terms.similarity import PKT
 from tfkd.terms.similarity import SP
 from tfkd.terms.similarity import SimilarityPreserving
+from tfkd.terms.soft_targets import SoftTargetKL
 from tfkd.terms.transformed import WTTM
 
 __all__ = [
@@ -50,5 +54,6 @@ __all__ = [
     "RKDDistance",
     "SP",
     "SimilarityPreserving",
+    "SoftTargetKL",
     "WTTM",
 ]

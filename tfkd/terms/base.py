@@ -1,12 +1,15 @@
 """`DistillationTerm`: the base of the loss terms a `Distiller` adds to KD.
 
-Logit KD (Hinton et al., 2015) is the `Distiller`'s own loss. Stronger
+Logit KD (Hinton et al., 2015) is a term too (`tfkd.terms.soft_targets`),
+the one the `Distiller` builds from its own settings. Stronger
 methods compare what the two networks compute *inside* (FitNets, attention
 transfer), how they arrange a batch (relational KD), or split the KD term
 itself (decoupled KD). Each is a `DistillationTerm`, and the `Distiller`
 adds them, weighted, to its loss:
 
-    total = α · CE + (1 − α) · T² · KL + Σ_k weight_k · term_k
+    total = α · CE + Σ_k weight_k · term_k
+
+(the first term the soft-target KL, weight 1 − α).
 
 A term reads one teacher tensor and one student tensor, chosen by layer
 name (`None` is the model's logits). The `Distiller` builds one
@@ -83,7 +86,8 @@ class DistillationTerm(keras.layers.Layer):
 
     The `Distiller` calls a term once per step as
     `term(teacher_features, student_features, labels=labels,
-    sample_weight=sample_weight)` and adds `term.weight` times the result
+    sample_weight=sample_weight)` (plus the keyword arguments named in
+    `step_arguments`) and adds `term.weight` times the result
     to its loss. It reports the unweighted value under `term.name`. A term
     object belongs to one `Distiller` (its weights are built for that
     pair of models); for another, make a copy with
@@ -123,6 +127,28 @@ class DistillationTerm(keras.layers.Layer):
 
     #: The name a term of this class gets when `name=None`.
     default_name = "distillation_term"
+    #: The augmented view of the batch the term reads: `None` for the batch
+    #: itself, or a name among the `Distiller`'s `views` (both models then
+    #: run once more, on that view, for every term that reads it).
+    view = None
+
+    @property
+    def step_arguments(self):
+        """Names of the per-step values the `Distiller` passes the term.
+
+        Besides its two tensors, `labels` and `sample_weight`, a term may
+        read `"indices"` (each example's row in the training set),
+        `"training"` (whether the step trains) and `"teacher_is_mixture"`
+        (whether the teacher's logits are an ensemble's mixture) as
+        keyword arguments of `call`. Terms with a per-example memory
+        (`needs_example_indices`, CRD) read the first two.
+
+        Returns:
+            A tuple of str, empty by default.
+        """
+        if getattr(self, "needs_example_indices", False):
+            return ("indices", "training")
+        return ()
 
     def __init__(
         self, teacher_layer=None, student_layer=None, weight=1.0, name=None

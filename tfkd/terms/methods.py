@@ -17,9 +17,9 @@ term weights of the CRD authors' benchmark code (Tian et al., 2020,
 github.com/HobbitLong/RepDistiller) unless a method's registration says
 otherwise. They are starting points for other models, not tuned values.
 
-The two methods that add no term, options of the `Distiller` itself, are
-registered here: `logit_kd` (Hinton et al., 2015) and `logit_std` (Sun et
-al., 2024).
+The two methods that add no term to the `Distiller`'s own KL, `logit_kd`
+(Hinton et al., 2015) and `logit_std` (Sun et al., 2024), are registered
+by that term's module, `tfkd.terms.soft_targets`.
 """
 
 import dataclasses
@@ -246,10 +246,3 @@ def registered():
     """
     return tuple(sorted(_REGISTRY.values(), key=lambda m: (m.build is not None, m.id)))
 
-
-register(Method("logit_kd", "Logit KD (Hinton et al., 2015)"))
-# z-scores teacher and student logits before T and the KL.
-register(Method(
-    "logit_std", "Logit KD, standardized logits (Sun et al., 2024)",
-    distiller_options={"logit_standardization": True},
-))
