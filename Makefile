@@ -8,6 +8,8 @@
 #   make test-bench    # ... in the benchmark environment (Keras 3.12 + AutoKeras)
 #   make results       # rerun every experiment the README quotes (quick presets)
 #   make docs          # the documentation site, built strictly into site/
+#   make test-jax      # the backend-independent tests on KERAS_BACKEND=jax,
+#                      # in an environment without TensorFlow (.venv-jax-cpu)
 # TF=gpu installs tensorflow[and-cuda] instead of tensorflow-cpu, in
 # environments of their own (.venv-*-gpu): the two TensorFlow distributions
 # are one module and never share an environment.
@@ -21,10 +23,13 @@ KERAS_LATEST ?= keras>=3.15,<3.16
 
 LATEST := .venv-latest-$(TF)
 BENCH := .venv-bench-$(TF)
+# JAX on the CPU and no TensorFlow at all: what a JAX user installs.
+JAX := .venv-jax-cpu
+
 # The docs need no TensorFlow: mkdocstrings reads tfkd's source statically.
 DOCS := .venv-docs
 
-.PHONY: test test-latest test-bench benchmark results env-latest env-bench env-docs docs data clean
+.PHONY: test test-latest test-bench test-jax benchmark results env-latest env-bench env-jax env-docs docs data clean
 
 $(LATEST)/.installed: setup.cfg pyproject.toml
 	rm -rf $(LATEST)
@@ -50,9 +55,17 @@ $(DOCS)/.installed: setup.cfg
 		'import configparser; c = configparser.ConfigParser(); c.read("setup.cfg"); print(" ".join(c["options.extras_require"]["docs"].split()))')
 	touch $@
 
+$(JAX)/.installed: setup.cfg pyproject.toml
+	rm -rf $(JAX)
+	$(PYTHON) -m venv $(JAX)
+	$(JAX)/bin/python -m pip install --quiet --upgrade pip
+	$(JAX)/bin/python -m pip install --quiet -e ".[dev]" "$(KERAS_LATEST)" "jax[cpu]"
+	touch $@
+
 env-latest: $(LATEST)/.installed
 env-bench: $(BENCH)/.installed
 env-docs: $(DOCS)/.installed
+env-jax: $(JAX)/.installed
 
 # The site in site/ (ignored by git), built offline in strict mode: a
 # broken link, a page missing from the navigation or a docstring that does
@@ -73,6 +86,12 @@ test-latest: env-latest data
 test-bench: env-bench data
 	$(BENCH)/bin/python -m pytest tests -ra --durations=15
 
+# The backend-independent test files (the list in tests/conftest.py), on
+# JAX; TensorFlow is not installed there, so nothing can lean on it. They
+# need no Fashion-MNIST.
+test-jax: env-jax
+	KERAS_BACKEND=jax $(JAX)/bin/python -m pytest tests -ra --durations=15
+
 benchmark: env-bench data
 	$(BENCH)/bin/python -m benchmarks compare --dataset fashion_mnist --preset $(PRESET)
 
@@ -90,3 +109,4 @@ results: env-bench data
 
 clean:
 	rm -rf .venv-latest-* .venv-bench-* .venv-docs build site *.egg-info
+	rm -rf .venv-latest-* .venv-bench-* .venv-jax-* build *.egg-info

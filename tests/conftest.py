@@ -2,6 +2,11 @@
 
 The CPU is split into two logical devices before TensorFlow initializes, so
 `tf.distribute.MirroredStrategy` can be tested on a machine without GPUs.
+
+On another Keras backend (`KERAS_BACKEND=jax`, `make test-jax`) TensorFlow
+is never imported here, and only the test files of
+`BACKEND_INDEPENDENT_FILES` are collected: the rest still need TensorFlow
+(the Distiller's step, `tf.data`, `tf.distribute`; issue #23).
 """
 
 import os
@@ -10,10 +15,39 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
+
+ON_TENSORFLOW = keras.backend.backend() == "tensorflow"
+
+#: Test files that run on every Keras backend. The list grows as the
+#: Distiller's step becomes backend-neutral (issue #23).
+BACKEND_INDEPENDENT_FILES = (
+    "test_backend_support.py",
+    "test_cache_format.py",
+    "test_cache_fingerprint.py",
+    "test_cache_py_stream.py",
+    "test_data_idx.py",
+    "test_import_without_tensorflow.py",
+    "test_losses_properties.py",
+    "test_mixing.py",
+    "test_teacher_logits.py",
+    "test_terms_contrastive_backends.py",
+)
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Off TensorFlow, skips every test file not in the list above."""
+    if ON_TENSORFLOW or collection_path.is_dir():
+        return None
+    if collection_path.name.startswith("test_") and collection_path.suffix == ".py":
+        return collection_path.name not in BACKEND_INDEPENDENT_FILES
+    return None
 
 
 def _split_cpu_into_two_logical_devices():
+    if not ON_TENSORFLOW:
+        return
+    import tensorflow as tf
+
     cpus = tf.config.list_physical_devices("CPU")
     try:
         tf.config.set_logical_device_configuration(
@@ -60,6 +94,8 @@ def two_replica_strategy():
     the first one's instances ("Shape mismatch in the collective instance").
     GPU users keep the default (NCCL); the arithmetic is the same.
     """
+    import tensorflow as tf
+
     devices = tf.config.list_logical_devices("CPU")
     if len(devices) < 2:
         pytest.skip("needs two logical CPU devices (see tests/conftest.py)")
@@ -102,3 +138,26 @@ def small_conv_bn_model():
     x = keras.layers.Dense(6, name="hidden")(x)
     outputs = keras.layers.Dense(3, name="head")(x)
     return keras.Model(inputs, outputs)
+
+
+def python_on_another_backend():
+    """`(python, backend)` to run a subprocess without TensorFlow.
+
+    The current interpreter on its own backend when that is not TensorFlow;
+    on TensorFlow, Keras's NumPy backend where SciPy (which it needs) is
+    installed, else the interpreter of `make env-jax` where it was built;
+    skips otherwise.
+    """
+    import importlib.util
+    import pathlib
+    import sys
+
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        return sys.executable, backend
+    if importlib.util.find_spec("scipy") is not None:
+        return sys.executable, "numpy"
+    jax_python = pathlib.Path(__file__).resolve().parents[1] / ".venv-jax-cpu/bin/python"
+    if jax_python.exists():
+        return str(jax_python), "jax"
+    pytest.skip("no Keras backend but TensorFlow here (see `make env-jax`)")

@@ -1,4 +1,4 @@
-"""tfkd: knowledge distillation for Keras 3 on TensorFlow.
+"""tfkd: knowledge distillation for Keras 3.
 
 Distil a large, accurate teacher into a small, fast student with ordinary
 `model.fit` calls:
@@ -11,18 +11,8 @@ Distil a large, accurate teacher into a small, fast student with ordinary
 
 from tfkd.version import __version__
 
-try:
-    import tensorflow  # noqa: F401
-except ImportError as error:  # pragma: no cover - depends on the install
-    raise ImportError(
-        "tfkd needs TensorFlow, which is installed through an extra so that "
-        "`tensorflow` and `tensorflow-cpu` never end up side by side: "
-        "`pip install 'tfkd[cpu]'` (CPU) or `pip install 'tfkd[gpu]'` "
-        "(Linux with an NVIDIA GPU; WSL2 on Windows)."
-    ) from error
-
+from tfkd import backend_support
 from tfkd import cache
-from tfkd import callbacks
 from tfkd import data
 from tfkd import ensembles
 from tfkd import export
@@ -34,13 +24,10 @@ from tfkd import recipes
 from tfkd import step_guard
 from tfkd import teachers
 from tfkd import terms
+from tfkd.backend_support import TensorFlowRequiredError
 from tfkd.cache import TeacherCache
-from tfkd.callbacks import checkpointing
-from tfkd.distiller import Distiller
 from tfkd.environment_report import doctor
-from tfkd.generations import born_again
 from tfkd.losses import KnowledgeDistillation
-from tfkd.preflight import DistillationWarning
 from tfkd.step_guard import InvalidLabelsError
 from tfkd.step_guard import NonFiniteLossError
 from tfkd.teacher_outputs import attach_teacher_logits
@@ -61,6 +48,35 @@ from tfkd.terms import WTTM
 #: Submodules imported on first use, because they need an optional extra.
 _LAZY_SUBMODULES = {"tuning": "tfkd.tuning"}
 
+#: Names whose modules still import TensorFlow (the Distiller's step and its
+#: pre-flight checks; issue #23): `(module, attribute or None for the
+#: module itself)`. With TensorFlow installed they are imported with tfkd,
+#: as before (so a saved `.keras` Distiller finds its registered class);
+#: without it, `import tfkd` works and they fail on first use.
+_NEEDS_TENSORFLOW_TODAY = {
+    "Distiller": ("tfkd.distiller", "Distiller"),
+    "DistillationWarning": ("tfkd.preflight", "DistillationWarning"),
+    "born_again": ("tfkd.generations", "born_again"),
+    "callbacks": ("tfkd.callbacks", None),
+    "checkpointing": ("tfkd.callbacks.checkpointing", None),
+}
+
+
+def _resolve(name):
+    import importlib
+
+    module_name, attribute = _NEEDS_TENSORFLOW_TODAY[name]
+    # Without TensorFlow: an error that names the extra, not the import.
+    backend_support.require_tensorflow(f"tfkd.{name}")
+    module = importlib.import_module(module_name)
+    return module if attribute is None else getattr(module, attribute)
+
+
+if backend_support.tensorflow_available():
+    for _name in _NEEDS_TENSORFLOW_TODAY:
+        globals()[_name] = _resolve(_name)
+    del _name
+
 
 def __getattr__(name):
     # PEP 562: `tfkd.tuning` imports keras-tuner (and so TensorBoard) only
@@ -69,6 +85,8 @@ def __getattr__(name):
         import importlib
 
         return importlib.import_module(_LAZY_SUBMODULES[name])
+    if name in _NEEDS_TENSORFLOW_TODAY:
+        return _resolve(name)
     raise AttributeError(f"module 'tfkd' has no attribute {name!r}")
 
 
@@ -91,9 +109,11 @@ __all__ = [
     "SimilarityPreserving",
     "SoftTargetKL",
     "TeacherCache",
+    "TensorFlowRequiredError",
     "WTTM",
     "__version__",
     "attach_teacher_logits",
+    "backend_support",
     "born_again",
     "cache",
     "callbacks",

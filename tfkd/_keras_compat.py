@@ -12,7 +12,13 @@ and only this module needs a change.
 
 import keras
 from keras import ops
-import tensorflow as tf
+
+from tfkd import backend_support
+
+tf = backend_support.lazy_tensorflow(
+    "tf.distribute training (tfkd._keras_compat)",
+    "keras.distribution (DataParallel) on JAX",
+)
 
 #: The Keras versions every workaround here is tested on (`make test`).
 TESTED_KERAS_VERSIONS = ("3.12", "3.15")

@@ -48,10 +48,14 @@ execution and raises.
 """
 
 import keras
-import tensorflow as tf
 from keras import ops
 
+from tfkd import backend_support
 from tfkd import losses
+
+tf = backend_support.lazy_tensorflow(
+    "the step guard of the TensorFlow train_step"
+)
 
 #: The values `Distiller(on_nonfinite=...)` accepts.
 ON_NONFINITE_CHOICES = ("raise", "skip", "ignore")

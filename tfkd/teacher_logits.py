@@ -12,9 +12,10 @@ the outputs are one finite `(batch, classes)` tensor.
 
 import weakref
 
+import keras
 import numpy as np
-import tensorflow as tf
 
+from tfkd import backend_support
 from tfkd import teacher_outputs as teacher_outputs_lib
 from tfkd.utils import validation
 
@@ -26,13 +27,17 @@ _PREDICT_FUNCTIONS = weakref.WeakKeyDictionary()
 
 
 def predict_function(teacher):
-    """The traced `inputs -> teacher(inputs, training=False)` of `teacher`.
+    """The compiled `inputs -> teacher(inputs, training=False)` of `teacher`.
+
+    On TensorFlow a `tf.function`; on another Keras backend the model's own
+    compiled `predict_on_batch` (a jitted function on JAX), which returns
+    NumPy arrays.
 
     Args:
         teacher: A `keras.Model`.
 
     Returns:
-        A `tf.function`, the same one for every call with this teacher.
+        A callable, the same one for every call with this teacher.
 
     Example:
 
@@ -40,11 +45,19 @@ def predict_function(teacher):
     >>> teacher = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
     >>> predict_function(teacher) is predict_function(teacher)
     True
-    >>> predict_function(teacher)(np.ones((4, 2), "float32")).shape
-    TensorShape([4, 3])
+    >>> tuple(predict_function(teacher)(np.ones((4, 2), "float32")).shape)
+    (4, 3)
     """
     function = _PREDICT_FUNCTIONS.get(teacher)
-    if function is None:
+    if function is None and not backend_support.tensorflow_is_backend():
+        teacher_ref = weakref.ref(teacher)
+
+        def function(inputs):
+            return teacher_ref().predict_on_batch(inputs)
+
+        _PREDICT_FUNCTIONS[teacher] = function
+    elif function is None:
+        tf = backend_support.require_tensorflow("a traced teacher")
         teacher_ref = weakref.ref(teacher)
 
         @tf.function(reduce_retracing=True)
@@ -105,7 +118,10 @@ class TeacherLogits:
             ValueError: for several outputs, outputs that are not
                 `(batch, classes)`, or NaN/inf outputs.
         """
-        inputs = tf.nest.map_structure(tf.convert_to_tensor, inputs)
+        if backend_support.tensorflow_is_backend():
+            inputs = keras.tree.map_structure(
+                keras.ops.convert_to_tensor, inputs
+            )
         outputs = self._predict(inputs)
         if isinstance(outputs, (dict, list, tuple)):
             raise ValueError(

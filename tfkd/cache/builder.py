@@ -27,13 +27,13 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from tfkd import ensembles
 from tfkd import losses
 from tfkd import teacher_logits as teacher_logits_lib
 from tfkd import teacher_outputs as teacher_outputs_lib
 from tfkd import version
+from tfkd.cache import batches
 from tfkd.cache import codec as codec_lib
 from tfkd.cache import fingerprint
 from tfkd.cache import format as format_lib
@@ -80,7 +80,7 @@ def split_batch(element, step):
             "`(inputs, labels)` with a single input tensor, or `inputs` "
             "alone (unlabelled). Received: batch "
             f"{step} of structure "
-            f"{tf.nest.map_structure(lambda t: getattr(t, 'shape', t), element)}"
+            f"{keras.tree.map_structure(lambda t: getattr(t, 'shape', t), element)}"
         )
     inputs, labels = element
     if isinstance(inputs, (dict, tuple, list)):
@@ -575,7 +575,8 @@ def build_locked(teacher, dataset, path, options):
 
     Args:
         teacher: The `keras.Model`.
-        dataset: A `tf.data.Dataset` of `(inputs, labels)` or `inputs`.
+        dataset: A `tf.data.Dataset` of `(inputs, labels)` or `inputs`,
+            or another iterable of such batches (`tfkd.cache.batches`).
         path: The directory to create.
         options: A `BuildOptions`.
 
@@ -600,7 +601,7 @@ def build_locked(teacher, dataset, path, options):
     try:
         writer = _BatchWriter(teacher, partial, options)
         progbar = progress.dataset_progbar(dataset, options.verbose)
-        for step, element in enumerate(dataset, start=1):
+        for step, element in enumerate(batches.iterate(dataset), start=1):
             writer.append(element, step)
             if progbar is not None:
                 progbar.update(step)

@@ -13,9 +13,14 @@ makes the teacher and the student see different inputs.
 """
 
 import numpy as np
-import tensorflow as tf
 
+from tfkd import backend_support
 from tfkd.utils import validation
+
+tf = backend_support.lazy_tensorflow(
+    "decoding cached inputs inside a tf.data pipeline",
+    "TeacherCache.dataset(stream='py_dataset') (a keras.utils.PyDataset)",
+)
 
 #: The values `TeacherCache.build(input_dtype=...)` accepts.
 INPUT_DTYPES = ("auto", "uint8", "float16", "float32")

@@ -25,8 +25,8 @@ from a pass over the pipeline before training.
 """
 
 import numpy as np
-import tensorflow as tf
 
+from tfkd import backend_support
 from tfkd import losses
 from tfkd import teacher_outputs as teacher_outputs_lib
 from tfkd.cache import errors
@@ -34,6 +34,12 @@ from tfkd.cache import format as format_lib
 from tfkd.cache import row_blocks
 from tfkd.cache import topk
 from tfkd.utils import validation
+
+tf = backend_support.lazy_tensorflow(
+    "TeacherCache.attach (a logits-only cache joined with its tf.data "
+    "pipeline)",
+    "a cache built with store_inputs=True, read with TeacherCache.dataset()",
+)
 
 _HINT = (
     "A logits-only cache must be re-joined with the same deterministic "

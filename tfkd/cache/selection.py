@@ -10,13 +10,14 @@ documented way to see that a worker touched its own shards only.
 
 import os
 
-import tensorflow as tf
-
+from tfkd import backend_support
 from tfkd.cache import concatenated
 from tfkd.cache import format as format_lib
 from tfkd.cache import reader
 from tfkd.cache import shards
 from tfkd.utils import validation
+
+tf = backend_support.lazy_tensorflow("tf.data sharding of a teacher cache")
 
 
 class ShardSelection:

@@ -16,6 +16,7 @@ import hashlib
 import os
 import time
 
+from tfkd.cache import batches
 from tfkd.cache import builder
 from tfkd.cache import errors
 from tfkd.cache import format as format_lib
@@ -84,7 +85,7 @@ def build_shards(teacher, dataset, path, options, num_shards, indices):
         shard_options = dataclasses.replace(options, shard=(index, num_shards))
         builder.build(
             teacher,
-            dataset.shard(num_shards, index),
+            batches.shard(dataset, num_shards, index),
             os.path.join(path, shards.shard_name(index, num_shards)),
             shard_options,
         )

@@ -21,12 +21,17 @@ from a sharded cache opened with `shard=(i, n)`, its own shards only.
 """
 
 import numpy as np
-import tensorflow as tf
 
+from tfkd import backend_support
 from tfkd import teacher_outputs as teacher_outputs_lib
 from tfkd.cache import format as format_lib
 from tfkd.cache import topk
 from tfkd.cache import views as views_lib
+
+tf = backend_support.lazy_tensorflow(
+    "TeacherCache.dataset() as a tf.data pipeline",
+    "TeacherCache.dataset(stream='py_dataset') (a keras.utils.PyDataset)",
+)
 
 
 def make_dataset(
@@ -40,7 +45,7 @@ def make_dataset(
     drop_remainder,
     views,
     reshuffle_each_iteration,
-    auto_shard_policy=tf.data.experimental.AutoShardPolicy.DATA,
+    auto_shard_policy=None,
 ):
     """Builds the training stream of an opened cache.
 
@@ -59,7 +64,7 @@ def make_dataset(
         auto_shard_policy: How `tf.distribute` splits the stream across
             workers: `DATA` (each worker streams every row and keeps its
             share of each batch) or `OFF` (the rows are this worker's own
-            shards already). Defaults to `DATA`.
+            shards already). Defaults to `None` (`DATA`).
 
     Returns:
         A `tf.data.Dataset`.
@@ -118,6 +123,8 @@ def make_dataset(
     dataset = indices.map(
         load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
+    if auto_shard_policy is None:
+        auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     options = tf.data.Options()
     # The source is a range, not files: shard the elements across workers
     # (DATA), unless the rows are this worker's own shards (OFF).

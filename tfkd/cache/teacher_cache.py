@@ -5,11 +5,12 @@ import numbers
 import os
 
 import numpy as np
-import tensorflow as tf
 
+from tfkd import backend_support
 from tfkd import ensembles
 from tfkd.utils import progress
 from tfkd.utils import validation
+from tfkd.cache import batches as batches_lib
 from tfkd.cache import builder
 from tfkd.cache import codec as codec_lib
 from tfkd.cache import errors
@@ -21,7 +22,8 @@ from tfkd.cache import reader
 from tfkd.cache import selection as selection_lib
 from tfkd.cache import shard_builds
 from tfkd.cache import shards as shards_lib
-from tfkd.cache import stream
+from tfkd.cache import py_stream
+from tfkd.cache import stream as stream_lib
 from tfkd.cache import topk
 from tfkd.cache import views as views_lib
 
@@ -29,6 +31,8 @@ from tfkd.cache import views as views_lib
 OUTPUT_DTYPES = builder.OUTPUT_DTYPES
 #: The values `TeacherCache.open(on_stale=...)` accepts.
 ON_STALE = ("raise", "rebuild")
+#: The values `TeacherCache.dataset(stream=...)` accepts.
+STREAMS = ("auto", "tf.data", "py_dataset")
 # Settings a rebuild takes from the stale cache's metadata when not given.
 _REBUILD_SETTINGS = (
     "dtype", "top_k", "top_k_temperature", "views", "store_inputs",
@@ -82,26 +86,8 @@ def _teacher_or_ensemble(teacher, teacher_weights, temperature, teacher_outputs)
     return ensemble, "logits"
 
 
-def _check_dataset(dataset):
-    if not isinstance(dataset, tf.data.Dataset):
-        raise validation.invalid_type(
-            "dataset",
-            "a `tf.data.Dataset` of `(inputs, labels)` or `inputs` batches "
-            "(wrap arrays with "
-            "tf.data.Dataset.from_tensor_slices((x, y)).batch(256))",
-            dataset,
-        )
-    if int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
-        raise validation.invalid_value(
-            "dataset",
-            "a finite dataset (one pass is read; remove `.repeat()`)",
-            dataset,
-        )
-    return dataset
-
-
 def _numpy_batches(dataset):
-    for step, element in enumerate(dataset, start=1):
+    for step, element in enumerate(batches_lib.iterate(dataset), start=1):
         yield builder.split_batch(element, step)
 
 
@@ -328,7 +314,7 @@ class TeacherCache:
         teacher, teacher_outputs = _teacher_or_ensemble(
             teacher, teacher_weights, temperature, teacher_outputs
         )
-        _check_dataset(dataset)
+        batches_lib.check_dataset(dataset)
         options = builder.BuildOptions(
             dtype=dtype,
             top_k=top_k,
@@ -480,7 +466,7 @@ class TeacherCache:
         validation.check_choice("on_stale", on_stale, ON_STALE)
         validation.check_keras_model("teacher", teacher, allow_none=True)
         if dataset is not None:
-            _check_dataset(dataset)
+            batches_lib.check_dataset(dataset)
         unknown = sorted(set(build_kwargs) - set(_BUILD_OPTIONS))
         if unknown:
             raise TypeError(
@@ -596,7 +582,7 @@ class TeacherCache:
                     f"are another model's. {hint}"
                 )
         if dataset is not None:
-            _check_dataset(dataset)
+            batches_lib.check_dataset(dataset)
             for part_dataset, part in self._part_datasets(dataset):
                 self._check_fresh_data(part_dataset, part, verbose, hint)
 
@@ -605,7 +591,9 @@ class TeacherCache:
         selection = self._selection
         for index, part in zip(selection.indices, selection.parts):
             if selection.sharded:
-                yield dataset.shard(selection.num_shards, index), part
+                yield batches_lib.shard(
+                    dataset, selection.num_shards, index
+                ), part
             else:
                 yield dataset, part
 
@@ -635,6 +623,7 @@ class TeacherCache:
         drop_remainder=False,
         views="random",
         reshuffle_each_iteration=True,
+        stream="auto",
     ):
         """Streams `(x, {"labels": y, "teacher_logits": t})` batches.
 
@@ -658,9 +647,18 @@ class TeacherCache:
                 `"random"`.
             reshuffle_each_iteration: Whether each epoch draws a new order
                 (and new views). Defaults to `True`.
+            stream: `"tf.data"` (a prefetching `tf.data.Dataset`, sharded
+                by `tf.distribute`), `"py_dataset"` (a
+                `keras.utils.PyDataset`, no TensorFlow needed: every Keras
+                backend) or `"auto"`: `"tf.data"` when TensorFlow is the
+                Keras backend, `"py_dataset"` otherwise. Both give the same
+                batches unshuffled, and the same examples per epoch
+                shuffled (their orders come from different generators).
+                Defaults to `"auto"`.
 
         Returns:
-            A prefetching `tf.data.Dataset`.
+            A prefetching `tf.data.Dataset`, or a
+            `tfkd.cache.py_stream.CacheBatches` (a `keras.utils.PyDataset`).
 
         Example:
 
@@ -673,6 +671,7 @@ class TeacherCache:
         ):
             raise validation.invalid_type("seed", "an int or None", seed)
         validation.check_choice("views", views, views_lib.VIEW_MODES)
+        validation.check_choice("stream", stream, STREAMS)
         if self._codec is None:
             raise ValueError(
                 f"The teacher cache at {self._path!r} holds the teacher's "
@@ -680,7 +679,25 @@ class TeacherCache:
                 "`cache.attach(dataset)` with the pipeline it was built "
                 "from. Received: a call to `cache.dataset()`"
             )
-        return stream.make_dataset(
+        if stream == "auto":
+            stream = (
+                "tf.data"
+                if backend_support.tensorflow_is_backend()
+                else "py_dataset"
+            )
+        if stream == "py_dataset":
+            return py_stream.CacheBatches(
+                self._arrays,
+                self._selection.metadata,
+                self._codec,
+                batch_size=batch_size,
+                shuffle=bool(shuffle),
+                seed=seed,
+                drop_remainder=bool(drop_remainder),
+                views=views,
+                reshuffle_each_iteration=bool(reshuffle_each_iteration),
+            )
+        return stream_lib.make_dataset(
             self._arrays,
             self._selection.metadata,
             self._codec,
@@ -800,7 +817,7 @@ class TeacherCache:
         join.check_order(part[0], part[1], _numpy_batches(part_dataset))
 
     def _attachable_part(self, dataset):
-        _check_dataset(dataset)
+        batches_lib.check_dataset(dataset)
         if self._codec is not None:
             raise ValueError(
                 f"The teacher cache at {self._path!r} stores its inputs. "

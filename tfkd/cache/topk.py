@@ -59,7 +59,13 @@ it, and store dense logits (2 bytes per class) when classes are few.
 """
 
 import numpy as np
-import tensorflow as tf
+
+from tfkd import backend_support
+
+tf = backend_support.lazy_tensorflow(
+    "top-k decoding inside a tf.data pipeline",
+    "tfkd.cache.topk.reconstruct (NumPy)",
+)
 
 # int16 indices cover every class of ImageNet-21k and halve the index bytes.
 _INT16_CLASSES = np.iinfo(np.int16).max + 1

@@ -21,14 +21,28 @@ Rows are stored example-major: row `i * K + v` is view v of example i.
 """
 
 import numpy as np
-import tensorflow as tf
+from tfkd import backend_support
+
+tf = backend_support.lazy_tensorflow(
+    "cached views drawn inside a tf.data pipeline",
+)
 
 #: The values `TeacherCache.dataset(views=...)` accepts.
 VIEW_MODES = ("random", "all")
 
 
 def augment_function(augmentation):
-    """A traced `x -> augmentation(x, training=True)` (one random view)."""
+    """A compiled `x -> augmentation(x, training=True)` (one random view).
+
+    Traced with `tf.function` on TensorFlow; called eagerly on another
+    backend (a build draws each view once, so compiling buys little there).
+    """
+    if not backend_support.tensorflow_is_backend():
+
+        def augment_eagerly(inputs):
+            return augmentation(inputs, training=True)
+
+        return augment_eagerly
 
     @tf.function(reduce_retracing=True)
     def augment(inputs):

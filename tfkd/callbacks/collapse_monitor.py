@@ -4,8 +4,8 @@ import warnings
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from tfkd import backend_support
 from tfkd.utils import validation
 from tfkd import preflight
 from tfkd import teacher_outputs as teacher_outputs_lib
@@ -21,23 +21,23 @@ def _materialize(validation_data, max_examples):
     Read once, so a shuffling dataset is judged on the same examples every
     epoch and the histograms of two epochs can be compared.
     """
-    if isinstance(validation_data, tf.data.Dataset):
+    if backend_support.is_tf_dataset(validation_data):
         batches, count = [], 0
         for batch in validation_data:
             x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
-            x, y = tf.nest.map_structure(
+            x, y = keras.tree.map_structure(
                 keras.ops.convert_to_numpy, (x, y)
             )
             batches.append((x, y))
-            count += len(tf.nest.flatten(x)[0])
+            count += len(keras.tree.flatten(x)[0])
             if count >= max_examples:
                 break
     else:
         x, y, _ = keras.utils.unpack_x_y_sample_weight(tuple(validation_data))
-        count = len(tf.nest.flatten(x)[0])
+        count = len(keras.tree.flatten(x)[0])
         count = min(count, max_examples)
         batches = [
-            tf.nest.map_structure(
+            keras.tree.map_structure(
                 lambda a, start=start: np.asarray(a)[
                     start : min(start + _BATCH_SIZE, count)
                 ],
@@ -53,7 +53,7 @@ def _materialize(validation_data, max_examples):
 
 
 def _check_validation_data(validation_data):
-    if isinstance(validation_data, tf.data.Dataset):
+    if backend_support.is_tf_dataset(validation_data):
         return validation_data
     if isinstance(validation_data, (tuple, list)) and len(validation_data) in (
         2,

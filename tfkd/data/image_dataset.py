@@ -6,8 +6,6 @@ Its own module so that the loaders (`loading`, `tfds_datasets`,
 
 import dataclasses
 
-import tensorflow as tf
-
 
 @dataclasses.dataclass(frozen=True)
 class ImageDataset:
@@ -26,9 +24,10 @@ class ImageDataset:
             user dataset whose size `tf.data` does not know).
     """
 
-    train: tf.data.Dataset
-    validation: tf.data.Dataset
-    test: tf.data.Dataset
+    # Strings: the annotations must not import TensorFlow.
+    train: "tf.data.Dataset"
+    validation: "tf.data.Dataset"
+    test: "tf.data.Dataset"
     num_classes: int
     input_shape: tuple
     class_names: tuple

@@ -16,13 +16,19 @@ labels as int32 class ids. Every model in tfkd expects this convention.
 import os
 
 import numpy as np
-import tensorflow as tf
 
+from tfkd import backend_support
 from tfkd.data import idx
 from tfkd.data import pipelines
 from tfkd.data import tfds_datasets
 from tfkd.data.image_dataset import ImageDataset
 from tfkd.utils import validation
+
+tf = backend_support.lazy_tensorflow(
+    "tfkd.data's tf.data pipelines",
+    "tfkd.data.load_fashion_mnist_arrays (NumPy arrays) with fit(x, y) "
+    "or a keras.utils.PyDataset",
+)
 
 FASHION_MNIST_CLASS_NAMES = (
     "T-shirt/top",
@@ -271,7 +277,7 @@ def load(
     """
     if not isinstance(name, str):
         expected = "a dataset name (str)"
-        if isinstance(name, tf.data.Dataset):
+        if backend_support.is_tf_dataset(name):
             expected += (
                 "; for a `tf.data.Dataset`, call "
                 "`tfkd.data.from_dataset(dataset, num_classes=...)`"

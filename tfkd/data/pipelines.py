@@ -10,7 +10,13 @@ and a tensorflow-datasets split larger than RAM.
 - `hold_out`: split a validation set off a stream of unknown length.
 """
 
-import tensorflow as tf
+from tfkd import backend_support
+
+tf = backend_support.lazy_tensorflow(
+    "tfkd.data's tf.data pipelines",
+    "tfkd.data.load_fashion_mnist_arrays (NumPy arrays) with fit(x, y) "
+    "or a keras.utils.PyDataset",
+)
 
 #: Examples held in the training shuffle buffer unless told otherwise.
 DEFAULT_SHUFFLE_BUFFER = 10_000

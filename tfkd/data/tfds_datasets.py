@@ -10,10 +10,15 @@ tfds reads only the shards each part needs.
 Needs the `tfds` extra (`pip install "tfkd[tfds]"`).
 """
 
-import tensorflow as tf
-
+from tfkd import backend_support
 from tfkd.data import pipelines
 from tfkd.data.image_dataset import ImageDataset
+
+tf = backend_support.lazy_tensorflow(
+    "streaming a tensorflow-datasets dataset",
+    "tfkd.data.load_fashion_mnist_arrays, or your own arrays in a "
+    "keras.utils.PyDataset",
+)
 
 
 def _import_tfds():

@@ -7,12 +7,16 @@ batching and prefetching, all lazily, so the dataset may be larger than
 memory or endless. Nothing is read when the pipelines are built.
 """
 
-import tensorflow as tf
-
+from tfkd import backend_support
 from tfkd.data import pipelines
 from tfkd.data.image_dataset import ImageDataset
 from tfkd.data.loading import check_loading_arguments
 from tfkd.utils import validation
+
+tf = backend_support.lazy_tensorflow(
+    "tfkd.data.from_dataset (a tf.data pipeline)",
+    "your own arrays with fit(x, y) or a keras.utils.PyDataset",
+)
 
 
 def _check_pairs(argument, dataset, allow_none=False):

@@ -23,12 +23,14 @@ Quantization modes (TensorFlow's post-training quantization guide):
 import os
 import re
 import shutil
+import sys
 import tempfile
 import warnings
 
 import keras
 import numpy as np
 
+from tfkd import backend_support
 from tfkd import model_checks
 from tfkd.utils import files
 from tfkd.utils import validation
@@ -60,9 +62,12 @@ def deployable_model(model):
     Raises:
         TypeError: if `model` is not a `keras.Model`.
     """
-    from tfkd.distiller import Distiller
-
-    if isinstance(model, Distiller):
+    # A Distiller exists only once its module was imported: looked up, not
+    # imported, so exporting a plain model never imports the training step.
+    distiller_module = sys.modules.get("tfkd.distiller")
+    if distiller_module is not None and isinstance(
+        model, distiller_module.Distiller
+    ):
         return model.student
     if isinstance(model, keras.layers.Layer) and not isinstance(model, keras.Model):
         raise validation.invalid_type(
@@ -122,7 +127,11 @@ def calibration_examples(representative_data, shape, limit):
             wrong shape.
         TypeError: if it is none of the accepted kinds.
     """
-    import tensorflow as tf
+    tf = backend_support.require_tensorflow(
+        "tfkd.export's TFLite conversion",
+        'Keras\'s own model.export(path, format="litert") (Keras 3.15; on '
+        "PyTorch through litert-torch)",
+    )
 
     example_shape = tuple(shape[1:])
     if representative_data is None:
@@ -293,7 +302,11 @@ def convert(model, quantization=None, examples=None, integer_io=False):
     Raises:
         RuntimeError: if the converter fails (see `to_tflite`).
     """
-    import tensorflow as tf
+    tf = backend_support.require_tensorflow(
+        "tfkd.export's TFLite conversion",
+        'Keras\'s own model.export(path, format="litert") (Keras 3.15; on '
+        "PyTorch through litert-torch)",
+    )
 
     directory = tempfile.mkdtemp(prefix="tfkd-export-")
     try:

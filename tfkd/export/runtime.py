@@ -17,6 +17,7 @@ import warnings
 
 import numpy as np
 
+from tfkd import backend_support
 from tfkd.utils import validation
 
 #: What `TFLiteModel.runtime` says for each interpreter.
@@ -33,8 +34,10 @@ def interpreter_class():
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        import tensorflow as tf
-
+        tf = backend_support.require_tensorflow(
+            "running a .tflite file without ai-edge-litert",
+            "the LiteRT runtime: pip install 'tfkd[litert]'",
+        )
         warnings.warn(
             "ai-edge-litert is not installed, so the file runs on "
             "`tf.lite.Interpreter`, deprecated since TensorFlow 2.20. "
@@ -214,9 +217,7 @@ class TFLiteModel:
 
 
 def _arrays(data, argument):
-    import tensorflow as tf
-
-    if isinstance(data, tf.data.Dataset):
+    if backend_support.is_tf_dataset(data):
         images, labels = [], []
         for element in data.as_numpy_iterator():
             if not isinstance(element, tuple) or len(element) < 2:

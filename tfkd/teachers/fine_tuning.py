@@ -12,8 +12,8 @@ import dataclasses
 import warnings
 
 import keras
-import tensorflow as tf
 
+from tfkd import backend_support
 from tfkd.utils import validation
 from . import discriminative
 from . import layer_groups as groups_lib
@@ -89,7 +89,7 @@ def _is_rate(value):
 def _infer_steps_per_epoch(train_ds, steps_per_epoch):
     if steps_per_epoch is not None:
         return steps_per_epoch
-    if isinstance(train_ds, tf.data.Dataset):
+    if backend_support.is_tf_dataset(train_ds):
         cardinality = int(train_ds.cardinality())
         if cardinality > 0:
             return cardinality

@@ -43,9 +43,9 @@ back, by sparse reads and a row scatter.
 """
 
 import keras
-import tensorflow as tf
 from keras import ops
 
+from tfkd import backend_support
 from tfkd import hyperparameters
 from tfkd import memory_limit
 from tfkd.terms import base
@@ -115,10 +115,19 @@ def draw_counts(rows, num_data):
     [[1.0, 0.0, 2.0, 0.0]]
     """
     rows = ops.cast(rows, "int32")
+    if not backend_support.tensorflow_is_backend():
+        # A scatter-add of ones at (example, row), duplicates summed: of a
+        # constant size, so it compiles under XLA on JAX as well.
+        batch, drawn = ops.shape(rows)[0], ops.shape(rows)[1]
+        examples = ops.repeat(ops.arange(batch, dtype="int32"), drawn)
+        positions = ops.stack([examples, ops.reshape(rows, (-1,))], axis=-1)
+        return ops.scatter(
+            positions, ops.ones((batch * drawn,), "float32"), (batch, num_data)
+        )  # (batch, num_data)
+    tf = backend_support.require_tensorflow("CRD's TensorFlow draw counts")
     # The op itself, of a constant size: `ops.bincount` and `tf.math.bincount`
     # size their output from the data (at least `minlength`), which XLA
     # cannot compile (`jit_compile=True`). Empty weights: counts, as float32.
-    # TensorFlow only.
     return tf.raw_ops.DenseBincount(
         input=rows, size=num_data, weights=tf.zeros((0,), tf.float32)
     )
@@ -161,9 +170,7 @@ def contrastive_loss_on_memory(anchors, memory, positives, log_counts, temperatu
     # (whose gradient would be another (batch, num_data) tensor).
     anchors = ops.cast(anchors, "float32") / temperature
     memory = ops.cast(memory, "float32")
-    # `transpose_b`: no transposed copy of the memory (`ops.einsum` makes
-    # one on TensorFlow's CPU kernels). TensorFlow only.
-    scores = tf.linalg.matmul(anchors, memory, transpose_b=True)  # (batch, num_data)
+    scores = _scores(anchors, memory)  # (batch, num_data)
     own_rows = ops.take(memory, ops.cast(positives, "int32"), axis=0)
     positive = ops.sum(anchors * own_rows, axis=-1)  # (batch,)
     return ops.logsumexp(scores + log_counts, axis=-1) - positive
@@ -185,8 +192,9 @@ class CRD(base.DistillationTerm):
     memory row of example `i`. `fit` refuses a first batch without it.
     CRD trains only: in evaluation (validation examples have no memory
     rows, and the memory must not change) it adds and reports 0. The
-    memory update is a TensorFlow row scatter on one device; CRD is not
-    tested under `tf.distribute` strategies.
+    memory update is a row scatter on one device (TensorFlow's sparse one on
+    TensorFlow, `keras.ops.scatter_update` elsewhere); CRD is not tested
+    under `tf.distribute` strategies.
 
     Args:
         teacher_layer: Name of the teacher layer (or `None`, the logits).
@@ -402,8 +410,7 @@ class CRD(base.DistillationTerm):
         # poison the memory: its rows keep their old values.
         finite = ops.all(ops.isfinite(new), axis=-1, keepdims=True)
         new = ops.where(finite, new, old)  # (batch, feat_dim)
-        # A row update, not a copy of the whole memory (TensorFlow only).
-        memory.value.scatter_update(tf.IndexedSlices(new, indices))
+        _scatter_rows(memory, indices, new)
 
     def get_config(self):
         config = super().get_config()
@@ -421,13 +428,41 @@ class CRD(base.DistillationTerm):
         return config
 
 
+def _scores(anchors, memory):
+    """`anchors @ memory.T`: `(batch, feat_dim) x (num_data, feat_dim)`."""
+    if not backend_support.tensorflow_is_backend():
+        return ops.matmul(anchors, ops.transpose(memory))
+    tf = backend_support.require_tensorflow("CRD's TensorFlow scores")
+    # `transpose_b`: no transposed copy of the memory (`ops.einsum` makes
+    # one on TensorFlow's CPU kernels).
+    return tf.linalg.matmul(anchors, memory, transpose_b=True)
+
+
+def _scatter_rows(memory, indices, new):
+    """Writes `new` `(batch, feat_dim)` into the memory's rows `indices`."""
+    if not backend_support.tensorflow_is_backend():
+        # The whole bank in and out (JAX arrays are immutable; inside a
+        # compiled step XLA updates it in place).
+        memory.assign(
+            ops.scatter_update(memory.value, ops.expand_dims(indices, -1), new)
+        )
+        return
+    tf = backend_support.require_tensorflow("CRD's TensorFlow row scatter")
+    # A row update, not a copy of the whole memory.
+    memory.value.scatter_update(tf.IndexedSlices(new, indices))
+
+
 def _gather(memory, rows):
     """The memory's `rows`, read by a sparse gather on the variable.
 
-    `ops.take` would first read the whole variable, and TensorFlow copies a
-    variable on every full read once a row scatter has written it (its
-    copy-on-read mode): the whole bank, twice per step. TensorFlow only.
+    On TensorFlow, `ops.take` would first read the whole variable, and
+    TensorFlow copies a variable on every full read once a row scatter has
+    written it (its copy-on-read mode): the whole bank, twice per step.
+    Other backends have no such copy and take the rows.
     """
+    if not backend_support.tensorflow_is_backend():
+        return ops.take(memory.value, rows, axis=0)
+    tf = backend_support.require_tensorflow("CRD's TensorFlow gather")
     return tf.gather(memory.value, rows)
 
 
@@ -439,6 +474,9 @@ def _read(memory):
     within a few times the rows the step draws. Read once per step and
     bank: the scores and the positives' rows share the tensor.
     """
+    if not backend_support.tensorflow_is_backend():
+        return ops.convert_to_tensor(memory.value)
+    tf = backend_support.require_tensorflow("CRD's TensorFlow memory read")
     # `ops.convert_to_tensor` would hand on the variable, which each use
     # then reads (and copies) again.
     return tf.convert_to_tensor(memory.value)

@@ -16,11 +16,15 @@ to `tfkd.tuning.search`.
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from tfkd import backend_support
 from tfkd import teacher_logits as teacher_logits_lib
 from tfkd import teacher_outputs as teacher_outputs_lib
 from tfkd.utils import validation
+
+tf = backend_support.lazy_tensorflow(
+    "tfkd.tuning's in-memory teacher logits (tf.data)"
+)
 
 
 class TeacherLogitsInMemory:

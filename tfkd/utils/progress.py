@@ -1,4 +1,4 @@
-"""A progress bar over the batches of a `tf.data.Dataset`."""
+"""A progress bar over the batches of a dataset."""
 
 import keras
 
@@ -7,8 +7,9 @@ def dataset_progbar(dataset, verbose):
     """A `keras.utils.Progbar` counting `dataset`'s batches, or `None`.
 
     Args:
-        dataset: A `tf.data.Dataset`; its cardinality, when known, is the
-            bar's target.
+        dataset: A `tf.data.Dataset` (its cardinality, when known, is the
+            bar's target) or another iterable of batches (its `len`, when
+            it has one).
         verbose: `0` (no bar: returns `None`), `1` or `2`, as for Keras.
 
     Returns:
@@ -16,15 +17,25 @@ def dataset_progbar(dataset, verbose):
 
     Example:
 
-    >>> import tensorflow as tf
-    >>> dataset_progbar(tf.data.Dataset.range(4).batch(2), 0) is None
+    >>> dataset_progbar([(1, 2), (3, 4)], 0) is None
     True
+    >>> dataset_progbar([(1, 2), (3, 4)], 1).target
+    2
     """
     if not verbose:
         return None
-    cardinality = int(dataset.cardinality())
+    if hasattr(dataset, "cardinality"):  # a tf.data.Dataset
+        cardinality = int(dataset.cardinality())
+        target = cardinality if cardinality >= 0 else None
+    elif isinstance(dataset, keras.utils.PyDataset):
+        target = dataset.num_batches
+    else:
+        try:
+            target = len(dataset)
+        except TypeError:
+            target = None
     return keras.utils.Progbar(
-        target=cardinality if cardinality >= 0 else None,
+        target=target,
         unit_name="batch",
         verbose=verbose,
     )

@@ -1,0 +1,120 @@
+"""`import tfkd` and its modules without TensorFlow (issue #23).
+
+Each check runs in a subprocess where `import tensorflow` fails (a `None`
+entry in `sys.modules`, as if it were not installed), on the current Keras
+backend or, where TensorFlow is the backend, on another one
+(`conftest.python_on_another_backend`).
+`STILL_NEED_TENSORFLOW` lists the modules that cannot import without it
+yet; the list only shrinks: a module that starts to import fails this test
+until it is taken off the list.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+
+from conftest import python_on_another_backend
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+#: Modules that still import TensorFlow, and why. tfkd.distiller and
+#: tfkd.preflight (the Distiller's step and pre-flight, being rewritten);
+#: what imports them; and keras-tuner, which imports TensorFlow itself.
+STILL_NEED_TENSORFLOW = {
+    "tfkd.distiller": "the TensorFlow train_step",
+    "tfkd.preflight": "tf.data checks of fit's arguments",
+    "tfkd.generations": "imports tfkd.distiller",
+    "tfkd.callbacks": "its collapse callbacks import tfkd.preflight",
+    "tfkd.callbacks.backup_and_restore": "package tfkd.callbacks",
+    "tfkd.callbacks.backup_files": "package tfkd.callbacks",
+    "tfkd.callbacks.checkpointing": "package tfkd.callbacks",
+    "tfkd.callbacks.collapse_diagnosis": "imports tfkd.preflight",
+    "tfkd.callbacks.collapse_monitor": "imports tfkd.preflight",
+    "tfkd.callbacks.student_checkpoint": "package tfkd.callbacks",
+    "tfkd.tuning": "keras-tuner imports TensorFlow",
+    "tfkd.tuning.budget": "package tfkd.tuning",
+    "tfkd.tuning.heatmap": "package tfkd.tuning",
+    "tfkd.tuning.hypermodel": "package tfkd.tuning",
+    "tfkd.tuning.memory_cache": "package tfkd.tuning",
+    "tfkd.tuning.result": "package tfkd.tuning",
+    "tfkd.tuning.tuner": "package tfkd.tuning",
+}
+
+_PRELUDE = """
+import sys
+sys.modules["tensorflow"] = None  # `import tensorflow` now fails
+"""
+
+
+def _run(code):
+    python, backend = python_on_another_backend()
+    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=str(ROOT))
+    result = subprocess.run(
+        [python, "-c", _PRELUDE + code], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _module_names():
+    names = []
+    for path in sorted((ROOT / "tfkd").rglob("*.py")):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        if parts[-1] != "__main__":
+            names.append(".".join(parts))
+    return names
+
+
+def test_every_module_but_the_listed_ones_imports_without_tensorflow():
+    failed = _run(f"""
+import importlib, json
+failed = {{}}
+for name in {_module_names()!r}:
+    # From scratch: a submodule a failed package import left behind must
+    # not count as imported.
+    for loaded in [m for m in sys.modules if m == "tfkd" or m.startswith("tfkd.")]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except ImportError as error:
+        failed[name] = str(error)
+    if "tensorflow" in sys.modules and sys.modules["tensorflow"] is not None:
+        raise SystemExit(name + " imported TensorFlow")
+print(json.dumps(failed))
+""")
+    assert set(failed) == set(STILL_NEED_TENSORFLOW), failed
+
+
+def test_import_tfkd_works_and_tensorflow_features_say_what_to_use():
+    report = _run("""
+import json
+import numpy as np
+import keras
+import tfkd
+
+report = {"version": tfkd.__version__, "kd": tfkd.KnowledgeDistillation().name}
+model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+try:
+    tfkd.export.to_tflite(model, "/nonexistent/model.tflite")
+except tfkd.TensorFlowRequiredError as error:
+    report["export"] = str(error)
+try:
+    tfkd.data.load("fashion_mnist")
+except tfkd.TensorFlowRequiredError as error:
+    report["data"] = str(error)
+try:
+    tfkd.Distiller
+except tfkd.TensorFlowRequiredError as error:
+    report["distiller"] = str(error)
+print(json.dumps(report))
+""")
+    assert report["version"] == __import__("tfkd").__version__
+    assert 'format="litert"' in report["export"], report
+    assert "tfkd[cpu]" in report["export"], report
+    assert "load_fashion_mnist_arrays" in report["data"], report
+    # Until the Distiller's step is backend-neutral (issue #23).
+    assert "tfkd.Distiller needs TensorFlow" in report["distiller"], report
