@@ -104,6 +104,7 @@ def test_the_logged_losses_are_the_numpy_losses_and_unlabelled_are_masked():
 
     logs = distiller.evaluate(x, y, batch_size=len(x), verbose=0,
                               return_dict=True)
+    logs = {name: float(value) for name, value in logs.items()}
 
     assert logs["student_loss"] == pytest.approx(ce[kept].mean(), abs=1e-5)
     assert logs["distillation_loss"] == pytest.approx(kl, abs=1e-5)
