@@ -719,11 +719,16 @@ class Distiller(
         )
 
     @property
-    def metrics(self):
+    def metrics_variables(self):
         # On JAX the step guard's counters are metric state, which Keras
-        # threads through the stateless steps (`tfkd.jax_step_guard`).
+        # threads through the stateless steps (`tfkd.jax_step_guard`); they
+        # are no metric of the model's (`metrics`, `metrics_names`), and
+        # the guard's callback resets them.
         guard = getattr(self, "_step_guard", None)  # None during __init__
-        return super().metrics + ([] if guard is None else guard.metrics)
+        variables = list(super().metrics_variables)
+        for metric in [] if guard is None else guard.metrics:
+            variables.extend(metric.variables)
+        return variables
 
     def get_metrics_result(self):
         """Every metric's current value, as Keras's, minus unbuilt ones.
@@ -733,7 +738,7 @@ class Distiller(
         has no result: they are left out until labels come.
         """
         logs = {}
-        for metric in super().metrics:
+        for metric in self.metrics:
             if not getattr(metric, "built", True):
                 continue
             result = metric.result()

@@ -9,11 +9,12 @@ differ, because JAX's step is a pure function of the state Keras threads
 through it (`tfkd.jax_step`):
 
 - The guard's counters are the variables of a `GuardRecord`, a
-  `keras.metrics.Metric` the Distiller lists in `metrics`, so Keras hands
-  their values to every step and takes the new ones back, like any
-  metric's. It is not tracked as an attribute of the Distiller, so it is
-  never saved. Keras resets it with the other metrics at each epoch and
-  evaluation, the span its counts cover.
+  `keras.metrics.Metric` whose variables the Distiller lists in
+  `metrics_variables`, so Keras hands their values to every step and takes
+  the new ones back, like any metric's. It is neither one of the model's
+  `metrics` (no log, no `metrics_names` entry) nor tracked as an
+  attribute, so it is never saved. `GuardCallback` resets it at each
+  epoch and evaluation, the span its counts cover.
 - A refused batch is not a `cond`: the step computes the update and keeps
   the old state with `where` (`JaxStepGuard.keep_if`), for the weights, the
   optimizer's variables (its iteration count included) and the float
@@ -125,7 +126,7 @@ class JaxStepGuard:
 
     @property
     def metrics(self):
-        """`[GuardRecord]` for Keras to thread through the steps, or `[]`."""
+        """`[GuardRecord]`, whose variables Keras threads through the steps."""
         return [] if self.record is None else [self.record]
 
     # -- in the step (traced) --------------------------------------------
@@ -250,7 +251,7 @@ class JaxStepGuard:
     # -- between steps (Python) ------------------------------------------
 
     def reset_epoch(self):
-        """Starts a new epoch's counts (Keras's `reset_metrics` does too)."""
+        """Starts a new epoch's counts (eagerly, between executions)."""
         if self.active:
             for variable in (self.record.step, self.record.skipped,
                              self.record.first_bad_step):
