@@ -13,6 +13,7 @@ from tfkd.version import __version__
 
 from tfkd import backend_support
 from tfkd import cache
+from tfkd import callbacks
 from tfkd import data
 from tfkd import ensembles
 from tfkd import export
@@ -26,8 +27,12 @@ from tfkd import teachers
 from tfkd import terms
 from tfkd.backend_support import TensorFlowRequiredError
 from tfkd.cache import TeacherCache
+from tfkd.callbacks import checkpointing
+from tfkd.distiller import Distiller
 from tfkd.environment_report import doctor
+from tfkd.generations import born_again
 from tfkd.losses import KnowledgeDistillation
+from tfkd.preflight import DistillationWarning
 from tfkd.step_guard import InvalidLabelsError
 from tfkd.step_guard import NonFiniteLossError
 from tfkd.teacher_outputs import attach_teacher_logits
@@ -48,35 +53,6 @@ from tfkd.terms import WTTM
 #: Submodules imported on first use, because they need an optional extra.
 _LAZY_SUBMODULES = {"tuning": "tfkd.tuning"}
 
-#: Names whose modules still import TensorFlow (the Distiller's step and its
-#: pre-flight checks; issue #23): `(module, attribute or None for the
-#: module itself)`. With TensorFlow installed they are imported with tfkd,
-#: as before (so a saved `.keras` Distiller finds its registered class);
-#: without it, `import tfkd` works and they fail on first use.
-_NEEDS_TENSORFLOW_TODAY = {
-    "Distiller": ("tfkd.distiller", "Distiller"),
-    "DistillationWarning": ("tfkd.preflight", "DistillationWarning"),
-    "born_again": ("tfkd.generations", "born_again"),
-    "callbacks": ("tfkd.callbacks", None),
-    "checkpointing": ("tfkd.callbacks.checkpointing", None),
-}
-
-
-def _resolve(name):
-    import importlib
-
-    module_name, attribute = _NEEDS_TENSORFLOW_TODAY[name]
-    # Without TensorFlow: an error that names the extra, not the import.
-    backend_support.require_tensorflow(f"tfkd.{name}")
-    module = importlib.import_module(module_name)
-    return module if attribute is None else getattr(module, attribute)
-
-
-if backend_support.tensorflow_available():
-    for _name in _NEEDS_TENSORFLOW_TODAY:
-        globals()[_name] = _resolve(_name)
-    del _name
-
 
 def __getattr__(name):
     # PEP 562: `tfkd.tuning` imports keras-tuner (and so TensorBoard) only
@@ -85,8 +61,6 @@ def __getattr__(name):
         import importlib
 
         return importlib.import_module(_LAZY_SUBMODULES[name])
-    if name in _NEEDS_TENSORFLOW_TODAY:
-        return _resolve(name)
     raise AttributeError(f"module 'tfkd' has no attribute {name!r}")
 
 

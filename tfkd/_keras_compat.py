@@ -44,6 +44,8 @@ def in_multi_worker_mode(strategy=None):
 
 def reduces_logs_across_workers():
     """Whether Keras averages each step's logs across worker processes."""
+    if not backend_support.tensorflow_is_backend():
+        return False  # `tf.distribute` only exists on TensorFlow
     strategy = tf.distribute.get_strategy()
     return isinstance(
         strategy, tf.distribute.MultiWorkerMirroredStrategy
@@ -136,6 +138,34 @@ def loss_tracker(model):
         The tracker, or `None` before `compile`.
     """
     return getattr(model, "_loss_tracker", None)
+
+
+def running_value(model, variable):
+    """A metric variable's value now, also in the middle of a JAX `fit`.
+
+    Keras's JAX trainer threads the state through its stateless steps and
+    writes it back to the variables only at the end of an epoch or
+    evaluation (`JAXTrainer.jax_state_sync`); in between it keeps the
+    latest state in the private `model._jax_state` and empties the
+    variables (`_purge_model_variables`). A callback that reads a metric
+    variable after each batch reads it there (Keras 3.12-3.15). On other
+    backends, or when the state was synced, the variable holds its value.
+
+    Args:
+        model: The `keras.Model` being trained or evaluated.
+        variable: One of `model.metrics_variables`.
+
+    Returns:
+        The variable's current value (a backend tensor).
+    """
+    state = getattr(model, "_jax_state", None)
+    if state and not getattr(model, "_jax_state_synced", True):
+        values = state.get("metrics_variables")
+        if values:
+            for reference, value in zip(model.metrics_variables, values):
+                if reference is variable:
+                    return value
+    return variable.value
 
 
 def uses_distribution(model):

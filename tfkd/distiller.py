@@ -5,13 +5,15 @@ import dataclasses
 import inspect
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from tfkd import _keras_compat
+from tfkd import backend_support
 from tfkd import distiller_settings
 from tfkd import ensembles
 from tfkd import feature_views
+from tfkd import jax_step
+from tfkd import jax_step_guard
 from tfkd import label_metrics
 from tfkd import losses
 from tfkd import mixing as mixing_lib
@@ -22,6 +24,10 @@ from tfkd import step_losses
 from tfkd import teacher_outputs as teacher_outputs_lib
 from tfkd.terms import soft_targets
 from tfkd.utils import validation
+
+tf = backend_support.lazy_tensorflow(
+    "the Distiller's TensorFlow train_step", backend=True
+)
 
 
 class _Batch(collections.namedtuple("_Batch", [
@@ -51,7 +57,9 @@ def _num_replicas_in_sync():
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
-class Distiller(_keras_compat.BuildsFromFirstReplica, keras.Model):
+class Distiller(
+    _keras_compat.BuildsFromFirstReplica, jax_step.JaxSteps, keras.Model
+):
     """Trains a `student` to match a `teacher` and the labels.
 
     Knowledge distillation (Hinton, Vinyals & Dean, 2015, "Distilling the
@@ -130,6 +138,12 @@ class Distiller(_keras_compat.BuildsFromFirstReplica, keras.Model):
     `T · log p_ens` (of the standardized teachers, with
     `logit_standardization`); terms on teacher layers are refused. A list of one
     teacher is that teacher.
+
+    Backends: on TensorFlow the step runs under a `tf.GradientTape` (and
+    `tf.distribute` strategies); on JAX it is a stateless function of the
+    variables' values (`tfkd.jax_step`), also under `keras.distribution`
+    (e.g. `DataParallel`). Both compute the loss with `tfkd.step_losses`
+    and guard it the same way. PyTorch has no step yet.
 
     Before the first step, `fit` and `evaluate` look at one batch: they
     check the data fits both models and the labels fit the student, and
@@ -263,7 +277,11 @@ class Distiller(_keras_compat.BuildsFromFirstReplica, keras.Model):
         self.settings = settings
         # Not a layer, so its per-`fit` state is neither saved nor listed
         # in `self.variables` (see `tfkd.step_guard`).
-        self._step_guard = step_guard.StepGuard(settings.on_nonfinite)
+        self._step_guard = (
+            jax_step_guard.JaxStepGuard(settings.on_nonfinite, model=self)
+            if backend_support.keras_backend() == "jax"
+            else step_guard.StepGuard(settings.on_nonfinite)
+        )
         self.student = settings.student
         self.teacher = _frozen_teacher(settings)
         self.augmentation = settings.augmentation
@@ -399,7 +417,19 @@ class Distiller(_keras_compat.BuildsFromFirstReplica, keras.Model):
 
     # -- steps ---------------------------------------------------------------
 
-    def train_step(self, data):
+    def train_step(self, *args):
+        # Keras's JAX trainer calls `train_step(state, data)`, a pure
+        # function of the state (`tfkd.jax_step`); TensorFlow's `(data)`.
+        if backend_support.keras_backend() == "jax":
+            return self._jax_train_step(*args)
+        return self._tensorflow_train_step(*args)
+
+    def test_step(self, *args):
+        if backend_support.keras_backend() == "jax":
+            return self._jax_test_step(*args)
+        return self._evaluation_step(*args)
+
+    def _tensorflow_train_step(self, data):
         batch = self._batch(data, training=True)
         state = self._step_guard.capture(self.student)
         with tf.GradientTape() as tape:
@@ -422,7 +452,7 @@ class Distiller(_keras_compat.BuildsFromFirstReplica, keras.Model):
             batch, student[None].logits, loss_values, kept=kept
         )
 
-    def test_step(self, data):
+    def _evaluation_step(self, data):
         batch = self._batch(data, training=False)
         # Bad labels raise (`tfkd.step_guard`); a non-finite loss needs no
         # guard here, as no weight changes: it shows as a NaN `loss`.
@@ -681,6 +711,18 @@ class Distiller(_keras_compat.BuildsFromFirstReplica, keras.Model):
                 sample_weight=batch.sample_weight,
             )
         )
+
+    @property
+    def metrics_variables(self):
+        # On JAX the step guard's counters are metric state, which Keras
+        # threads through the stateless steps (`tfkd.jax_step_guard`); they
+        # are no metric of the model's (`metrics`, `metrics_names`), and
+        # the guard's callback resets them.
+        guard = getattr(self, "_step_guard", None)  # None during __init__
+        variables = list(super().metrics_variables)
+        for metric in [] if guard is None else guard.metrics:
+            variables.extend(metric.variables)
+        return variables
 
     def get_metrics_result(self):
         """Every metric's current value, as Keras's, minus unbuilt ones.

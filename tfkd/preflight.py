@@ -24,8 +24,9 @@ import math
 import warnings
 
 import numpy as np
-import tensorflow as tf
 import keras
+
+from tfkd import backend_support
 
 from tfkd import losses
 from tfkd import mixing as mixing_lib
@@ -120,7 +121,7 @@ def _check_mixing(mixing, inputs, labels, num_classes):
     try:
         mixing_lib.mix_batch(mixing, inputs, labels, num_classes)
     except Exception as error:  # the layer's error, re-worded
-        shapes = tf.nest.map_structure(lambda a: tuple(a.shape), inputs)
+        shapes = keras.tree.map_structure(lambda a: tuple(a.shape), inputs)
         raise ValueError(
             "Invalid value for argument `mixing`. Expected a layer that "
             "mixes the training batches (Keras's MixUp and CutMix take "
@@ -253,15 +254,19 @@ def first_batch(x, y=None):
 
 
 def _is_array_input(x):
-    return isinstance(x, (np.ndarray, tf.Tensor)) or (
-        isinstance(x, dict)
-        and all(isinstance(v, (np.ndarray, tf.Tensor)) for v in x.values())
+    return _is_array(x) or (
+        isinstance(x, dict) and all(_is_array(v) for v in x.values())
     )
+
+
+def _is_array(value):
+    # A TensorFlow tensor can only be passed where TensorFlow is imported.
+    return isinstance(value, np.ndarray) or backend_support.is_tf_tensor(value)
 
 
 def _peek(x, y=None, argument="x"):
     """The whole first batch `(x, y, sample_weight)`, or None (see above)."""
-    if isinstance(x, tf.data.Dataset):
+    if backend_support.is_tf_dataset(x):
         for batch in x.take(1):
             return keras.utils.unpack_x_y_sample_weight(batch)
         raise ValueError(
@@ -281,13 +286,13 @@ def _validation_sample(validation_data):
     """
     if validation_data is None:
         return None
-    if isinstance(validation_data, tf.data.Dataset):
+    if backend_support.is_tf_dataset(validation_data):
         batches = []
         count = 0
         for batch in validation_data.take(_MAX_VALIDATION_BATCHES):
             x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
             batches.append((x, y))
-            count += int(tf.nest.flatten(x)[0].shape[0])
+            count += int(keras.tree.flatten(x)[0].shape[0])
             if count >= PREFLIGHT_EXAMPLES:
                 break
         if not batches:
@@ -298,7 +303,7 @@ def _validation_sample(validation_data):
             )
         if any(y is None for _, y in batches):
             return None
-        x, y = tf.nest.map_structure(
+        x, y = keras.tree.map_structure(
             lambda *parts: np.concatenate(
                 [keras.ops.convert_to_numpy(p) for p in parts]
             ),
@@ -315,7 +320,7 @@ def _validation_sample(validation_data):
 def _head(structure):
     if structure is None:
         return None
-    return tf.nest.map_structure(
+    return keras.tree.map_structure(
         lambda a: a[:PREFLIGHT_EXAMPLES], structure
     )
 
@@ -324,7 +329,7 @@ def _call_model(model, role, x):
     try:
         return model(x, training=False)
     except Exception as error:  # the framework's error, re-worded
-        shapes = tf.nest.map_structure(lambda a: tuple(a.shape), x)
+        shapes = keras.tree.map_structure(lambda a: tuple(a.shape), x)
         raise ValueError(
             f"Invalid value for argument `{role}`. Expected a model that "
             f"accepts the training batches. Received: {role} "
@@ -345,7 +350,7 @@ def _check_finite(name, values, where="the first batch"):
 def _check_finite_inputs(inputs, where="the first batch"):
     # Every floating-point input (also of dict/tuple inputs); integer inputs
     # such as token ids cannot be NaN.
-    for part in tf.nest.flatten(inputs):
+    for part in keras.tree.flatten(inputs):
         array = np.asarray(keras.ops.convert_to_numpy(part))
         if np.issubdtype(array.dtype, np.floating):
             _check_finite("inputs", array, where)
@@ -354,7 +359,7 @@ def _check_finite_inputs(inputs, where="the first batch"):
 def _batch_size(structure):
     if structure is None:
         return None
-    return tf.nest.flatten(structure)[0].shape[0]
+    return keras.tree.flatten(structure)[0].shape[0]
 
 
 def _check_batch_sizes(inputs, labels, cached_logits):
@@ -565,7 +570,7 @@ def check_first_batch(
         return Resolved()
     full_inputs, full_targets, _ = batch
     _, full_cached = teacher_outputs_lib.split_targets(full_targets)
-    if isinstance(x, tf.data.Dataset):
+    if backend_support.is_tf_dataset(x):
         # Whole arrays passed to fit are batched by Keras, which checks
         # their lengths itself; a dataset's batch is checked here.
         _check_batch_sizes(

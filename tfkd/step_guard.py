@@ -64,9 +64,9 @@ ON_NONFINITE_CHOICES = ("raise", "skip", "ignore")
 SKIPPED_LOG_KEY = "nonfinite_batches"
 
 # Why a batch was refused: bits of one int (several can be set).
-_BAD_LABELS = 1
-_NONFINITE_LOSS = 2
-_NONFINITE_GRADIENTS = 4
+BAD_LABELS = 1
+NONFINITE_LOSS = 2
+NONFINITE_GRADIENTS = 4
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -145,10 +145,18 @@ class StepGuard:
         self._first_bad_test_step = variable(-1, tf.int64, "first_bad_test")
         self._first_bad_test_label = variable(0.0, tf.float64, "test_label")
 
+    #: `GuardCallback` may run off the training thread (see there).
+    async_safe = True
+
     @property
     def active(self):
         """Whether the guard checks anything (`on_nonfinite != "ignore"`)."""
         return self.mode != "ignore"
+
+    @property
+    def metrics(self):
+        """Metrics the model lists for the guard: none (TF variables)."""
+        return []
 
     # -- in the step -----------------------------------------------------
 
@@ -241,7 +249,7 @@ class StepGuard:
             tf.where(
                 reasons > 0.0,
                 tf.constant(
-                    [_BAD_LABELS, _NONFINITE_LOSS, _NONFINITE_GRADIENTS][
+                    [BAD_LABELS, NONFINITE_LOSS, NONFINITE_GRADIENTS][
                         : len(checks)
                     ],
                     tf.int32,
@@ -342,24 +350,9 @@ class StepGuard:
         step = int(self._first_bad_step.numpy())
         if step < 0:
             return
-        reasons = int(self._first_bad_reasons.numpy())
-        where = f"{where}, batch {step + 1} (counting from 1)"
-        if reasons & _BAD_LABELS:
-            raise self._labels_error(
-                where, float(self._first_bad_label.numpy()),
-                "The weights were not updated with this batch.",
-            )
-        what = "loss" if reasons & _NONFINITE_LOSS else "gradient"
-        raise NonFiniteLossError(
-            f"Non-finite {what} in {where}: the Distiller stopped before "
-            "updating the weights with this batch, which keep their values "
-            "after the batch before it. Check this batch's inputs and "
-            "teacher logits for NaN/inf (the checks before training see "
-            "the first batch only), a learning rate too high for the "
-            "model, and hyper-parameters such as the temperature and the "
-            "terms' weights. Pass on_nonfinite='skip' to the Distiller to "
-            f"skip such batches instead and count them as "
-            f"'{SKIPPED_LOG_KEY}' in the logs."
+        raise_refusal(
+            where, step, int(self._first_bad_reasons.numpy()),
+            float(self._first_bad_label.numpy()), self.num_classes,
         )
 
     def raise_if_bad_evaluation(self, where):
@@ -369,25 +362,67 @@ class StepGuard:
         step = int(self._first_bad_test_step.numpy())
         if step < 0:
             return
-        raise self._labels_error(
-            f"{where}, batch {step + 1} (counting from 1)",
-            float(self._first_bad_test_label.numpy()),
-            "",
+        raise_bad_evaluation(
+            where, step, float(self._first_bad_test_label.numpy()),
+            self.num_classes,
         )
 
-    def _labels_error(self, where, value, consequence):
-        classes = self.num_classes
-        expected = (
-            f"class ids in [0, {classes - 1}] for a student with "
-            f"{classes} classes"
-            if classes is not None
-            else "integer class ids"
+
+def raise_refusal(where, step, reasons, bad_label, num_classes):
+    """Raises the error for a refused training batch (every backend's guard).
+
+    Args:
+        where: Text naming the epoch, e.g. "epoch 3".
+        step: The batch's index in the epoch, from 0.
+        reasons: The refusal's bits (bad labels, non-finite loss,
+            non-finite gradients).
+        bad_label: The first bad label's value, when the labels were bad.
+        num_classes: The student's class count, or `None`.
+
+    Raises:
+        InvalidLabelsError: if the labels were bad.
+        NonFiniteLossError: if the loss or gradients were not finite.
+    """
+    where = f"{where}, batch {step + 1} (counting from 1)"
+    if reasons & BAD_LABELS:
+        raise _labels_error(
+            where, bad_label, num_classes,
+            "The weights were not updated with this batch.",
         )
-        return InvalidLabelsError(
-            f"Invalid labels in {where}. Expected {expected}, or -1 for an "
-            f"unlabelled example (fractional labels are never truncated). "
-            f"Received: a label of {value:g}. {consequence}".rstrip()
-        )
+    what = "loss" if reasons & NONFINITE_LOSS else "gradient"
+    raise NonFiniteLossError(
+        f"Non-finite {what} in {where}: the Distiller stopped before "
+        "updating the weights with this batch, which keep their values "
+        "after the batch before it. Check this batch's inputs and "
+        "teacher logits for NaN/inf (the checks before training see "
+        "the first batch only), a learning rate too high for the "
+        "model, and hyper-parameters such as the temperature and the "
+        "terms' weights. Pass on_nonfinite='skip' to the Distiller to "
+        f"skip such batches instead and count them as "
+        f"'{SKIPPED_LOG_KEY}' in the logs."
+    )
+
+
+def raise_bad_evaluation(where, step, bad_label, num_classes):
+    """Raises `InvalidLabelsError` for an evaluation batch (from 0: `step`)."""
+    raise _labels_error(
+        f"{where}, batch {step + 1} (counting from 1)", bad_label,
+        num_classes, "",
+    )
+
+
+def _labels_error(where, value, classes, consequence):
+    expected = (
+        f"class ids in [0, {classes - 1}] for a student with "
+        f"{classes} classes"
+        if classes is not None
+        else "integer class ids"
+    )
+    return InvalidLabelsError(
+        f"Invalid labels in {where}. Expected {expected}, or -1 for an "
+        f"unlabelled example (fractional labels are never truncated). "
+        f"Received: a label of {value:g}. {consequence}".rstrip()
+    )
 
 
 def without_refused_batch(kept, labels, logits, loss_values):
@@ -492,6 +527,7 @@ class GuardCallback(keras.callbacks.Callback):
     def __init__(self, guard):
         super().__init__()
         self.guard = guard
+        self.async_safe = guard.async_safe
         self.epoch = None
 
     def on_train_begin(self, logs=None):

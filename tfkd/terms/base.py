@@ -64,6 +64,34 @@ def weighted_batch_mean(per_example, sample_weight=None):
     return ops.sum(per_example) / batch_size
 
 
+def sqrt_zero_gradient_at_zero(squares):
+    """`sqrt(squares)` (values >= 0) whose gradient is 0 where `squares` is 0.
+
+    A norm of an all-zero row (features behind dead ReLUs, a student whose
+    logits are all equal) sits where sqrt's derivative is infinite. JAX
+    then returns NaN gradients, while TensorFlow's `SqrtGrad` gives 0 when
+    the incoming gradient is 0; this gives 0 on every backend. The values
+    are sqrt's; the inner `where` keeps the branch not taken finite.
+
+    Args:
+        squares: A float tensor of sums of squares.
+
+    Returns:
+        A tensor of the same shape.
+
+    Example:
+
+    >>> import numpy as np
+    >>> values = sqrt_zero_gradient_at_zero(np.array([0.0, 4.0]))
+    >>> keras.ops.convert_to_numpy(values).tolist()
+    [0.0, 2.0]
+    """
+    positive = squares > 0.0
+    return ops.where(
+        positive, ops.sqrt(ops.where(positive, squares, 1.0)), 0.0
+    )
+
+
 def flatten_examples(features):
     """`(batch, ...)` -> `(batch, features)` float32."""
     features = ops.cast(features, "float32")

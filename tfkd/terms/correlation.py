@@ -41,9 +41,13 @@ def _weighted_pearson(a, b, weights):
     a = a - ops.sum(weights * a, axis=0, keepdims=True) / total  # (n, k)
     b = b - ops.sum(weights * b, axis=0, keepdims=True) / total  # (n, k)
     covariance = ops.sum(weights * a * b, axis=0)  # (k,)
-    norms = ops.sqrt(ops.sum(weights * ops.square(a), axis=0)) * ops.sqrt(
+    norm_a = base.sqrt_zero_gradient_at_zero(
+        ops.sum(weights * ops.square(a), axis=0)
+    )
+    norm_b = base.sqrt_zero_gradient_at_zero(
         ops.sum(weights * ops.square(b), axis=0)
-    )  # (k,)
+    )
+    norms = norm_a * norm_b  # (k,)
     return covariance / (norms + PEARSON_EPSILON)
 
 
@@ -51,9 +55,9 @@ def _pearson_rows(a, b):
     """Pearson correlation of each row of `a` with that of `b`: `(n,)`."""
     a = a - ops.mean(a, axis=-1, keepdims=True)  # (n, classes)
     b = b - ops.mean(b, axis=-1, keepdims=True)
-    norms = ops.sqrt(ops.sum(ops.square(a), axis=-1)) * ops.sqrt(
-        ops.sum(ops.square(b), axis=-1)
-    )  # (n,)
+    norms = base.sqrt_zero_gradient_at_zero(
+        ops.sum(ops.square(a), axis=-1)
+    ) * base.sqrt_zero_gradient_at_zero(ops.sum(ops.square(b), axis=-1))  # (n,)
     return ops.sum(a * b, axis=-1) / (norms + PEARSON_EPSILON)
 
 

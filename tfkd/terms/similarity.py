@@ -47,7 +47,12 @@ def _normalized_gram(features):
     """Row-L2-normalised Gram matrix `(b, b)` of the flattened batch."""
     embeddings = base.flatten_examples(features)  # (b, d)
     gram = ops.matmul(embeddings, ops.transpose(embeddings))  # (b, b)
-    return ops.normalize(gram, axis=-1, order=2)
+    # `keras.ops.normalize`'s value, with a finite gradient for an all-zero
+    # row (dead ReLUs), where its `rsqrt` gives NaN gradients on JAX.
+    norms = base.sqrt_zero_gradient_at_zero(
+        ops.sum(ops.square(gram), axis=-1, keepdims=True)
+    )  # (b, 1)
+    return gram / ops.maximum(norms, keras.config.epsilon())
 
 
 def similarity_preserving_loss(
@@ -84,7 +89,9 @@ def similarity_preserving_loss(
 def _conditional_similarities(features):
     """`p_{j|i}` `(b, b)`: cosine similarities in [0, 1], rows summing to 1."""
     embeddings = base.flatten_examples(features)  # (b, d)
-    norms = ops.sqrt(ops.sum(ops.square(embeddings), axis=-1, keepdims=True))
+    norms = base.sqrt_zero_gradient_at_zero(
+        ops.sum(ops.square(embeddings), axis=-1, keepdims=True)
+    )  # (b, 1)
     embeddings = embeddings / (norms + PKT_EPSILON)  # (b, d)
     similarity = ops.matmul(embeddings, ops.transpose(embeddings))  # (b, b)
     similarity = (similarity + 1.0) / 2.0
