@@ -3,9 +3,11 @@
 # offline.
 #   make benchmark     # the main job: the benchmark on offline Fashion-MNIST,
 #                      # written to benchmarks/runs/ (untracked)
-#   make test          # the test suite, in both environments below
-#   make test-latest   # ... on the newest Keras and TensorFlow, no AutoKeras
-#   make test-bench    # ... in the benchmark environment (Keras 3.12 + AutoKeras)
+#   make test          # the test suite, in the three environments below
+#   make test-latest   # ... all of it on the newest Keras and TensorFlow, no AutoKeras
+#   make test-bench    # ... what depends on the Keras version, in the benchmark
+#                      # environment (Keras 3.12 + AutoKeras)
+#   make test-fast     # day-to-day: the newest environment without the slowest files
 #   make results       # rerun every experiment the README quotes (quick presets)
 #   make docs          # the documentation site, built strictly into site/
 #   make test-jax      # the backend-independent tests on KERAS_BACKEND=jax,
@@ -29,7 +31,7 @@ JAX := .venv-jax-cpu
 # The docs need no TensorFlow: mkdocstrings reads tfkd's source statically.
 DOCS := .venv-docs
 
-.PHONY: test test-latest test-bench test-jax benchmark results env-latest env-bench env-jax env-docs docs data clean
+.PHONY: test test-latest test-bench test-fast test-jax benchmark results env-latest env-bench env-jax env-docs docs data clean
 
 $(LATEST)/.installed: setup.cfg pyproject.toml
 	rm -rf $(LATEST)
@@ -78,13 +80,22 @@ docs: env-docs
 data:
 	bash scripts/ensure_fashion_mnist.sh
 
-test: test-latest test-bench
+test: test-latest test-bench test-jax
 
 test-latest: env-latest data
 	$(LATEST)/bin/python -m pytest tests -ra --durations=15
 
+# Files whose subject does not change with Keras (file formats, crash
+# points, imports, the docs: tests/conftest.py, SAME_ON_EVERY_KERAS_FILES)
+# ran in test-latest already.
 test-bench: env-bench data
-	$(BENCH)/bin/python -m pytest tests -ra --durations=15
+	TFKD_TESTS=keras-dependent $(BENCH)/bin/python -m pytest tests -ra --durations=15
+
+# The newest environment without the slowest files (tests/conftest.py,
+# SLOW_FILES: every experiment's smoke run, crash points, worker
+# processes, the docs blocks).
+test-fast: env-latest data
+	TFKD_TESTS=fast $(LATEST)/bin/python -m pytest tests -ra --durations=15
 
 # The backend-independent test files (the list in tests/conftest.py), on
 # JAX; TensorFlow is not installed there, so nothing can lean on it. They

@@ -40,13 +40,79 @@ BACKEND_INDEPENDENT_FILES = (
 )
 
 
+#: Test files whose subject does not change with the Keras version (file
+#: formats, crash points, imports, the docs and committed results): the
+#: benchmark environment (Keras 3.12, `make test-bench`) skips them, as
+#: the newest-Keras environment runs them (`TFKD_TESTS=keras-dependent`).
+SAME_ON_EVERY_KERAS_FILES = (
+    "test_backend_support.py",
+    "test_cache_codec.py",
+    "test_cache_faults.py",
+    "test_cache_fingerprint.py",
+    "test_cache_format.py",
+    "test_cache_owned.py",
+    "test_cache_reader.py",
+    "test_committed_results.py",
+    "test_data_idx.py",
+    "test_docs_blocks.py",
+    "test_import_graph.py",
+    "test_import_without_tensorflow.py",
+    "test_notebook.py",
+)
+
+#: The slowest files (each a minute or more of end-to-end runs: every
+#: experiment's smoke preset, crash points, worker processes, the docs):
+#: `make test-fast` (`TFKD_TESTS=fast`) skips them for day-to-day work.
+SLOW_FILES = (
+    "test_benchmark_protocol.py",
+    "test_cache_faults.py",
+    "test_cache_shards_multi_worker.py",
+    "test_checkpoint_faults.py",
+    "test_docs_blocks.py",
+    "test_experiments_cache_speed.py",
+    "test_experiments_capacity.py",
+    "test_experiments_compare.py",
+    "test_experiments_deploy.py",
+    "test_experiments_gain.py",
+    "test_experiments_methods.py",
+    "test_experiments_teachers.py",
+    "test_experiments_transfer.py",
+    "test_fault_tolerance.py",
+    "test_kd_gain.py",
+    "test_multi_worker.py",
+    "test_notebook.py",
+)
+
+#: `TFKD_TESTS` -> the test files that selection skips.
+SKIPPED_BY_SELECTION = {
+    "all": (),
+    "keras-dependent": SAME_ON_EVERY_KERAS_FILES,
+    "fast": SLOW_FILES,
+}
+
+
+def _skipped_files():
+    selection = os.environ.get("TFKD_TESTS", "all")
+    if selection not in SKIPPED_BY_SELECTION:
+        raise pytest.UsageError(
+            f"Invalid TFKD_TESTS. Expected one of {sorted(SKIPPED_BY_SELECTION)}. "
+            f"Received: TFKD_TESTS={selection!r}"
+        )
+    return SKIPPED_BY_SELECTION[selection]
+
+
 def pytest_ignore_collect(collection_path, config):
-    """Off TensorFlow, skips every test file not in the list above."""
-    if ON_TENSORFLOW or collection_path.is_dir():
+    """Skips the files `TFKD_TESTS` leaves out; off TensorFlow, every file
+    not in `BACKEND_INDEPENDENT_FILES`."""
+    if collection_path.is_dir():
         return None
-    if collection_path.name.startswith("test_") and collection_path.suffix == ".py":
-        return collection_path.name not in BACKEND_INDEPENDENT_FILES
-    return None
+    if not (collection_path.name.startswith("test_") and collection_path.suffix == ".py"):
+        return None
+    if collection_path.name in _skipped_files():
+        return True
+    if ON_TENSORFLOW:
+        return None
+    return collection_path.name not in BACKEND_INDEPENDENT_FILES
 
 
 def _split_cpu_into_two_logical_devices():

@@ -355,3 +355,12 @@ def test_data_parallel_on_two_devices_equals_one_device():
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["devices"] == 2
     assert report["difference"] < 1e-5
+
+
+def test_a_backend_without_a_training_step_is_refused_by_name():
+    from tfkd import distiller as distiller_module
+
+    distiller_module.check_training_backend("tensorflow")
+    distiller_module.check_training_backend("jax")
+    with pytest.raises(ValueError, match=r"backend='torch'"):
+        distiller_module.check_training_backend("torch")

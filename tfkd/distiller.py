@@ -56,6 +56,40 @@ def _num_replicas_in_sync():
     return context.num_replicas_in_sync
 
 
+#: The Keras backends the Distiller's training step runs on.
+TRAINING_BACKENDS = ("tensorflow", "jax")
+
+
+def check_training_backend(backend):
+    """Refuses a Keras backend the Distiller cannot train on, before training.
+
+    The loss terms, the losses and the teacher cache are `keras.ops` and run
+    on every backend; the training step exists for TensorFlow (a
+    `tf.GradientTape`) and JAX (a stateless step, `tfkd.jax_step`) only.
+
+    Args:
+        backend: The Keras backend's name, `keras.backend.backend()`.
+
+    Raises:
+        ValueError: for a backend outside `TRAINING_BACKENDS`.
+
+    Example:
+
+    >>> check_training_backend("jax")
+    >>> check_training_backend("torch")
+    Traceback (most recent call last):
+        ...
+    ValueError: Invalid Keras backend for `tfkd.Distiller`. Expected one of ('tensorflow', 'jax') (set KERAS_BACKEND before importing Keras; tfkd's terms and teacher cache also run on the others). Received: backend='torch'
+    """
+    if backend not in TRAINING_BACKENDS:
+        raise ValueError(
+            "Invalid Keras backend for `tfkd.Distiller`. Expected one of "
+            f"{TRAINING_BACKENDS} (set KERAS_BACKEND before importing Keras; "
+            "tfkd's terms and teacher cache also run on the others). "
+            f"Received: backend={backend!r}"
+        )
+
+
 @keras.saving.register_keras_serializable(package="tfkd")
 class Distiller(
     _keras_compat.BuildsFromFirstReplica, jax_step.JaxSteps, keras.Model
@@ -272,6 +306,7 @@ class Distiller(
     """
 
     def __init__(self, *, name="distiller", **kwargs):
+        check_training_backend(backend_support.keras_backend())
         settings = distiller_settings.DistillerSettings.pop_arguments(kwargs)
         super().__init__(name=name, **kwargs)
         self.settings = settings
