@@ -33,7 +33,6 @@ import keras
 from keras import ops
 
 from tfkd import _keras_compat
-from tfkd import losses
 from tfkd import step_guard
 
 # Why a batch was refused: bits of one int, shared with `tfkd.step_guard`.
@@ -141,11 +140,7 @@ class JaxStepGuard:
         if labels is None or not self.active:
             return labels, None
         labels = ops.convert_to_tensor(labels)
-        if losses.is_one_hot(labels, num_classes) or (
-            num_classes is None
-            and len(labels.shape) >= 2
-            and labels.shape[-1] != 1
-        ):
+        if not step_guard.is_sparse_class_ids(labels, num_classes):
             return labels, None
         self.num_classes = num_classes
         flat = ops.reshape(labels, (-1,))  # (batch,)

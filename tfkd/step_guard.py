@@ -104,6 +104,31 @@ def _checked_sparse_labels(flat, num_classes):
     return bad, values, tf.where(bad, tf.cast(-1, flat.dtype), flat)
 
 
+
+def is_sparse_class_ids(labels, num_classes):
+    """Whether `labels` are sparse class ids, the form the guard checks.
+
+    One-hot rows and soft (e.g. mixed) label rows are accepted as they are;
+    without a class count, any row wider than 1 counts as such a row.
+
+    Args:
+        labels: A tensor of labels.
+        num_classes: The student's class count, or `None` if unknown.
+
+    Example:
+
+    >>> import numpy as np
+    >>> is_sparse_class_ids(np.array([0, 2, -1]), 3)
+    True
+    >>> is_sparse_class_ids(np.eye(3, dtype="float32"), 3)
+    False
+    """
+    if losses.is_one_hot(labels, num_classes):
+        return False
+    return not (
+        num_classes is None and len(labels.shape) >= 2 and labels.shape[-1] != 1
+    )
+
 class StepGuard:
     """The guard's state and in-graph checks for one `Distiller`.
 
@@ -178,11 +203,7 @@ class StepGuard:
         if labels is None or not self.active:
             return labels, None
         labels = ops.convert_to_tensor(labels)
-        if losses.is_one_hot(labels, num_classes) or (
-            num_classes is None
-            and len(labels.shape) >= 2
-            and labels.shape[-1] != 1
-        ):
+        if not is_sparse_class_ids(labels, num_classes):
             return labels, None  # one-hot or soft rows, accepted as today
         self.num_classes = num_classes
         flat = tf.reshape(labels, (-1,))  # (batch,)

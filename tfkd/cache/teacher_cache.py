@@ -685,29 +685,23 @@ class TeacherCache:
                 if backend_support.tensorflow_is_backend()
                 else "py_dataset"
             )
-        if stream == "py_dataset":
-            return py_stream.CacheBatches(
-                self._arrays,
-                self._selection.metadata,
-                self._codec,
-                batch_size=batch_size,
-                shuffle=bool(shuffle),
-                seed=seed,
-                drop_remainder=bool(drop_remainder),
-                views=views,
-                reshuffle_each_iteration=bool(reshuffle_each_iteration),
-            )
-        return stream_lib.make_dataset(
-            self._arrays,
-            self._selection.metadata,
-            self._codec,
+        # One set of arguments for both streams: the same batches, in the
+        # same form, whichever reads the files.
+        arguments = dict(
             batch_size=batch_size,
             shuffle=bool(shuffle),
             seed=seed,
             drop_remainder=bool(drop_remainder),
             views=views,
             reshuffle_each_iteration=bool(reshuffle_each_iteration),
+        )
+        opened = (self._arrays, self._selection.metadata, self._codec)
+        if stream == "py_dataset":
+            return py_stream.CacheBatches(*opened, **arguments)
+        return stream_lib.make_dataset(
+            *opened,
             auto_shard_policy=self._selection.auto_shard_policy,
+            **arguments,
         )
 
     def attach(
