@@ -1,9 +1,11 @@
 """CRD's memory on the current Keras backend, against NumPy (no TensorFlow).
 
-The reference tests of tests/test_terms_contrastive.py that need no
-Distiller, in a file that imports neither TensorFlow nor `tf.data`, so
-`make test-jax` runs them on JAX's `keras.ops` path (TensorFlow keeps its
-sparse row ops).
+CRD's NumPy reference tests that need no Distiller (the loss on a fixed
+memory, both ways of scoring, the draw counts, the momentum update), kept
+here alone: this file imports neither TensorFlow nor `tf.data`, so the
+normal suite runs them on TensorFlow's sparse row ops and `make test-jax`
+on JAX's `keras.ops` path. The Distiller's CRD tests are in
+tests/test_terms_contrastive.py.
 """
 
 import numpy as np
@@ -36,8 +38,25 @@ def _memory(variable):
     return np.asarray(variable.value, np.float32)
 
 
+def test_loss_on_a_fixed_memory_matches_numpy():
+    rng = np.random.default_rng(0)
+    term = _term()
+    memory_s = _np_normalize(rng.normal(size=(NUM_DATA, FEAT_DIM)))
+    memory_t = _np_normalize(rng.normal(size=(NUM_DATA, FEAT_DIM)))
+    term.student_memory.assign(memory_s.astype("float32"))
+    term.teacher_memory.assign(memory_t.astype("float32"))
+    v_t = _np_normalize(rng.normal(size=(3, FEAT_DIM)))
+    v_s = _np_normalize(rng.normal(size=(3, FEAT_DIM)))
+    rows = np.array([[0, 5, 7, 9], [1, 2, 3, 4], [2, 15, 0, 1]])
+    got = term.loss_on_memory(v_t.astype("float32"), v_s.astype("float32"), rows)
+    expected = _np_info_nce(v_t, memory_s, rows, 0.5) + _np_info_nce(v_s, memory_t, rows, 0.5)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4)
+
+
 @pytest.mark.parametrize("dense", [True, False], ids=["whole-memory scores", "gathered rows"])
 def test_both_ways_of_scoring_give_the_numpy_loss(monkeypatch, dense):
+    # A bank of at most DENSE_SCORES_MAX_ROWS_PER_SAMPLE × (1 + K) rows is
+    # scored whole, a larger one gathers each example's rows: force each.
     monkeypatch.setattr(contrastive, "DENSE_SCORES_MAX_ROWS_PER_SAMPLE",
                         NUM_DATA if dense else 0)
     rng = np.random.default_rng(2)
