@@ -19,7 +19,7 @@ carry each row's index, 10 % of the rows labelled, the rest -1):
   bank, `(64, 4097, 128)`, and every read of a bank goes through a full
   read of the variable (which TensorFlow copies once a row scatter has
   written it). Only `loss_on_memory` and the memory update differ; the
-  loss is the same (tests/test_terms_contrastive.py).
+  loss is the same (tests/test_terms_contrastive_backends.py).
 
 Each repeat times `--steps` calls of each arm's compiled train function on
 a prefetched dataset, the arms' order alternating between repeats so that
