@@ -12,6 +12,11 @@
 #   make docs          # the documentation site, built strictly into site/
 #   make test-jax      # the backend-independent tests on KERAS_BACKEND=jax,
 #                      # in an environment without TensorFlow (.venv-jax-cpu)
+#   make gpu-wheels    # fill gpu_wheels/ (ignored) with what a GPU machine
+#                      # without TensorFlow or internet needs: Keras, tfkd,
+#                      # namex and optree wheels and Fashion-MNIST as .npz
+#   make gpu-check     # on that machine: train a Distiller on its GPU with
+#                      # JAX (GPU_BACKEND=torch: PyTorch), print images/s
 # TF=gpu installs tensorflow[and-cuda] instead of tensorflow-cpu, in
 # environments of their own (.venv-*-gpu): the two TensorFlow distributions
 # are one module and never share an environment.
@@ -28,10 +33,18 @@ BENCH := .venv-bench-$(TF)
 # JAX on the CPU and no TensorFlow at all: what a JAX user installs.
 JAX := .venv-jax-cpu
 
+# TensorFlow, JAX and PyTorch in one environment, for `python -m
+# benchmarks backends` (each backend trains in a worker process of its
+# own). PyTorch's wheels from PyPI bring GBs of CUDA libraries: where a
+# folder of CPU wheels exists (TORCH_WHEELS), pip takes torch from there.
+BACKENDS_ENV := .venv-backends
+TORCH ?= torch==2.13.0
+TORCH_WHEELS ?= /opt/wheels
+
 # The docs need no TensorFlow: mkdocstrings reads tfkd's source statically.
 DOCS := .venv-docs
 
-.PHONY: test test-latest test-bench test-fast test-jax benchmark results env-latest env-bench env-jax env-docs docs data clean
+.PHONY: test test-latest test-bench test-fast test-jax benchmark results env-latest env-bench env-jax env-backends env-docs docs data clean gpu-wheels gpu-check
 
 $(LATEST)/.installed: setup.cfg pyproject.toml
 	rm -rf $(LATEST)
@@ -64,10 +77,19 @@ $(JAX)/.installed: setup.cfg pyproject.toml
 	$(JAX)/bin/python -m pip install --quiet -e ".[dev]" "$(KERAS_LATEST)" "jax[cpu]"
 	touch $@
 
+$(BACKENDS_ENV)/.installed: setup.cfg pyproject.toml
+	rm -rf $(BACKENDS_ENV)
+	$(PYTHON) -m venv $(BACKENDS_ENV)
+	$(BACKENDS_ENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BACKENDS_ENV)/bin/python -m pip install --quiet $(if $(wildcard $(TORCH_WHEELS)),--find-links $(TORCH_WHEELS)) \
+		-e ".[cpu,bench,dev]" "$(KERAS_LATEST)" "jax[cpu]" "$(TORCH)"
+	touch $@
+
 env-latest: $(LATEST)/.installed
 env-bench: $(BENCH)/.installed
 env-docs: $(DOCS)/.installed
 env-jax: $(JAX)/.installed
+env-backends: $(BACKENDS_ENV)/.installed
 
 # The site in site/ (ignored by git), built offline in strict mode: a
 # broken link, a page missing from the navigation or a docstring that does
@@ -112,12 +134,44 @@ benchmark: env-bench data
 # run writes to benchmarks/runs/, which git ignores). Each results.json
 # records the commit it came from and whether the tree was clean.
 # The experiments come from their one registry (benchmarks/experiments).
-results: env-bench data
+# `backends` runs in the environment with every Keras backend.
+results: env-bench env-backends data
 	for experiment in $$($(BENCH)/bin/python -m benchmarks --list); do \
-		TFKD_BENCHMARK_OUTPUT=benchmarks/results $(BENCH)/bin/python -m benchmarks $$experiment --preset quick || exit 1; \
+		python=$(BENCH)/bin/python; \
+		if [ $$experiment = backends ]; then python=$(BACKENDS_ENV)/bin/python; fi; \
+		TFKD_BENCHMARK_OUTPUT=benchmarks/results $$python -m benchmarks $$experiment --preset quick || exit 1; \
 	done
 	$(BENCH)/bin/python scripts/cache_scale.py --out benchmarks/results/cache_scale/results.json
 
+# A GPU machine with JAX or PyTorch and no TensorFlow or internet
+# (scripts/gpu_check.py). Here, with internet: `make gpu-wheels` fills the
+# ignored gpu_wheels/ with the Keras and tfkd wheels, the Keras
+# dependencies such a machine lacks (namex, pure Python; optree, binary,
+# for GPU_PYTHON_VERSION) and Fashion-MNIST as a .npz (about 34 MB in all).
+# Keras also needs absl-py, rich, packaging (pure Python), numpy, h5py and
+# ml-dtypes (binary): add their wheels the same way where the GPU machine
+# lacks them (`pip download keras==$(GPU_KERAS) -d DIR` lists them all).
+# There, from the repository's root: `make gpu-check`; the JSON goes to
+# benchmarks/results/gpu_check/<backend>-<accelerator>.json.
+GPU_WHEELS := gpu_wheels
+GPU_KERAS ?= 3.15.1
+GPU_PYTHON_VERSION ?= 3.12
+GPU_PYTHON ?= python3
+GPU_BACKEND ?= jax
+
+gpu-wheels: env-latest data
+	mkdir -p $(GPU_WHEELS)
+	$(LATEST)/bin/python -m pip download --quiet --no-deps -d $(GPU_WHEELS) "keras==$(GPU_KERAS)" namex
+	$(LATEST)/bin/python -m pip download --quiet --no-deps --only-binary=:all: \
+		--python-version $(GPU_PYTHON_VERSION) --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 -d $(GPU_WHEELS) optree
+	$(LATEST)/bin/python -m pip wheel --quiet --no-deps -w $(GPU_WHEELS) .
+	$(LATEST)/bin/python scripts/gpu_check.py --prepare-data
+
+gpu-check:
+	TFKD_BENCHMARK_OUTPUT=benchmarks/results $(GPU_PYTHON) scripts/gpu_check.py --backend $(GPU_BACKEND)
+
 clean:
 	rm -rf .venv-latest-* .venv-bench-* .venv-docs build site *.egg-info
-	rm -rf .venv-latest-* .venv-bench-* .venv-jax-* build *.egg-info
+	rm -rf .venv-latest-* .venv-bench-* .venv-jax-* .venv-backends build *.egg-info

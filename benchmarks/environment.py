@@ -26,16 +26,19 @@ def _cpu_model():
 def describe():
     """Versions, device and CPU of this machine as a JSON-ready dict."""
     import keras
-    import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
+    try:  # `python -m benchmarks backends` may run without TensorFlow
+        import tensorflow as tf
+    except ImportError:
+        tf = None
+    gpus = tf.config.list_physical_devices("GPU") if tf else []
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
         device = f"GPU: {details.get('device_name', gpus[0].name)} x{len(gpus)}"
     else:
         device = "CPU"
     return {
-        "tensorflow": tf.__version__,
+        "tensorflow": tf.__version__ if tf else None,
         "keras": keras.__version__,
         "autokeras": _version("autokeras"),
         "tensorflow_datasets": _version("tensorflow-datasets"),

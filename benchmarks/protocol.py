@@ -41,6 +41,7 @@ import tensorflow as tf
 import tfkd
 from benchmarks import measure
 from benchmarks import models
+from benchmarks.orders import epoch_order  # noqa: F401 (the protocol's order)
 from benchmarks import stats
 
 
@@ -140,19 +141,6 @@ def _load(name, preset, train_examples):
             "use: that needs internet access (once; tfds then reads "
             "~/tensorflow_datasets). Offline, use the default 'fashion_mnist'."
         ) from error
-
-
-def epoch_order(seed, epoch, count):
-    """The order of the `count` training examples in `epoch` of `seed`.
-
-    Every arm of a seed reads its epoch's batches in this order.
-
-    Example:
-
-    >>> epoch_order(0, 1, 5).tolist() == epoch_order(0, 1, 5).tolist()
-    True
-    """
-    return np.random.default_rng([seed, epoch]).permutation(count)
 
 
 def gather_batches(order, batch_size, tensors):

@@ -26,6 +26,8 @@ REGISTRY = {
     "teachers": "accuracy, size and speed of keras.applications teachers",
     "deploy": "the few-labels students as LiteRT files (float32, float16, "
               "dynamic, int8): accuracy, size, latency",
+    "backends": "one KD setting on every installed Keras backend "
+                "(TensorFlow, JAX, PyTorch): epoch-time ratios and accuracy",
 }
 #: Other names accepted on the command line.
 ALIASES = {"run": "compare"}

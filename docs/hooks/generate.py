@@ -242,6 +242,23 @@ def _cache_speed(r):
     return lines + ["", f"{r['disk']['bytes_per_example']:.0f} bytes per example on disk."]
 
 
+def _backends(r):
+    def ratio(summary, key, arm):
+        value = (summary.get(key) or {}).get(arm)
+        return "—" if not value else f"{value['median']:.2f}"
+
+    rows = [[f"{name} {s['versions'].get(name, '')}",
+             f"{s['epoch_seconds']['scratch']['median']:.3f}",
+             f"{s['epoch_seconds']['kd']['median']:.3f}",
+             f"{s['kd_over_scratch']['median']:.2f}", ratio(s, "over_tensorflow", "kd"),
+             _acc(s["accuracy"]["scratch"]), _acc(s["accuracy"]["kd"])]
+            for name, s in r["per_backend"].items()]
+    lines = _table(["Backend", "Scratch epoch s", "KD epoch s", "KD ÷ scratch",
+                    "KD ÷ TensorFlow", "Scratch accuracy", "KD accuracy"], rows)
+    return lines + [""] + [f"Skipped {name}: {why}." for name, why
+                           in r.get("backends_skipped", {}).items()]
+
+
 def _cache_scale(r):
     rows = [[name.replace("_", " "), f"{v['bytes_per_example']:.1f}",
              f"{v['examples_per_second_median']:,.0f}"]
@@ -256,7 +273,7 @@ def _cache_scale(r):
 RENDERERS = {
     "compare": _compare, "gain": _gain, "transfer": _transfer, "capacity": _capacity,
     "methods": _methods, "cache_speed": _cache_speed, "teachers": _teachers,
-    "deploy": _deploy, "cache_scale": _cache_scale,
+    "deploy": _deploy, "cache_scale": _cache_scale, "backends": _backends,
 }
 
 
