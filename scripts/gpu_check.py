@@ -50,7 +50,8 @@ Run, on the GPU machine, from the repository's root:
     python3 scripts/gpu_check.py --backend jax --out results.json
 
 About a minute on a GPU (most of it compiling). Without a GPU it stops,
-unless `--allow-cpu`; the proof run on 2 CPU cores took about 5 minutes:
+unless `--allow-cpu`; the proof run on 2 shared CPU cores took about 3
+minutes:
 
     JAX_PLATFORMS=cpu KERAS_BACKEND=jax python scripts/gpu_check.py \\
         --allow-cpu --preset cpu
@@ -65,7 +66,6 @@ import importlib.metadata
 import json
 import os
 import pathlib
-import statistics
 import subprocess
 import sys
 import time
@@ -259,12 +259,6 @@ def versions(backend):
 # ------------------------------------------------------------ measurement
 
 
-def _spread(values):
-    values = [float(v) for v in values]
-    return {"median": statistics.median(values), "min": min(values),
-            "max": max(values), "repeats": len(values)}
-
-
 def _trainers(teacher, make_student, data, cache, batch_size, seed):
     """Arm -> `(model to fit, fit keyword arguments)`."""
     import keras
@@ -321,6 +315,7 @@ def measure(data, *, backend, batch_size, steps_per_epoch, repeats,
     import tfkd
     from benchmarks import clock
     from benchmarks import models
+    from benchmarks import stats
 
     examples = batch_size * steps_per_epoch
     if examples > len(data["y_train"]):
@@ -382,13 +377,13 @@ def measure(data, *, backend, batch_size, steps_per_epoch, repeats,
                   "student": "benchmarks.models.student_cnn(width=8)",
                   "teacher_parameters": int(teacher.count_params()),
                   "student_parameters": int(make_student().count_params())},
-        "images_per_second": {arm: _spread([examples / s for s in seconds[arm]])
+        "images_per_second": {arm: stats.spread([examples / s for s in seconds[arm]])
                               for arm in ARMS},
-        "epoch_seconds": {arm: _spread(seconds[arm]) for arm in ARMS},
+        "epoch_seconds": {arm: stats.spread(seconds[arm]) for arm in ARMS},
         "epoch_seconds_first": {arm: clocks[arm].seconds[0] for arm in ARMS},
         # Epoch time of the arm / that of the student alone, paired epoch by
         # epoch (the same round of the interleaving).
-        "ratios": {f"{arm}_over_student": _spread(
+        "ratios": {f"{arm}_over_student": stats.spread(
             [a / b for a, b in zip(seconds[arm], seconds["student"])])
             for arm in ARMS[1:]},
         "teacher": {"test_accuracy": teacher_accuracy,

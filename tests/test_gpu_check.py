@@ -71,3 +71,28 @@ def test_check_fails_when_a_kd_loss_does_not_fall():
 def test_an_empty_wheels_folder_says_how_to_fill_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="make gpu-wheels"):
         gpu_check.install_wheels(tmp_path, log=lambda line: None)
+
+
+def test_the_committed_runs_name_a_clean_commit_and_their_device():
+    import json
+    import re
+    import subprocess
+
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-tree", "-r", "--name-only", "HEAD", "--",
+         "benchmarks/results/gpu_check"], capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    paths = [p for p in listed.stdout.split() if p.endswith(".json")]
+    assert paths, "no committed gpu_check run"
+    for path in paths:
+        result = json.loads(subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"HEAD:{path}"],
+            capture_output=True, text=True, check=True).stdout)
+        assert re.fullmatch(r"[0-9a-f]{40}", result["git"]["commit"]), path
+        assert result["git"]["clean"] is True, path
+        # The file's name says what it ran on, and so does the result.
+        backend, accelerator = pathlib.PurePosixPath(path).stem.split("-")
+        assert (result["backend"], result["device"]["accelerator"]) == (backend, accelerator)
+        assert result["ran_on"].startswith("GPU" if accelerator == "gpu" else "CPU, not a GPU")
+        assert result["checks"]["passed"], path
