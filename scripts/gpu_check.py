@@ -147,18 +147,25 @@ def install_wheels(wheels=WHEELS, log=print):
             report[name] = f"{path.name} does not fit this Python"
         else:
             chosen.append(path)
-            report[name] = path.name
+            report[name] = f"{path.name} (sha256 {_sha256(path)[:16]})"
     site = wheels / "site"
     stamp = site / "installed.json"
-    wanted = sorted(p.name for p in chosen)
+    # By content: a rebuilt tfkd wheel keeps its file name.
+    wanted = sorted([p.name, _sha256(p)] for p in chosen)
     if not (stamp.exists() and json.loads(stamp.read_text()) == wanted):
-        log(f"installing {', '.join(wanted)} into {site}")
+        log(f"installing {', '.join(p.name for p in chosen)} into {site}")
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
                         "--no-index", "--no-deps", "--upgrade", "--target",
                         str(site), *map(str, chosen)], check=True)
         stamp.write_text(json.dumps(wanted))
     sys.path.insert(0, str(site))
     return report
+
+
+def _sha256(path):
+    import hashlib
+
+    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
 
 
 def _installed_version(distribution):
