@@ -42,7 +42,8 @@ machine's Python (`--python-version`). A JAX or PyTorch machine usually has
 numpy, h5py, ml-dtypes, absl-py, rich and packaging already (the lent
 H200s do); it lacks namex and optree. A dependency wheel in the folder is
 installed only where its distribution is missing; Keras and tfkd always
-are, into `gpu_wheels/site` (nothing outside the folder changes).
+are, into `$TMPDIR/tfkd-gpu-check-site` (nothing else on the machine
+changes).
 
 Run, on the GPU machine, from the repository's root:
 
@@ -68,6 +69,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -75,6 +77,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 WHEELS = ROOT / "gpu_wheels"
 #: The Fashion-MNIST arrays, uint8, prepared by `--prepare-data`.
 DATA = WHEELS / "fashion_mnist.npz"
+#: Where the wheels install: outside the folder, which then stays small
+#: enough to carry (the wheels and the .npz, about 34 MB).
+SITE = pathlib.Path(tempfile.gettempdir()) / "tfkd-gpu-check-site"
 #: Distributions installed from the folder even when already installed.
 ALWAYS_INSTALLED = ("keras", "tfkd")
 BACKENDS = ("jax", "torch")
@@ -113,16 +118,18 @@ def _distribution(path):
     return str(parse_wheel_filename(path.name)[0])
 
 
-def install_wheels(wheels=WHEELS, log=print):
+def install_wheels(wheels=WHEELS, site=SITE, log=print):
     """Installs Keras, tfkd and the missing dependencies from `wheels`.
 
-    Into `wheels/site`, with `pip --no-index --no-deps`, which then goes
-    first on `sys.path`. Keras and tfkd are always installed from their
+    Into `site`, with `pip --no-index --no-deps`, which then goes first on
+    `sys.path`; again only when the wheels' contents changed. Keras and tfkd are always installed from their
     wheels; any other wheel only when its distribution is missing here
     and the wheel fits this interpreter.
 
     Args:
         wheels: The folder of wheels. Defaults to `gpu_wheels/`.
+        site: Where they install. Defaults to `SITE` (in the system's
+            temporary directory).
         log: Where progress lines go. Defaults to `print`.
 
     Returns:
@@ -148,7 +155,7 @@ def install_wheels(wheels=WHEELS, log=print):
         else:
             chosen.append(path)
             report[name] = f"{path.name} (sha256 {_sha256(path)[:16]})"
-    site = wheels / "site"
+    site = pathlib.Path(site)
     stamp = site / "installed.json"
     # By content: a rebuilt tfkd wheel keeps its file name.
     wanted = sorted([p.name, _sha256(p)] for p in chosen)
@@ -488,8 +495,6 @@ def run(args, log=print):
             sizes[key] = getattr(args, key)
     data = load_data(args.data or pathlib.Path(args.wheels) / "fashion_mnist.npz",
                      sizes["teacher_examples"], sizes["test_examples"])
-    import tempfile
-
     with tempfile.TemporaryDirectory() as workdir:
         figures = measure(data, backend=args.backend, workdir=workdir, log=log,
                           **sizes)
