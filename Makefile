@@ -12,6 +12,9 @@
 #   make docs          # the documentation site, built strictly into site/
 #   make test-jax      # the backend-independent tests on KERAS_BACKEND=jax,
 #                      # in an environment without TensorFlow (.venv-jax-cpu)
+#   make test-torch    # the same on KERAS_BACKEND=torch, in an environment
+#                      # with a CPU build of PyTorch and no TensorFlow
+#                      # (.venv-torch-cpu); not part of make test
 # TF=gpu installs tensorflow[and-cuda] instead of tensorflow-cpu, in
 # environments of their own (.venv-*-gpu): the two TensorFlow distributions
 # are one module and never share an environment.
@@ -27,11 +30,15 @@ LATEST := .venv-latest-$(TF)
 BENCH := .venv-bench-$(TF)
 # JAX on the CPU and no TensorFlow at all: what a JAX user installs.
 JAX := .venv-jax-cpu
+# PyTorch on the CPU and no TensorFlow. torch is pinned: an unpinned torch
+# from the package index brings ~5 GB of CUDA libraries.
+TORCH := .venv-torch-cpu
+TORCH_PIN ?= torch==2.13.0
 
 # The docs need no TensorFlow: mkdocstrings reads tfkd's source statically.
 DOCS := .venv-docs
 
-.PHONY: test test-latest test-bench test-fast test-jax benchmark results env-latest env-bench env-jax env-docs docs data clean
+.PHONY: test test-latest test-bench test-fast test-jax test-torch benchmark results env-latest env-bench env-jax env-torch env-docs docs data clean
 
 $(LATEST)/.installed: setup.cfg pyproject.toml
 	rm -rf $(LATEST)
@@ -64,10 +71,18 @@ $(JAX)/.installed: setup.cfg pyproject.toml
 	$(JAX)/bin/python -m pip install --quiet -e ".[dev]" "$(KERAS_LATEST)" "jax[cpu]"
 	touch $@
 
+$(TORCH)/.installed: setup.cfg pyproject.toml
+	rm -rf $(TORCH)
+	$(PYTHON) -m venv $(TORCH)
+	$(TORCH)/bin/python -m pip install --quiet --upgrade pip
+	$(TORCH)/bin/python -m pip install --quiet -e ".[dev]" "$(KERAS_LATEST)" "$(TORCH_PIN)"
+	touch $@
+
 env-latest: $(LATEST)/.installed
 env-bench: $(BENCH)/.installed
 env-docs: $(DOCS)/.installed
 env-jax: $(JAX)/.installed
+env-torch: $(TORCH)/.installed
 
 # The site in site/ (ignored by git), built offline in strict mode: a
 # broken link, a page missing from the navigation or a docstring that does
@@ -103,6 +118,11 @@ test-fast: env-latest data
 test-jax: env-jax
 	KERAS_BACKEND=jax $(JAX)/bin/python -m pytest tests -ra --durations=15
 
+# The same files on PyTorch (a CPU build, no TensorFlow). Not in make test:
+# see README.md for its time and size.
+test-torch: env-torch
+	KERAS_BACKEND=torch $(TORCH)/bin/python -m pytest tests -ra --durations=15
+
 benchmark: env-bench data
 	$(BENCH)/bin/python -m benchmarks compare --dataset fashion_mnist --preset $(PRESET)
 
@@ -120,4 +140,4 @@ results: env-bench data
 
 clean:
 	rm -rf .venv-latest-* .venv-bench-* .venv-docs build site *.egg-info
-	rm -rf .venv-latest-* .venv-bench-* .venv-jax-* build *.egg-info
+	rm -rf .venv-latest-* .venv-bench-* .venv-jax-* .venv-torch-* build *.egg-info

@@ -21,6 +21,7 @@ ON_TENSORFLOW = keras.backend.backend() == "tensorflow"
 #: Test files that run on every Keras backend. The list grows as the
 #: Distiller's step becomes backend-neutral (issue #23).
 BACKEND_INDEPENDENT_FILES = (
+    "test_backend_parity.py",
     "test_backend_support.py",
     "test_cache_format.py",
     "test_cache_fingerprint.py",
@@ -45,6 +46,7 @@ BACKEND_INDEPENDENT_FILES = (
 #: benchmark environment (Keras 3.12, `make test-bench`) skips them, as
 #: the newest-Keras environment runs them (`TFKD_TESTS=keras-dependent`).
 SAME_ON_EVERY_KERAS_FILES = (
+    "test_backend_parity.py",
     "test_backend_support.py",
     "test_cache_codec.py",
     "test_cache_faults.py",
