@@ -119,7 +119,7 @@ def _conv_model(filters, width, seed, name):
 
 
 def every_term():
-    """Every deterministic term on the conv maps, the hidden layer, the logits.
+    """Every deterministic term, on the conv maps, the hidden layer or the logits.
 
     CRD is left out: its negatives and initial memory come from each
     backend's own random generator (its updates are tested on every
@@ -131,7 +131,7 @@ def every_term():
         tfkd.RKDDistance("hidden", "hidden", weight=1.0),
         tfkd.RKDAngle("hidden", "hidden", weight=1.0),
         tfkd.SP("hidden", "hidden", weight=10.0),
-        tfkd.PKT("hidden", "hidden", weight=1.0),
+        tfkd.PKT("conv", "conv", weight=1.0),
         tfkd.DecoupledKD(weight=0.5),
         tfkd.DIST(weight=0.5),
         tfkd.WTTM(weight=0.5),
@@ -139,7 +139,11 @@ def every_term():
 
 
 def train_with_every_term():
-    """Student and connector weights after one epoch with `every_term`."""
+    """`(weights, losses)` after one epoch with `every_term`.
+
+    The student's and the connector's weights, and `{name: epoch mean}` of
+    every loss `fit` logs (each term's under its name).
+    """
     x, y, sample_weight = data()
     student_model = _conv_model(4, 6, seed=4, name="terms_student")
     terms = every_term()
@@ -150,9 +154,10 @@ def train_with_every_term():
     )
     _set_numpy_weights(terms[0], seed=5)  # the FitNets connector
     model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE))
-    model.fit(x, y, sample_weight=sample_weight, batch_size=BATCH, epochs=1,
-              shuffle=False, verbose=0)
-    return student_model.get_weights() + terms[0].get_weights()
+    history = model.fit(x, y, sample_weight=sample_weight, batch_size=BATCH,
+                        epochs=1, shuffle=False, verbose=0)
+    losses = {name: values[0] for name, values in history.history.items()}
+    return student_model.get_weights() + terms[0].get_weights(), losses
 
 
 def train_from_cache(path=CACHE):
@@ -188,8 +193,18 @@ def test_a_cache_built_under_tensorflow_trains_as_under_tensorflow():
     _assert_equal_weights(train_from_cache(), _expected("cached"))
 
 
-def test_every_term_gives_tensorflows_weights():
-    _assert_equal_weights(train_with_every_term(), _expected("terms"))
+def test_every_term_gives_tensorflows_weights_and_losses():
+    weights, losses = train_with_every_term()
+
+    _assert_equal_weights(weights, _expected("terms"))
+    # A term's value may be off where its gradient hardly moves the
+    # weights: the logged values must agree too.
+    with np.load(EXPECTED) as saved:
+        expected = dict(zip(saved["term_loss_names"], saved["term_losses"]))
+    assert sorted(losses) == sorted(expected)
+    assert len(expected) == len(every_term()) + 3  # loss, student, KL
+    for name, value in losses.items():
+        assert value == pytest.approx(expected[name], rel=1e-4), name
 
 
 def test_the_expected_weights_moved_from_the_initial_ones():

@@ -43,8 +43,9 @@ class TorchStepGuard:
     Example:
 
     >>> guard = TorchStepGuard("skip")
-    >>> guard.active, guard.metrics, guard.logs()["nonfinite_batches"]
+    >>> guard.active, guard.metrics, float(guard.logs()["nonfinite_batches"])
     (True, [], 0.0)
+    >>> guard.raise_if_refused("epoch 1")  # nothing refused yet
     """
 
     #: The callback reads Python numbers the step wrote before it
