@@ -3,10 +3,11 @@
 The CPU is split into two logical devices before TensorFlow initializes, so
 `tf.distribute.MirroredStrategy` can be tested on a machine without GPUs.
 
-On another Keras backend (`KERAS_BACKEND=jax`, `make test-jax`) TensorFlow
-is never imported here, and only the test files of
-`BACKEND_INDEPENDENT_FILES` are collected: the rest still need TensorFlow
-(`tf.data`, `tf.distribute`, or TensorFlow in the test itself; issue #23).
+On another Keras backend (`KERAS_BACKEND=jax`, `make test-jax`;
+`KERAS_BACKEND=torch`, `make test-torch`) TensorFlow is never imported
+here, and only the test files of `BACKEND_INDEPENDENT_FILES` are collected:
+the rest still need TensorFlow (`tf.data`, `tf.distribute`, or TensorFlow in
+the test itself; issue #23).
 """
 
 import os
@@ -38,6 +39,7 @@ BACKEND_INDEPENDENT_FILES = (
     "test_terms_contrastive_backends.py",
     "test_terms_correlation.py",
     "test_terms_transformed.py",
+    "test_torch_step_guard.py",
 )
 
 
@@ -46,7 +48,6 @@ BACKEND_INDEPENDENT_FILES = (
 #: benchmark environment (Keras 3.12, `make test-bench`) skips them, as
 #: the newest-Keras environment runs them (`TFKD_TESTS=keras-dependent`).
 SAME_ON_EVERY_KERAS_FILES = (
-    "test_backend_parity.py",
     "test_backend_support.py",
     "test_cache_codec.py",
     "test_cache_faults.py",
