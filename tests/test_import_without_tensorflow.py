@@ -100,7 +100,7 @@ distiller = tfkd.Distiller(
     student=model,
 )
 report["distiller"] = type(distiller).__name__
-if keras.backend.backend() == "jax":  # Keras's NumPy backend cannot train
+if keras.backend.backend() in ("jax", "torch"):  # NumPy's cannot train
     distiller.compile(optimizer="sgd")
     history = distiller.fit(
         np.ones((4, 2), "float32"), np.array([0, 1, 2, 0]), verbose=0
@@ -112,7 +112,8 @@ print(json.dumps(report))
     assert 'format="litert"' in report["export"], report
     assert "tfkd[cpu]" in report["export"], report
     assert "load_fashion_mnist_arrays" in report["data"], report
-    # The Distiller is there, and trains on JAX (tfkd.jax_step).
+    # The Distiller is there, and trains on JAX and PyTorch (tfkd.jax_step,
+    # tfkd.torch_step).
     assert report["distiller"] in (
         "Distiller", ["distillation_loss", "loss", "student_loss"]
     ), report

@@ -28,6 +28,7 @@ The loss needs no division by a replica count: Keras's torch trainer runs
 one process's step over its whole batch.
 """
 
+
 class TorchSteps:
     """A `keras.Model` mixin: the `Distiller`'s PyTorch steps.
 
