@@ -120,7 +120,7 @@ test-jax: env-jax
 
 # The same files on PyTorch (a CPU build, no TensorFlow). Not in make test
 # (yet): on 2 shared CPU cores (2026-12-03) the environment takes 2 min to
-# install from local wheels and 1.3 GB, the tests 1.5-2.3 min.
+# install from local wheels and 1.3 GB, the tests 1.3-2.3 min.
 test-torch: env-torch
 	KERAS_BACKEND=torch $(TORCH)/bin/python -m pytest tests -ra --durations=15
 

@@ -129,6 +129,7 @@ def is_sparse_class_ids(labels, num_classes):
         num_classes is None and len(labels.shape) >= 2 and labels.shape[-1] != 1
     )
 
+
 def check_sparse_labels(labels, num_classes):
     """`(safe labels, report)`: sparse class ids checked in `keras.ops`.
 
