@@ -289,6 +289,25 @@ def test_crd_updates_its_memory_and_mixup_trains():
     assert any(not np.allclose(a, b) for a, b in zip(memory, moved))
 
 
+def test_crd_on_a_bank_too_large_for_dense_scores_gathers_its_rows():
+    # 64 rows > 8 x (1 + 2) drawn rows: the gather path, not the dense one
+    # (`tfkd.terms.contrastive.DENSE_SCORES_MAX_ROWS_PER_SAMPLE`).
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 8, 8, 1)).astype("float32")
+    y = rng.integers(0, 3, size=64)
+    crd = tfkd.CRD("pool", "pool", num_data=64, feat_dim=4, num_negatives=2)
+    distiller = _distiller(_conv(1), _conv(2), extra_losses=[crd])
+    memory = [keras.ops.convert_to_numpy(v).copy()
+              for v in (crd.student_memory, crd.teacher_memory)]
+
+    history = distiller.fit(x, {"labels": y, "index": np.arange(64)},
+                            batch_size=8, verbose=0)
+
+    assert np.all(np.isfinite(history.history["crd_loss"]))
+    for before, bank in zip(memory, (crd.student_memory, crd.teacher_memory)):
+        assert not np.allclose(before, keras.ops.convert_to_numpy(bank))
+
+
 def test_a_saved_distiller_loads_and_trains_on(tmp_path):
     x, y = _data()
     distiller = _distiller(_dense(seed=1), _dense(seed=2),
