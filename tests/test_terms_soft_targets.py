@@ -132,3 +132,30 @@ def test_it_registers_the_methods_that_are_the_kl_alone():
     assert methods.get("logit_std").distiller_options == {
         "logit_standardization": True
     }
+
+
+@pytest.mark.parametrize("temperature, alpha", [
+    (1.0, 0.0), (2.0, 0.3), (4.0, 0.5), (10.0, 0.9), (20.0, 1.0),
+])
+def test_the_distillers_loss_is_alpha_ce_plus_t2_kl(temperature, alpha):
+    """The Distiller's loss is α · CE + (1 − α) · T² · KL (Hinton et al., 2015)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 6)).astype("float32")
+    y = np.arange(32) % 3
+    keras.utils.set_random_seed(0)
+    teacher = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+    student = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+    distiller = tfkd.Distiller(teacher=teacher, student=student,
+                               temperature=temperature, alpha=alpha)
+    distiller.compile(optimizer="sgd")
+    result = distiller.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    t, s = np.asarray(teacher(x), np.float64), np.asarray(student(x), np.float64)
+    cross_entropy = -_np_log_softmax(s)[np.arange(32), y].mean()
+    kl = _np_soft_kl(t, s, temperature)
+    np.testing.assert_allclose(result["student_loss"], cross_entropy, rtol=1e-5)
+    np.testing.assert_allclose(result["distillation_loss"], kl, rtol=1e-5,
+                               atol=_float32_atol(temperature, 3))
+    np.testing.assert_allclose(
+        result["loss"], alpha * cross_entropy + (1 - alpha) * kl, rtol=1e-5,
+        atol=_float32_atol(temperature, 3),
+    )
