@@ -388,13 +388,16 @@ def check_backend(keras, report, backends=None):
     backends = training_backends() if backends is None else tuple(backends)
     report.facts["keras backend"] = backend
     if backend not in backends:
-        choices = " or ".join(backends)
+        # A user off TensorFlow is pointed at the other backends first:
+        # TensorFlow is named only when it is the one choice left.
+        others = [b for b in backends if b != "tensorflow"] or list(backends)
         report.add(
             "error",
-            f"Keras runs on the {backend!r} backend; tfkd's Distiller "
-            f"trains on {choices}.",
-            f"export KERAS_BACKEND={backends[-1]} (or {backends[0]}; or set "
-            '"backend" in ~/.keras/keras.json) with that backend installed',
+            f"Keras runs on the {backend!r} backend, for which tfkd's "
+            "Distiller has no training step (yet).",
+            f"export KERAS_BACKEND={others[0]} (or set \"backend\" in "
+            "~/.keras/keras.json) with that backend installed; tfkd "
+            f"trains on {', '.join(others)}",
         )
     if backend == "tensorflow" and os.environ.get("TF_USE_LEGACY_KERAS", "").lower() in ("1", "true"):
         report.add(
