@@ -3,10 +3,11 @@
 The CPU is split into two logical devices before TensorFlow initializes, so
 `tf.distribute.MirroredStrategy` can be tested on a machine without GPUs.
 
-On another Keras backend (`KERAS_BACKEND=jax`, `make test-jax`) TensorFlow
-is never imported here, and only the test files of
-`BACKEND_INDEPENDENT_FILES` are collected: the rest still need TensorFlow
-(`tf.data`, `tf.distribute`, or TensorFlow in the test itself; issue #23).
+On another Keras backend (`KERAS_BACKEND=jax`, `make test-jax`;
+`KERAS_BACKEND=torch`, `make test-torch`) TensorFlow is never imported
+here, and only the test files of `BACKEND_INDEPENDENT_FILES` are collected:
+the rest still need TensorFlow (`tf.data`, `tf.distribute`, or TensorFlow in
+the test itself; issue #23).
 """
 
 import os
@@ -21,23 +22,38 @@ ON_TENSORFLOW = keras.backend.backend() == "tensorflow"
 #: Test files that run on every Keras backend. The list grows as the
 #: Distiller's step becomes backend-neutral (issue #23).
 BACKEND_INDEPENDENT_FILES = (
+    "test_backend_parity.py",
     "test_backend_support.py",
-    "test_cache_format.py",
     "test_cache_fingerprint.py",
+    "test_cache_format.py",
     "test_cache_py_stream.py",
     "test_data_idx.py",
     "test_distiller_backends.py",
     "test_distiller_settings.py",
     "test_docstrings_backends.py",
+    "test_ensembles.py",
+    "test_environment_report_backends.py",
+    "test_feature_views.py",
     "test_gpu_check.py",
+    "test_hyperparameters.py",
     "test_import_without_tensorflow.py",
+    "test_losses.py",
     "test_losses_properties.py",
     "test_mixing.py",
+    "test_preflight.py",
+    "test_recipes.py",
     "test_step_losses.py",
     "test_teacher_logits.py",
+    "test_terms_contrastive.py",
     "test_terms_contrastive_backends.py",
     "test_terms_correlation.py",
+    "test_terms_decoupled.py",
+    "test_terms_features.py",
+    "test_terms_relations.py",
+    "test_terms_similarity.py",
+    "test_terms_soft_targets.py",
     "test_terms_transformed.py",
+    "test_torch_step_guard.py",
 )
 
 
@@ -236,3 +252,50 @@ def python_on_another_backend():
     if jax_python.exists():
         return str(jax_python), "jax"
     pytest.skip("no Keras backend but TensorFlow here (see `make env-jax`)")
+
+
+def value_and_gradient(function, x):
+    """`function(x)` and the gradient of its sum at `x`, on this backend.
+
+    The backend-neutral twin of a `tf.GradientTape` over a `tf.Variable`:
+    TensorFlow's tape, `jax.value_and_grad`, or torch's autograd.
+
+    Args:
+        function: Maps a float32 tensor to a tensor (`keras.ops` inside).
+        x: A float32 array, the point.
+
+    Returns:
+        `(value, gradient)` as NumPy arrays, `gradient` of `x`'s shape.
+    """
+    import numpy as np
+
+    x = np.asarray(x, "float32")
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        variable = tf.Variable(x)
+        with tf.GradientTape() as tape:
+            value = function(variable)
+            total = tf.reduce_sum(value)
+        return np.asarray(value), np.asarray(tape.gradient(total, variable))
+    if backend == "jax":
+        import jax
+
+        def total(point):
+            value = function(point)
+            return jax.numpy.sum(value), value
+
+        (_, value), gradient = jax.value_and_grad(total, has_aux=True)(
+            jax.numpy.asarray(x)
+        )
+        return np.asarray(value), np.asarray(gradient)
+    if backend == "torch":
+        point = keras.ops.convert_to_tensor(x).detach().requires_grad_(True)
+        value = function(point)
+        value.sum().backward()
+        return (
+            value.detach().cpu().numpy(),
+            point.grad.detach().cpu().numpy(),
+        )
+    pytest.skip(f"no gradients on the {backend!r} backend")

@@ -1,9 +1,11 @@
 """The `Distiller` trains the same way on every Keras backend (issue #23).
 
 Listed in `conftest.BACKEND_INDEPENDENT_FILES`: the normal suite runs it on
-TensorFlow (the reference `train_step`) and `make test-jax` on JAX (the
-stateless step of `tfkd.jax_step`, the guard of `tfkd.jax_step_guard`).
-Every expected value is NumPy's or the other backend-neutral path's.
+TensorFlow (the reference `train_step`), `make test-jax` on JAX (the
+stateless step of `tfkd.jax_step`, the guard of `tfkd.jax_step_guard`) and
+`make test-torch` on PyTorch (`tfkd.torch_step`, `tfkd.torch_step_guard`).
+Every expected value is NumPy's or the other backend-neutral path's; the
+three backends against each other: `test_backend_parity.py`.
 """
 
 import numpy as np
@@ -32,10 +34,11 @@ def _dense(features=4, classes=3, seed=0, name=None):
     )
 
 
-def _distiller(teacher, student, **kwargs):
+def _distiller(teacher, student, temperature=TEMPERATURE, alpha=ALPHA,
+               teacher_outputs="logits", **kwargs):
     distiller = tfkd.Distiller(
-        teacher=teacher, student=student, temperature=TEMPERATURE,
-        alpha=ALPHA, teacher_outputs="logits", **kwargs
+        teacher=teacher, student=student, temperature=temperature,
+        alpha=alpha, teacher_outputs=teacher_outputs, **kwargs
     )
     distiller.compile(
         optimizer=keras.optimizers.SGD(LEARNING_RATE), metrics=["accuracy"]
@@ -49,7 +52,8 @@ def _softmax(z):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _numpy_step(kernel, bias, x, y, teacher_logits, sample_weight=None):
+def _numpy_step(kernel, bias, x, y, teacher_logits, sample_weight=None,
+                temperature=TEMPERATURE, alpha=ALPHA):
     """One SGD step of `α · hard + (1 − α) · T² · KL` for a Dense student.
 
     For logits s = x W + b, dKL/ds_i = T · (softmax(s_i/T) − p_i) / N per
@@ -62,10 +66,10 @@ def _numpy_step(kernel, bias, x, y, teacher_logits, sample_weight=None):
     onehot = np.eye(classes)[np.where(y >= 0, y, 0)] * labelled[:, None]
     s = x.astype("float64") @ kernel + bias
     hard = (_softmax(s) - onehot) * labelled[:, None] / max(labelled.sum(), 1)
-    soft = TEMPERATURE * (
-        _softmax(s / TEMPERATURE) - _softmax(teacher_logits / TEMPERATURE)
+    soft = temperature * (
+        _softmax(s / temperature) - _softmax(teacher_logits / temperature)
     ) / n
-    g = (ALPHA * hard + (1 - ALPHA) * soft) * w[:, None]  # (batch, classes)
+    g = (alpha * hard + (1 - alpha) * soft) * w[:, None]  # (batch, classes)
     return kernel - LEARNING_RATE * x.T @ g, bias - LEARNING_RATE * g.sum(0)
 
 
@@ -114,6 +118,70 @@ def test_the_logged_losses_are_the_numpy_losses_and_unlabelled_are_masked():
     # The unlabelled examples count for nothing in the accuracy.
     accuracy = (s.argmax(-1) == y)[kept].mean()
     assert logs["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+
+
+def _numpy_losses(student_logits, teacher_logits, y, temperature, alpha):
+    """`(CE over labelled, T² · KL, α · CE + (1 − α) · T² · KL)` in NumPy."""
+    s = np.asarray(student_logits, "float64")
+    t = np.asarray(teacher_logits, "float64")
+    kept = y >= 0
+    ce = -np.log(_softmax(s)[np.arange(len(y)), np.where(kept, y, 0)])[kept]
+    p, q = _softmax(t / temperature), _softmax(s / temperature)
+    kl = temperature**2 * (p * (np.log(p) - np.log(q))).sum(-1).mean()
+    return ce.mean(), kl, alpha * ce.mean() + (1 - alpha) * kl
+
+
+@pytest.mark.parametrize(
+    "temperature, alpha", [(1.0, 0.5), (4.0, 0.1), (8.0, 0.9), (0.5, 0.0)]
+)
+def test_the_loss_and_its_step_equal_numpy_for_each_temperature_and_alpha(
+    temperature, alpha
+):
+    x, y = _data()
+    y[::5] = tfkd.losses.UNLABELLED
+    teacher, student = _dense(seed=1), _dense(seed=2)
+    distiller = _distiller(teacher, student, temperature, alpha)
+    kernel, bias = (np.asarray(v, "float64") for v in student.get_weights())
+    t = teacher.predict(x, verbose=0)
+    ce, kl, total = _numpy_losses(student.predict(x, verbose=0), t, y,
+                                  temperature, alpha)
+
+    logs = distiller.evaluate(x, y, batch_size=len(x), verbose=0,
+                              return_dict=True)
+    distiller.fit(x, y, batch_size=len(x), epochs=1, shuffle=False,
+                  verbose=0)
+
+    assert float(logs["student_loss"]) == pytest.approx(ce, abs=1e-5)
+    assert float(logs["distillation_loss"]) == pytest.approx(kl, rel=1e-5,
+                                                             abs=1e-5)
+    assert float(logs["loss"]) == pytest.approx(total, rel=1e-5, abs=1e-5)
+    expected = _numpy_step(kernel, bias, x, y, np.asarray(t, "float64"),
+                           temperature=temperature, alpha=alpha)
+    for actual, wanted in zip(student.get_weights(), expected):
+        np.testing.assert_allclose(actual, wanted, atol=1e-5)
+
+
+@pytest.mark.parametrize("teacher_outputs", ["probabilities", "auto"])
+def test_a_probability_teacher_trains_as_its_logit_twin(teacher_outputs):
+    x, y = _data(n=32)
+    logit_teacher = _dense(seed=1)
+    probability_teacher = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3),
+         keras.layers.Softmax()]
+    )
+    probability_teacher.layers[0].set_weights(logit_teacher.get_weights())
+    twins = [
+        _distiller(logit_teacher, _dense(seed=2)),
+        _distiller(probability_teacher, _dense(seed=2),
+                   teacher_outputs=teacher_outputs),
+    ]
+
+    for distiller in twins:
+        distiller.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+
+    assert twins[1].resolved_teacher_outputs == "probabilities"
+    for a, b in zip(*(d.student.get_weights() for d in twins)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def test_fit_lowers_the_loss_and_reports_every_metric_by_name():
@@ -219,6 +287,25 @@ def test_crd_updates_its_memory_and_mixup_trains():
     assert np.all(np.isfinite(history.history["crd_loss"]))
     moved = [np.asarray(v) for v in crd.non_trainable_variables]
     assert any(not np.allclose(a, b) for a, b in zip(memory, moved))
+
+
+def test_crd_on_a_bank_too_large_for_dense_scores_gathers_its_rows():
+    # 64 rows > 8 x (1 + 2) drawn rows: the gather path, not the dense one
+    # (`tfkd.terms.contrastive.DENSE_SCORES_MAX_ROWS_PER_SAMPLE`).
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 8, 8, 1)).astype("float32")
+    y = rng.integers(0, 3, size=64)
+    crd = tfkd.CRD("pool", "pool", num_data=64, feat_dim=4, num_negatives=2)
+    distiller = _distiller(_conv(1), _conv(2), extra_losses=[crd])
+    memory = [keras.ops.convert_to_numpy(v).copy()
+              for v in (crd.student_memory, crd.teacher_memory)]
+
+    history = distiller.fit(x, {"labels": y, "index": np.arange(64)},
+                            batch_size=8, verbose=0)
+
+    assert np.all(np.isfinite(history.history["crd_loss"]))
+    for before, bank in zip(memory, (crd.student_memory, crd.teacher_memory)):
+        assert not np.allclose(before, keras.ops.convert_to_numpy(bank))
 
 
 def test_a_saved_distiller_loads_and_trains_on(tmp_path):
@@ -360,7 +447,7 @@ def test_data_parallel_on_two_devices_equals_one_device():
 def test_a_backend_without_a_training_step_is_refused_by_name():
     from tfkd import distiller as distiller_module
 
-    distiller_module.check_training_backend("tensorflow")
-    distiller_module.check_training_backend("jax")
-    with pytest.raises(ValueError, match=r"backend='torch'"):
-        distiller_module.check_training_backend("torch")
+    for backend in ("tensorflow", "jax", "torch"):
+        distiller_module.check_training_backend(backend)
+    with pytest.raises(ValueError, match=r"backend='numpy'"):
+        distiller_module.check_training_backend("numpy")

@@ -123,3 +123,17 @@ def test_the_distillers_signature_lists_each_setting_with_its_default():
     assert parameters["temperature"].default == 4.0
     assert parameters["student"].default is inspect.Parameter.empty
     assert all(p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD) for p in parameters.values())
+
+
+@pytest.mark.parametrize(
+    "misspelled, meant",
+    [("temprature", "temperature"), ("alhpa", "alpha"), ("extra_loss", "extra_losses")],
+)
+def test_a_misspelled_setting_is_named_with_the_setting_meant(misspelled, meant):
+    with pytest.raises(ValueError, match=f"`{misspelled}`.*probably `{meant}`"):
+        tfkd.Distiller(student=_dense(), teacher=_dense(), **{misspelled: 2.0})
+
+
+def test_keras_model_arguments_are_not_taken_for_misspellings():
+    distiller = tfkd.Distiller(student=_dense(), teacher=_dense(), trainable=True)
+    assert distiller.trainable

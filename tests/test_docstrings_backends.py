@@ -2,7 +2,7 @@
 
 tests/test_docstrings.py runs every example on TensorFlow; this file runs
 those of `ANY_BACKEND` on whatever backend runs it (`make test-jax`: JAX,
-without TensorFlow). The list grows as modules become backend-neutral.
+`make test-torch`: PyTorch, both without TensorFlow). The list grows as modules become backend-neutral.
 """
 
 import doctest
@@ -32,6 +32,7 @@ ANY_BACKEND = (
     "tfkd.teachers.layers",
     "tfkd.teachers.schedules",
     "tfkd.teachers.weights",
+    "tfkd.torch_step_guard",
     "tfkd.utils.files",
     "tfkd.utils.ownership",
     "tfkd.utils.progress",

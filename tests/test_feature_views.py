@@ -3,7 +3,6 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import tfkd
 from tfkd import feature_views
@@ -34,10 +33,6 @@ def _data(n=64):
     return x, x[:, :CLASSES].argmax(axis=-1).astype("int32")
 
 
-def _dataset(x, y, batch_size):
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-
-
 class Subclassed(keras.Model):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -65,8 +60,17 @@ def test_view_returns_the_output_and_the_named_layers():
     assert plain(x)[1] == {}
 
 
+# Array-fed twins of the tf.data tests of tests/test_feature_views_tensorflow.py,
+# for every backend: Keras's own loop (`keras.Model.fit`), without tfkd's
+# pre-flight inference on one batch, so every counted call is a step.
+
+
+def _calls(model):
+    return int(np.asarray(model.get_layer("hidden").calls))
+
+
 @pytest.mark.parametrize("run_eagerly", [False, True])
-def test_each_model_runs_once_per_training_step(run_eagerly):
+def test_each_model_runs_once_per_training_step_from_arrays(run_eagerly):
     x, y = _data(64)
     teacher = _mlp("teacher", 16, 0, counting=True)
     student = _mlp("student", 8, 1, counting=True)
@@ -75,20 +79,15 @@ def test_each_model_runs_once_per_training_step(run_eagerly):
         student=student,
         extra_losses=[
             FitNetHint(teacher_layer="hidden", student_layer="hidden"),
-            # A second term on other layers still costs no extra pass.
             FitNetHint(teacher_layer="embedding", student_layer="embedding", name="hint2"),
         ],
     )
     distiller.compile(optimizer="adam", run_eagerly=run_eagerly)
-    # Keras's own loop, without tfkd's pre-flight inference on one batch:
-    # every counted call is a training step.
-    keras.Model.fit(distiller, _dataset(x, y, 16), epochs=1, verbose=0)
-    steps = 4
-    assert int(student.get_layer("hidden").calls.numpy()) == steps
-    assert int(teacher.get_layer("hidden").calls.numpy()) == steps
+    keras.Model.fit(distiller, x, y, batch_size=16, shuffle=False, epochs=1, verbose=0)
+    assert _calls(student) == 4 and _calls(teacher) == 4
 
 
-def test_each_model_runs_once_per_evaluation_step():
+def test_each_model_runs_once_per_evaluation_step_from_arrays():
     x, y = _data(64)
     teacher = _mlp("teacher", 16, 0, counting=True)
     student = _mlp("student", 8, 1, counting=True)
@@ -101,9 +100,22 @@ def test_each_model_runs_once_per_evaluation_step():
         ],
     )
     distiller.compile(optimizer="adam")
-    keras.Model.evaluate(distiller, _dataset(x, y, 32), verbose=0)
-    assert int(student.get_layer("hidden").calls.numpy()) == 2
-    assert int(teacher.get_layer("hidden").calls.numpy()) == 2
+    keras.Model.evaluate(distiller, x, y, batch_size=32, verbose=0)
+    assert _calls(student) == 2 and _calls(teacher) == 2
+
+
+def test_a_reloaded_sequential_still_runs_once_per_step_from_arrays():
+    x, y = _data(64)
+    config = _mlp("student", 8, 1, counting=True).get_config()
+    student = keras.Sequential.from_config(config, custom_objects={"CountingDense": CountingDense})
+    distiller = tfkd.Distiller(
+        teacher=_mlp("teacher", 16, 0),
+        student=student,
+        extra_losses=[FitNetHint(teacher_layer="embedding", student_layer="embedding")],
+    )
+    distiller.compile(optimizer="adam")
+    keras.Model.fit(distiller, x, y, batch_size=32, shuffle=False, epochs=1, verbose=0)
+    assert _calls(student) == 2
 
 
 def test_subclassed_model_with_layer_names_is_an_error_naming_the_fix():
@@ -155,19 +167,3 @@ def test_a_layer_called_twice_is_refused():
     model = keras.Model(inputs, outputs)
     with pytest.raises(ValueError, match=r"`student_layer`.*called once"):
         feature_views.FeatureView(model, ["shared"], "student")
-
-
-def test_a_reloaded_sequential_still_runs_once_per_step():
-    """Sequential.from_config rebuilds layer by layer, leaving stale calls on
-    every layer; the view must follow the current graph, not the first call."""
-    x, y = _data(64)
-    config = _mlp("student", 8, 1, counting=True).get_config()
-    student = keras.Sequential.from_config(config, custom_objects={"CountingDense": CountingDense})
-    distiller = tfkd.Distiller(
-        teacher=_mlp("teacher", 16, 0),
-        student=student,
-        extra_losses=[FitNetHint(teacher_layer="embedding", student_layer="embedding")],
-    )
-    distiller.compile(optimizer="adam")
-    keras.Model.fit(distiller, _dataset(x, y, 32), epochs=1, verbose=0)
-    assert int(student.get_layer("hidden").calls.numpy()) == 2

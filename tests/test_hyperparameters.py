@@ -3,9 +3,9 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import tfkd
+from conftest import value_and_gradient
 from tfkd import hyperparameters
 from tfkd import losses
 from tfkd.terms import correlation
@@ -75,35 +75,40 @@ def test_every_temperature_and_weight_is_checked():
         _expect_value_error(function, argument, received)
 
 
-def test_the_accepted_extremes_give_finite_losses_and_gradients():
+# -- gradients on every backend (their TensorFlow-tape originals are in
+# tests/test_hyperparameters_tensorflow.py) -----------------------------------
+
+
+@pytest.mark.parametrize("temperature", [hyperparameters.MIN_TEMPERATURE,
+                                         hyperparameters.MAX_TEMPERATURE])
+def test_the_accepted_extremes_give_finite_losses_and_gradients_on_every_backend(
+    temperature,
+):
     rng = np.random.default_rng(0)
     teacher = rng.normal(size=(64, 10)).astype("float32") * 30.0
-    student = tf.Variable(rng.normal(size=(64, 10)).astype("float32") * 30.0)
+    student = rng.normal(size=(64, 10)).astype("float32") * 30.0
     labels = np.arange(64) % 10
-    for temperature in (hyperparameters.MIN_TEMPERATURE, hyperparameters.MAX_TEMPERATURE):
-        with tf.GradientTape() as tape:
-            values = [
-                tf.reduce_mean(losses.soft_target_loss(teacher, student, temperature)),
-                tf.reduce_mean(decoupled.decoupled_kd_loss(
-                    labels, student, teacher, temperature, 1e6, 1e6)),
-                correlation.dist_loss(teacher, student, temperature, 1e6, 1e6),
-                1e6 * tf.reduce_mean(transformed.wttm_per_example(teacher, student, temperature)),
-            ]
-            total = tf.add_n(values)
-        gradient = tape.gradient(total, student)
-        assert np.isfinite(total.numpy()), temperature
-        assert np.all(np.isfinite(gradient.numpy())), temperature
+
+    def total(s):
+        ops = keras.ops
+        return (
+            ops.mean(losses.soft_target_loss(teacher, s, temperature))
+            + ops.mean(decoupled.decoupled_kd_loss(labels, s, teacher, temperature, 1e6, 1e6))
+            + correlation.dist_loss(teacher, s, temperature, 1e6, 1e6)
+            + 1e6 * ops.mean(transformed.wttm_per_example(teacher, s, temperature))
+        )
+
+    value, gradient = value_and_gradient(total, student)
+    assert np.isfinite(value), temperature
+    assert np.all(np.isfinite(gradient)), temperature
 
 
-def test_attention_exponent_range_keeps_gradients_finite():
-    features = tf.Variable(np.maximum(
+@pytest.mark.parametrize("p", hyperparameters.ATTENTION_EXPONENT_RANGE)
+def test_attention_exponent_range_keeps_gradients_finite_on_every_backend(p):
+    features = np.maximum(
         np.random.default_rng(0).normal(size=(2, 4, 4, 3)) * 1e3, 0.0
-    ).astype("float32"))  # ReLU-like: exact zeros, large values
-    for p in hyperparameters.ATTENTION_EXPONENT_RANGE:
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(
-                tfkd.terms.features.attention_transfer_loss(
-                    features * 0.5, features, p
-                )
-            )
-        assert np.all(np.isfinite(tape.gradient(loss, features).numpy())), p
+    ).astype("float32")  # ReLU-like: exact zeros, large values
+    _, gradient = value_and_gradient(
+        lambda f: tfkd.terms.features.attention_transfer_loss(f * 0.5, f, p), features
+    )
+    assert np.all(np.isfinite(gradient)), p

@@ -100,7 +100,7 @@ distiller = tfkd.Distiller(
     student=model,
 )
 report["distiller"] = type(distiller).__name__
-if keras.backend.backend() == "jax":  # Keras's NumPy backend cannot train
+if keras.backend.backend() in ("jax", "torch"):  # NumPy's cannot train
     distiller.compile(optimizer="sgd")
     history = distiller.fit(
         np.ones((4, 2), "float32"), np.array([0, 1, 2, 0]), verbose=0
@@ -112,7 +112,52 @@ print(json.dumps(report))
     assert 'format="litert"' in report["export"], report
     assert "tfkd[cpu]" in report["export"], report
     assert "load_fashion_mnist_arrays" in report["data"], report
-    # The Distiller is there, and trains on JAX (tfkd.jax_step).
+    # The Distiller is there, and trains on JAX and PyTorch (tfkd.jax_step,
+    # tfkd.torch_step).
     assert report["distiller"] in (
         "Distiller", ["distillation_loss", "loss", "student_loss"]
     ), report
+
+
+def test_a_wheel_of_the_checkout_installs_and_imports_without_tensorflow(tmp_path):
+    # `pip install .` as a user runs it (a wheel, not the editable install
+    # the test environments use): every module of the checkout is in it,
+    # and `import tfkd` from it needs no TensorFlow.
+    import shutil
+    import sys
+
+    source = tmp_path / "source"  # built outside the checkout: no build/ there
+    source.mkdir()
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "tfkd", source / "tfkd",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    target = tmp_path / "site-packages"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+         "--no-build-isolation", "--no-index", "--target", str(target),
+         str(source)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert install.returncode == 0, install.stderr[-3000:]
+    python, backend = python_on_another_backend()
+    code = _PRELUDE + f"""
+import importlib, json, pathlib, tfkd
+assert pathlib.Path(tfkd.__file__).is_relative_to({str(target)!r}), tfkd.__file__
+failed = []
+for name in {_module_names()!r}:
+    if name in {sorted(STILL_NEED_TENSORFLOW)!r}:
+        continue
+    try:
+        importlib.import_module(name)
+    except ImportError as error:
+        failed.append(name + ": " + str(error))
+print(json.dumps(failed))
+"""
+    result = subprocess.run(
+        [python, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+        env=dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=str(target)),
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []

@@ -3,8 +3,8 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
+from conftest import value_and_gradient
 from tfkd import losses
 
 
@@ -52,23 +52,6 @@ def test_one_hot_and_sparse_labels_give_the_same_loss():
     np.testing.assert_allclose(np.asarray(sparse), np.asarray(column), rtol=1e-6)
 
 
-@pytest.mark.parametrize("temperature", [1.0, 4.0, 8.0])
-@pytest.mark.parametrize("alpha", [0.0, 0.25])
-def test_soft_gradient_is_the_published_form(temperature, alpha):
-    """d/ds of the mean soft part = (1 − α) · T · (q_s − p_t) / batch."""
-    t, s = _logits(4), _logits(5)
-    batch = s.shape[0]
-    s_var = tf.Variable(s)
-    with tf.GradientTape() as tape:
-        soft = losses.soft_target_loss(t, s_var, temperature)
-        loss = (1 - alpha) * tf.reduce_sum(soft) / batch
-    gradient = tape.gradient(loss, s_var).numpy()
-    p_t = np.exp(_np_log_softmax(t.astype(np.float64) / temperature))
-    q_s = np.exp(_np_log_softmax(s.astype(np.float64) / temperature))
-    expected = (1 - alpha) * temperature * (q_s - p_t) / batch
-    np.testing.assert_allclose(gradient, expected, rtol=1e-4, atol=1e-7)
-
-
 def test_soft_loss_is_zero_for_identical_logits_and_positive_otherwise():
     t = _logits(6)
     np.testing.assert_allclose(
@@ -83,14 +66,6 @@ def test_soft_loss_is_exact_for_saturated_teachers():
     s = np.array([[0.0, 1.0, 2.0]], dtype="float32")
     got = np.asarray(losses.soft_target_loss(t, s, 1.0))
     np.testing.assert_allclose(got, _np_soft(t, s, 1.0), rtol=1e-5)
-
-
-def test_float16_logits_are_computed_in_float32():
-    t, s = _logits(8), _logits(9)
-    got = losses.soft_target_loss(t.astype("float16"), s.astype("float16"), 4.0)
-    assert got.dtype == tf.float32
-    expected = _np_soft(t.astype("float16"), s.astype("float16"), 4.0)
-    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -159,21 +134,49 @@ def test_loss_class_trains_a_model_in_compile(tmp_path):
     np.testing.assert_allclose(reloaded.evaluate(x, y, verbose=0), after, rtol=1e-5)
 
 
-def test_unlabelled_examples_have_zero_hard_loss_and_gradient():
-    logits = tf.constant([[1.0, 2.0, 0.5], [0.3, -1.0, 2.0]])
-    for labels in (np.array([2, -1]), np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])):
-        with tf.GradientTape() as tape:
-            tape.watch(logits)
-            loss = losses.hard_target_loss(labels, logits)
-            total = tf.reduce_sum(loss)
-        gradient = tape.gradient(total, logits).numpy()
-        z = logits.numpy().astype(np.float64)
-        expected = -(z[0, 2] - np.log(np.exp(z[0]).sum()))
-        np.testing.assert_allclose(loss.numpy(), [expected, 0.0], rtol=1e-6)
-        np.testing.assert_array_equal(gradient[1], 0.0)
+# -- gradients on every backend (their TensorFlow-tape originals are in
+# tests/test_losses_tensorflow.py) --------------------------------------------
+
+
+@pytest.mark.parametrize("temperature", [1.0, 4.0, 8.0])
+@pytest.mark.parametrize("alpha", [0.0, 0.25])
+def test_soft_gradient_is_the_published_form_on_every_backend(temperature, alpha):
+    """d/ds of the mean soft part = (1 − α) · T · (q_s − p_t) / batch."""
+    t, s = _logits(4), _logits(5)
+    batch = s.shape[0]
+    _, gradient = value_and_gradient(
+        lambda v: (1 - alpha) * keras.ops.sum(losses.soft_target_loss(t, v, temperature))
+        / batch,
+        s,
+    )
+    p_t = np.exp(_np_log_softmax(t.astype(np.float64) / temperature))
+    q_s = np.exp(_np_log_softmax(s.astype(np.float64) / temperature))
+    expected = (1 - alpha) * temperature * (q_s - p_t) / batch
+    np.testing.assert_allclose(gradient, expected, rtol=1e-4, atol=1e-7)
+
+
+def test_float16_logits_give_a_float32_loss_on_every_backend():
+    t, s = _logits(8), _logits(9)
+    got = losses.soft_target_loss(t.astype("float16"), s.astype("float16"), 4.0)
+    assert keras.backend.standardize_dtype(got.dtype) == "float32"
+    expected = _np_soft(t.astype("float16"), s.astype("float16"), 4.0)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("labels", [np.array([2, -1]),
+                                    np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])],
+                         ids=["sparse", "one-hot"])
+def test_unlabelled_examples_have_zero_hard_gradient_on_every_backend(labels):
+    z = np.array([[1.0, 2.0, 0.5], [0.3, -1.0, 2.0]], "float32")
+    loss, gradient = value_and_gradient(lambda v: losses.hard_target_loss(labels, v), z)
+    z = z.astype(np.float64)
+    expected = -(z[0, 2] - np.log(np.exp(z[0]).sum()))
+    np.testing.assert_allclose(loss, [expected, 0.0], rtol=1e-6)
+    np.testing.assert_array_equal(gradient[1], 0.0)
+    assert np.all(np.isfinite(gradient)) and np.any(gradient[0] != 0.0)
     np.testing.assert_array_equal(
-        losses.labelled_mask(np.array([[1], [-1], [0]]), 3).numpy(), [1, 0, 1]
+        np.asarray(losses.labelled_mask(np.array([[1], [-1], [0]]), 3)), [1, 0, 1]
     )
     np.testing.assert_array_equal(
-        losses.class_ids(np.eye(3)[[1, 2]], 3).numpy(), [1, 2]
+        np.asarray(losses.class_ids(np.eye(3)[[1, 2]], 3)), [1, 2]
     )

@@ -9,7 +9,6 @@ import warnings
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import tfkd
 from tfkd import preflight
@@ -75,20 +74,6 @@ class TwoLayerTeacher(keras.Model):
         return self.dense(x)
 
 
-def cached_dataset(x, labels, logits, batch_sizes=(16, 16, 16)):
-    """`(x, {"labels", "teacher_logits"})` batches, each part batched alone."""
-    part = tf.data.Dataset.from_tensor_slices
-    return tf.data.Dataset.zip(
-        (
-            part(x).batch(batch_sizes[0]),
-            {
-                "labels": part(labels).batch(batch_sizes[1]),
-                "teacher_logits": part(logits).batch(batch_sizes[2]),
-            },
-        )
-    )
-
-
 # -- labels ------------------------------------------------------------------
 
 
@@ -146,14 +131,6 @@ def test_nan_inputs_in_arrays():
         make_distiller().fit(x, y, epochs=1, verbose=0)
 
 
-def test_inf_inputs_in_a_dataset():
-    x, y = make_data()
-    x[0, 0] = np.inf
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
-    with pytest.raises(ValueError, match=r"1 NaN/inf value\(s\)"):
-        make_distiller().fit(dataset, epochs=1, verbose=0)
-
-
 def test_non_finite_teacher_outputs():
     x, y = make_data()
     teacher = keras.Sequential(
@@ -166,17 +143,6 @@ def test_non_finite_teacher_outputs():
     )
     with pytest.raises(ValueError, match="Invalid teacher outputs"):
         make_distiller(teacher).fit(x, y, epochs=1, verbose=0)
-
-
-def test_non_finite_cached_logits():
-    x, y = make_data(n=32)
-    logits = np.zeros((32, CLASSES), "float32")
-    logits[2, 0] = np.nan
-    dataset = cached_dataset(x, y, logits)
-    distiller = tfkd.Distiller(student=make_student())
-    distiller.compile(optimizer="sgd")
-    with pytest.raises(ValueError, match="Invalid teacher outputs"):
-        distiller.fit(dataset, epochs=1, verbose=0)
 
 
 # -- shapes ------------------------------------------------------------------
@@ -211,74 +177,12 @@ def test_student_that_cannot_take_the_data():
 # -- cached teacher logits -----------------------------------------------------
 
 
-def test_cached_logits_with_another_class_count():
-    x, y = make_data(n=32)
-    logits = np.zeros((32, CLASSES + 1), "float32")
-    distiller = tfkd.Distiller(student=make_student())
-    distiller.compile(optimizer="sgd")
-    with pytest.raises(ValueError, match="teacher predicts 4 classes"):
-        distiller.fit(cached_dataset(x, y, logits), epochs=1, verbose=0)
-
-
-def test_cached_logits_of_another_batch_size():
-    x, y = make_data(n=48)
-    logits = np.zeros((48, CLASSES), "float32")
-    dataset = cached_dataset(x, y, logits, batch_sizes=(16, 16, 12))
-    distiller = tfkd.Distiller(student=make_student())
-    distiller.compile(optimizer="sgd")
-    with pytest.raises(ValueError) as error:
-        distiller.fit(dataset, epochs=1, verbose=0)
-    assert "inputs=16, labels=16, teacher_logits=12" in str(error.value)
-
-
-def test_cached_probabilities_are_refused():
-    x, y = make_data(n=32)
-    probabilities = keras.ops.convert_to_numpy(
-        keras.ops.softmax(oracle_teacher()(x))
-    )
-    distiller = tfkd.Distiller(student=make_student())
-    distiller.compile(optimizer="sgd")
-    with pytest.raises(ValueError, match="probabilities_to_logits"):
-        distiller.fit(cached_dataset(x, y, probabilities), epochs=1, verbose=0)
-
-
-def test_cached_log_probabilities_train():
-    x, y = make_data(n=32)
-    log_probabilities = keras.ops.convert_to_numpy(
-        keras.ops.log_softmax(oracle_teacher()(x))
-    )
-    distiller = tfkd.Distiller(student=make_student())
-    distiller.compile(optimizer="sgd")
-    history = distiller.fit(
-        cached_dataset(x, y, log_probabilities), epochs=1, verbose=0
-    )
-    assert np.isfinite(history.history["distillation_loss"][0])
-
-
-def test_augmentation_with_cached_logits():
-    x, y = make_data(n=32)
-    distiller = tfkd.Distiller(
-        student=make_student(), augmentation=keras.layers.GaussianNoise(0.1)
-    )
-    distiller.compile(optimizer="sgd")
-    logits = np.zeros((32, CLASSES), "float32")
-    with pytest.raises(ValueError, match="argument `augmentation`"):
-        distiller.fit(cached_dataset(x, y, logits), epochs=1, verbose=0)
-
-
 def test_no_teacher_and_plain_labels():
     x, y = make_data()
     distiller = tfkd.Distiller(student=make_student())
     distiller.compile(optimizer="sgd")
     with pytest.raises(ValueError, match="no teacher signal"):
         distiller.fit(x, y, epochs=1, verbose=0)
-
-
-def test_empty_dataset():
-    x, y = make_data()
-    empty = tf.data.Dataset.from_tensor_slices((x, y)).take(0).batch(8)
-    with pytest.raises(ValueError, match="at least one batch"):
-        make_distiller().fit(empty, epochs=1, verbose=0)
 
 
 # -- teacher outputs -----------------------------------------------------------
@@ -320,30 +224,6 @@ def test_teacher_near_chance_on_validation_tuple_warns():
     message = str(record[0].message)
     assert "accuracy on the first 64 validation examples is 0.0%" in message
     assert "teacher_class_indices" in message
-
-
-def test_teacher_near_chance_on_validation_dataset_warns():
-    # Batches of 8: the check reads batches until it has 64 examples.
-    x, y = make_data()
-    validation = tf.data.Dataset.from_tensor_slices(
-        (x, (y + 1) % CLASSES)
-    ).batch(8)
-    with pytest.warns(preflight.DistillationWarning, match="near chance"):
-        preflight.check_first_batch(
-            make_distiller(), x, y, validation_data=validation
-        )
-
-
-def test_teacher_near_chance_with_cached_validation_logits_warns():
-    x, y = make_data(n=64)
-    logits = keras.ops.convert_to_numpy(oracle_teacher()(x))
-    train = cached_dataset(x, y, logits)
-    validation = cached_dataset(x, (y + 1) % CLASSES, logits)
-    distiller = tfkd.Distiller(student=make_student())
-    with pytest.warns(preflight.DistillationWarning, match="near chance"):
-        preflight.check_first_batch(
-            distiller, train, validation_data=validation
-        )
 
 
 def test_accurate_teacher_does_not_warn():
@@ -415,16 +295,6 @@ def test_teacher_accuracy_uses_class_indices():
     assert preflight.teacher_accuracy(distiller, x, one_hot) == 1.0
 
 
-def test_first_batch_returns_a_head_of_the_batch():
-    x, y = make_data()
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(80)
-    inputs, labels, weights = preflight.first_batch(dataset)
-    assert inputs.shape == (preflight.PREFLIGHT_EXAMPLES, FEATURES)
-    assert labels.shape == (preflight.PREFLIGHT_EXAMPLES,)
-    assert weights is None
-    assert preflight.first_batch(iter([(x, y)])) is None  # not peekable
-
-
 def test_split_targets_names_the_expected_keys():
     with pytest.raises(ValueError, match="'labels' and 'teacher_logits'"):
         teacher_outputs_lib.split_targets({"labels": 1, "logits": 2})
@@ -451,17 +321,6 @@ def test_evaluation_without_labels_needs_a_teacher_signal():
     preflight.check_first_batch(make_distiller(), x, None, training=True)
 
 
-def test_mixing_is_refused_on_cached_logits():
-    x, y = make_data()
-    distiller = tfkd.Distiller(
-        teacher=None, student=make_student(), mixing=keras.layers.MixUp()
-    )
-    targets = tfkd.attach_teacher_logits(y, np.zeros((len(x), CLASSES), "float32"))
-    dataset = tf.data.Dataset.from_tensor_slices((x, targets)).batch(32)
-    with pytest.raises(ValueError, match="`mixing`.*teacher's outputs on the original images.*Beyer"):
-        preflight.check_first_batch(distiller, dataset)
-
-
 def test_mixing_that_cannot_mix_the_inputs_is_named():
     x, y = make_data()  # (batch, 4) features, not images
     distiller = make_distiller(mixing=keras.layers.CutMix())
@@ -479,3 +338,154 @@ def test_check_first_batch_returns_what_it_resolved_and_writes_nothing():
     assert vars(distiller).keys() == before.keys()
     logits = preflight.check_first_batch(make_distiller(), x, y, training=True)
     assert logits.teacher_outputs == "logits"
+
+
+# -- a keras.utils.PyDataset's first batch (every backend) ----------------------
+
+
+class ArrayBatches(keras.utils.PyDataset):
+    """A user's own PyDataset: fixed batches of arrays, its reads recorded.
+
+    `targets` is the labels array, or a dict of arrays (cached logits);
+    `reads` lists the batch indices read, `epochs_ended` counts
+    `on_epoch_end` calls (when the order would change).
+    """
+
+    def __init__(self, x, targets, batch_size=16, sizes=None):
+        super().__init__()
+        self.x, self.targets, self.batch_size = x, targets, batch_size
+        self.sizes = sizes or {}  # part -> other rows per batch (a mistake)
+        self.reads, self.epochs_ended = [], 0
+
+    def __len__(self):
+        return len(self.x) // self.batch_size
+
+    def _rows(self, part, index):
+        size = self.sizes.get(part, self.batch_size)
+        return slice(index * size, (index + 1) * size)
+
+    def __getitem__(self, index):
+        self.reads.append(index)
+        x = self.x[self._rows("inputs", index)]
+        if isinstance(self.targets, dict):
+            return x, {k: v[self._rows(k, index)] for k, v in self.targets.items()}
+        return x, self.targets[self._rows("labels", index)]
+
+    def on_epoch_end(self):
+        self.epochs_ended += 1
+
+
+def _refused_before_training(distiller, dataset, match, **fit_kwargs):
+    """fit raises `match` having read batch 0 only; no weight moved."""
+    before = [np.array(w) for w in distiller.student.get_weights()]
+    with pytest.raises(ValueError, match=match):
+        distiller.fit(dataset, epochs=1, verbose=0, **fit_kwargs)
+    assert dataset.reads == [0] and dataset.epochs_ended == 0
+    for a, b in zip(before, distiller.student.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("mistake, match", [
+    ("out of range", r"labels in the first batch. Expected class ids in \[0, 2\].*"
+                     r"Received: labels from 0 to 3"),
+    ("shape", r"Invalid labels in the first batch.*Received: labels of shape \(16, 2\)"),
+    ("not integers", r"Invalid labels in the first batch. Expected integer class ids"),
+    ("nan input", r"Invalid inputs in the first batch. Expected finite values. "
+                  r"Received: 1 NaN/inf value\(s\) out of 64"),
+])
+def test_a_py_datasets_first_batch_is_checked_before_training(mistake, match):
+    x, y = make_data()
+    y = y.astype("float32") if mistake == "not integers" else y
+    if mistake == "out of range":
+        y[5] = CLASSES
+    elif mistake == "shape":
+        y = np.stack([y, y], axis=-1)
+    elif mistake == "not integers":
+        y = y + 0.5
+    else:
+        x[3, 1] = np.nan
+    _refused_before_training(make_distiller(), ArrayBatches(x, y), match)
+
+
+def test_a_py_datasets_cached_logits_are_checked_before_training():
+    x, y = make_data(n=48)
+    student_only = tfkd.Distiller(student=make_student())
+    student_only.compile(optimizer="sgd")
+    logits = np.zeros((48, CLASSES), "float32")
+    misaligned = ArrayBatches(x, {"labels": y, "teacher_logits": logits},
+                              sizes={"teacher_logits": 12})
+    _refused_before_training(student_only, misaligned,
+                             "inputs=16, labels=16, teacher_logits=12")
+    probabilities = np.full((48, CLASSES), 1.0 / CLASSES, "float32")
+    _refused_before_training(
+        student_only, ArrayBatches(x, {"labels": y, "teacher_logits": probabilities}),
+        "Expected logits.*Received: rows that are non-negative and sum to 1",
+    )
+    wider = np.zeros((48, CLASSES + 1), "float32")
+    _refused_before_training(
+        student_only, ArrayBatches(x, {"labels": y, "teacher_logits": wider}),
+        "teacher predicts 4 classes",
+    )
+
+
+def test_an_empty_py_dataset_is_named():
+    x, y = make_data(n=8)  # fewer rows than one batch of 16: len 0
+    with pytest.raises(ValueError, match=r"`x`. Expected a dataset with at least "
+                                         r"one batch. Received: an empty PyDataset"):
+        make_distiller().fit(ArrayBatches(x, y), epochs=1, verbose=0)
+
+
+def test_a_good_py_dataset_is_read_once_by_index_and_trains_untouched():
+    x, y = make_data()
+    dataset = ArrayBatches(x, y)
+    distiller = make_distiller(oracle_teacher(activation="softmax"),
+                               teacher_outputs="auto")
+    inputs, labels, weights = preflight.first_batch(dataset)
+    np.testing.assert_array_equal(inputs, x[:16])
+    np.testing.assert_array_equal(labels, y[:16])
+    assert weights is None and dataset.reads == [0] and dataset.epochs_ended == 0
+    resolved = preflight.check_first_batch(distiller, dataset)
+    assert resolved.teacher_outputs == "probabilities"  # resolved from the batch
+    assert dataset.reads == [0, 0] and dataset.epochs_ended == 0
+    dataset.reads.clear()
+    history = distiller.fit(dataset, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    # Keras's own two epochs still read every batch (how often Keras's
+    # adapter reads batch 0 for itself differs by backend).
+    assert all(dataset.reads.count(i) >= 2 for i in range(len(dataset)))
+    assert len(history.history["loss"]) == 2
+    assert distiller.resolved_teacher_outputs == "probabilities"
+
+
+def test_a_py_dataset_as_validation_data_is_checked():
+    x, y = make_data()
+    wrong = ArrayBatches(x, (y + 1) % CLASSES, batch_size=8)
+    with pytest.warns(preflight.DistillationWarning, match="near chance"):
+        make_distiller().fit(x, y, epochs=1, verbose=0, validation_data=wrong)
+    # Pre-flight reads batches of 8 until 64 examples (8 of the 12), then
+    # Keras's validation starts again from batch 0.
+    assert wrong.reads[:9] == list(range(8)) + [0]
+    bad = y.copy()
+    bad[0] = 7
+    with pytest.raises(ValueError, match="Invalid labels in the first validation batch"):
+        make_distiller().fit(x, y, epochs=1, verbose=0,
+                             validation_data=ArrayBatches(x, bad))
+
+
+def test_a_cache_streamed_as_a_py_dataset_is_checked_and_left_as_it_was(tmp_path):
+    x, y = make_data(n=48)
+    wide_teacher = keras.Sequential(
+        [keras.Input((FEATURES,)), keras.layers.Dense(CLASSES + 1)], name="wide"
+    )
+    batches = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 48, 16)]
+    cache = tfkd.TeacherCache.build(wide_teacher, batches, str(tmp_path / "cache"),
+                                    verbose=0)
+    stream = cache.dataset(16, shuffle=True, seed=0, stream="py_dataset")
+    order = [np.array(stream[i][1]["labels"]) for i in range(len(stream))]
+    distiller = tfkd.Distiller(student=make_student())
+    distiller.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match="teacher predicts 4 classes"):
+        distiller.fit(stream, epochs=1, verbose=0)
+    # Same epoch, same order: pre-flight read batch 0 and nothing else.
+    for i, labels in enumerate(order):
+        np.testing.assert_array_equal(np.array(stream[i][1]["labels"]), labels)

@@ -4,10 +4,11 @@ CRD's NumPy reference tests that need no Distiller (the loss on a fixed
 memory, both ways of scoring, the draw counts, the momentum update), kept
 here alone: this file imports neither TensorFlow nor `tf.data`, so the
 normal suite runs them on TensorFlow's sparse row ops and `make test-jax`
-on JAX's `keras.ops` path. The Distiller's CRD tests are in
+and `make test-torch` on the `keras.ops` path. The Distiller's CRD tests are in
 tests/test_terms_contrastive.py.
 """
 
+import keras
 import numpy as np
 import pytest
 
@@ -35,7 +36,9 @@ def _term(**kwargs):
 
 
 def _memory(variable):
-    return np.asarray(variable.value, np.float32)
+    # A copy: on PyTorch's CPU the NumPy view shares the variable's storage,
+    # which the update then writes in place.
+    return np.array(keras.ops.convert_to_numpy(variable.value), np.float32)
 
 
 def test_loss_on_a_fixed_memory_matches_numpy():
@@ -89,8 +92,8 @@ def test_a_training_call_updates_only_the_batch_rows_with_momentum():
     indices = np.array([4, 0, 9])
     value = term(t, s, indices=indices, training=True)
     assert np.isfinite(float(value)) and float(value) > 0
-    v_s = _np_normalize(np.asarray(term.student_embedding(s), np.float64))
-    v_t = _np_normalize(np.asarray(term.teacher_embedding(t), np.float64))
+    v_s = _np_normalize(keras.ops.convert_to_numpy(term.student_embedding(s)).astype(np.float64))
+    v_t = _np_normalize(keras.ops.convert_to_numpy(term.teacher_embedding(t)).astype(np.float64))
     expected_s, expected_t = before_s.copy(), before_t.copy()
     expected_s[indices] = _np_normalize(0.5 * before_s[indices] + 0.5 * v_s)
     expected_t[indices] = _np_normalize(0.5 * before_t[indices] + 0.5 * v_t)

@@ -3,9 +3,9 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import tfkd
+from conftest import value_and_gradient
 from tfkd import losses
 from tfkd.terms import decoupled
 from tfkd.terms.decoupled import DecoupledKD
@@ -85,13 +85,14 @@ def test_one_hot_and_column_labels_give_the_same_loss():
     np.testing.assert_allclose(np.asarray(column), np.asarray(sparse), rtol=1e-6)
 
 
-def test_confident_teacher_gives_finite_loss_and_gradients():
+def test_confident_teacher_gives_finite_loss_and_gradients_on_every_backend():
     t = np.array([[60.0, -60.0, 0.0]], "float32")
-    s = tf.Variable([[0.0, 5.0, -5.0]])
-    with tf.GradientTape() as tape:
-        loss = decoupled.decoupled_kd_loss(np.array([0]), s, t, 1.0)
-    assert np.isfinite(loss.numpy()).all()
-    assert np.isfinite(tape.gradient(loss, s).numpy()).all()
+    loss, gradient = value_and_gradient(
+        lambda s: decoupled.decoupled_kd_loss(np.array([0]), s, t, 1.0),
+        np.array([[0.0, 5.0, -5.0]], "float32"),
+    )
+    assert np.isfinite(loss).all()
+    assert np.isfinite(gradient).all()
 
 
 def _mlp(name, hidden, seed):
@@ -124,21 +125,6 @@ def test_distiller_with_alpha_one_trains_on_ce_plus_dkd():
     np.testing.assert_allclose(
         results["loss"], results["student_loss"] + results["dkd_loss"], rtol=1e-5
     )
-
-
-def test_dkd_works_from_cached_teacher_logits_without_a_teacher():
-    x, y = _data()
-    teacher = _mlp("teacher", 16, 0)
-    logits = teacher.predict(x, verbose=0)
-    dataset = tf.data.Dataset.from_tensor_slices(
-        (x, tfkd.attach_teacher_logits(y, logits))
-    ).batch(32)
-    distiller = tfkd.Distiller(
-        teacher=None, student=_mlp("student", 8, 1), alpha=1.0, extra_losses=[DecoupledKD()]
-    )
-    distiller.compile(optimizer="adam")
-    history = distiller.fit(dataset, epochs=1, verbose=0)
-    assert np.isfinite(history.history["dkd_loss"][0])
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,9 @@ import itertools
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import tfkd
+from conftest import value_and_gradient
 from tfkd.terms import relations as relation_losses
 from tfkd.terms.relations import RKDAngle, RKDDistance
 
@@ -105,14 +105,16 @@ def test_relations_ignore_scale_and_translation():
     assert float(relation_losses.rkd_angle_loss(t, similar)) < 1e-6
 
 
-def test_gradients_stay_finite_with_duplicate_examples():
+def test_gradients_stay_finite_with_duplicate_examples_on_every_backend():
     t = _embeddings(3, (5, 4))
-    s = tf.Variable(np.concatenate([_embeddings(4, (4, 3)), _embeddings(4, (1, 3))]))
-    with tf.GradientTape() as tape:
-        loss = relation_losses.rkd_distance_loss(t, s) + relation_losses.rkd_angle_loss(t, s)
-    gradient = tape.gradient(loss, s)
+    s = np.concatenate([_embeddings(4, (4, 3)), _embeddings(4, (1, 3))])
+    loss, gradient = value_and_gradient(
+        lambda v: relation_losses.rkd_distance_loss(t, v)
+        + relation_losses.rkd_angle_loss(t, v),
+        s,
+    )
     assert np.isfinite(float(loss))
-    assert np.all(np.isfinite(gradient.numpy()))
+    assert np.all(np.isfinite(gradient))
 
 
 def test_terms_in_a_distiller_read_embedding_layers():

@@ -22,7 +22,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tfkd")
     commands = parser.add_subparsers(dest="command", required=True)
     doctor_parser = commands.add_parser(
-        "doctor", help="check TensorFlow, Keras, GPUs, mixed precision, XLA"
+        "doctor", help="check Keras, its backend (TensorFlow, JAX or PyTorch) and its GPUs"
     )
     doctor_parser.add_argument(
         "--strict",

@@ -22,6 +22,8 @@ from tfkd import preflight
 from tfkd import step_guard
 from tfkd import step_losses
 from tfkd import teacher_outputs as teacher_outputs_lib
+from tfkd import torch_step
+from tfkd import torch_step_guard
 from tfkd.terms import soft_targets
 from tfkd.utils import validation
 
@@ -57,7 +59,7 @@ def _num_replicas_in_sync():
 
 
 #: The Keras backends the Distiller's training step runs on.
-TRAINING_BACKENDS = ("tensorflow", "jax")
+TRAINING_BACKENDS = ("tensorflow", "jax", "torch")
 
 
 def check_training_backend(backend):
@@ -65,7 +67,8 @@ def check_training_backend(backend):
 
     The loss terms, the losses and the teacher cache are `keras.ops` and run
     on every backend; the training step exists for TensorFlow (a
-    `tf.GradientTape`) and JAX (a stateless step, `tfkd.jax_step`) only.
+    `tf.GradientTape`), JAX (a stateless step, `tfkd.jax_step`) and PyTorch
+    (`backward` and `optimizer.apply`, `tfkd.torch_step`) only.
 
     Args:
         backend: The Keras backend's name, `keras.backend.backend()`.
@@ -75,11 +78,11 @@ def check_training_backend(backend):
 
     Example:
 
-    >>> check_training_backend("jax")
     >>> check_training_backend("torch")
+    >>> check_training_backend("numpy")
     Traceback (most recent call last):
         ...
-    ValueError: Invalid Keras backend for `tfkd.Distiller`. Expected one of ('tensorflow', 'jax') (set KERAS_BACKEND before importing Keras; tfkd's terms and teacher cache also run on the others). Received: backend='torch'
+    ValueError: Invalid Keras backend for `tfkd.Distiller`. Expected one of ('tensorflow', 'jax', 'torch') (set KERAS_BACKEND before importing Keras; tfkd's terms and teacher cache also run on the others). Received: backend='numpy'
     """
     if backend not in TRAINING_BACKENDS:
         raise ValueError(
@@ -92,7 +95,10 @@ def check_training_backend(backend):
 
 @keras.saving.register_keras_serializable(package="tfkd")
 class Distiller(
-    _keras_compat.BuildsFromFirstReplica, jax_step.JaxSteps, keras.Model
+    _keras_compat.BuildsFromFirstReplica,
+    jax_step.JaxSteps,
+    torch_step.TorchSteps,
+    keras.Model,
 ):
     """Trains a `student` to match a `teacher` and the labels.
 
@@ -176,8 +182,9 @@ class Distiller(
     Backends: on TensorFlow the step runs under a `tf.GradientTape` (and
     `tf.distribute` strategies); on JAX it is a stateless function of the
     variables' values (`tfkd.jax_step`), also under `keras.distribution`
-    (e.g. `DataParallel`). Both compute the loss with `tfkd.step_losses`
-    and guard it the same way. PyTorch has no step yet.
+    (e.g. `DataParallel`); on PyTorch it is eager, `backward` then
+    `optimizer.apply` (`tfkd.torch_step`). All three compute the loss with
+    `tfkd.step_losses` and guard it the same way.
 
     Before the first step, `fit` and `evaluate` look at one batch: they
     check the data fits both models and the labels fit the student, and
@@ -312,11 +319,7 @@ class Distiller(
         self.settings = settings
         # Not a layer, so its per-`fit` state is neither saved nor listed
         # in `self.variables` (see `tfkd.step_guard`).
-        self._step_guard = (
-            jax_step_guard.JaxStepGuard(settings.on_nonfinite, model=self)
-            if backend_support.keras_backend() == "jax"
-            else step_guard.StepGuard(settings.on_nonfinite)
-        )
+        self._step_guard = _step_guard(settings.on_nonfinite, self)
         self.student = settings.student
         self.teacher = _frozen_teacher(settings)
         self.augmentation = settings.augmentation
@@ -454,9 +457,13 @@ class Distiller(
 
     def train_step(self, *args):
         # Keras's JAX trainer calls `train_step(state, data)`, a pure
-        # function of the state (`tfkd.jax_step`); TensorFlow's `(data)`.
-        if backend_support.keras_backend() == "jax":
+        # function of the state (`tfkd.jax_step`); TensorFlow's and
+        # PyTorch's `(data)`.
+        backend = backend_support.keras_backend()
+        if backend == "jax":
             return self._jax_train_step(*args)
+        if backend == "torch":
+            return self._torch_train_step(*args)
         return self._tensorflow_train_step(*args)
 
     def test_step(self, *args):
@@ -831,6 +838,16 @@ def _keyword_signature():
 
 
 Distiller.__init__.__signature__ = _keyword_signature()
+
+
+def _step_guard(on_nonfinite, model):
+    """The backend's guard of the training step (`tfkd.step_guard`)."""
+    backend = backend_support.keras_backend()
+    if backend == "jax":
+        return jax_step_guard.JaxStepGuard(on_nonfinite, model=model)
+    if backend == "torch":
+        return torch_step_guard.TorchStepGuard(on_nonfinite)
+    return step_guard.StepGuard(on_nonfinite)
 
 
 def _known_teacher_outputs(settings):

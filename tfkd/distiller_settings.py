@@ -8,6 +8,7 @@ have always had.
 """
 
 import dataclasses
+import difflib
 
 import keras
 
@@ -217,7 +218,36 @@ class DistillerSettings:
                 "Missing required argument `student`. Expected a "
                 "`keras.Model` to train. Received: no student"
             )
-        return cls(**{name: kwargs.pop(name) for name in names if name in kwargs})
+        settings = cls(**{name: kwargs.pop(name) for name in names if name in kwargs})
+        _refuse_misspelled_settings(kwargs, names)
+        return settings
+
+
+#: Keyword arguments `keras.Model` itself takes: never a misspelling.
+_KERAS_MODEL_ARGUMENTS = frozenset(
+    {"trainable", "dtype", "autocast", "input_shape", "input_dim", "batch_size",
+     "input_dtype"}
+)
+
+
+def _refuse_misspelled_settings(kwargs, names):
+    """A `ValueError` for a leftover argument that looks like a setting.
+
+    Keras's own message (`Unrecognized keyword arguments passed to
+    Distiller`) names the argument but not what was meant; a close
+    misspelling of a setting (`temprature`) is named with its fix, in
+    the same type of error as Keras's.
+    """
+    for key in kwargs:
+        if key in _KERAS_MODEL_ARGUMENTS:
+            continue
+        close = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
+        if close:
+            raise ValueError(
+                f"Invalid keyword argument `{key}` for `Distiller`. Expected "
+                f"one of its settings, here probably `{close[0]}`. Received: "
+                f"{key}={kwargs[key]!r}"
+            )
 
 
 def _check_layer_or_none(argument, value):

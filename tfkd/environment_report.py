@@ -1,11 +1,15 @@
 """`tfkd.doctor()`: is this environment able to distil, and fast?
 
 Collects versions (TensorFlow, Keras, AutoKeras, keras-tuner, TensorBoard,
-tensorflow-datasets), checks them against each other and against the
-combinations known to break, lists the GPUs and the CUDA/cuDNN versions the
-TensorFlow build expects, and runs a tiny mixed-precision layer and a tiny
-XLA-compiled function to see whether they work here. Every problem comes
-with a concrete fix.
+tensorflow-datasets, JAX, PyTorch), checks them against each other and
+against the combinations known to break, and looks at the accelerators of
+the Keras backend in use. On TensorFlow it lists the GPUs and the
+CUDA/cuDNN versions the build expects, and runs a tiny mixed-precision
+layer and a tiny XLA-compiled function to see whether they work here; on
+JAX it lists `jax.devices()`, on PyTorch it asks `torch.cuda.is_available()`.
+TensorFlow's advice is given on TensorFlow only: a JAX or PyTorch user is
+never told to install or switch to TensorFlow. Every problem comes with a
+concrete fix.
 
 Each check runs on its own and turns any exception into a reported
 problem, so the doctor never crashes, also without a GPU or with a broken
@@ -38,8 +42,14 @@ PACKAGES = (
     "keras-tuner",
     "tensorboard",
     "tensorflow-datasets",
+    "jax",
+    "jaxlib",
+    "torch",
     "numpy",
 )
+
+#: The module each Keras backend runs on, imported by the doctor.
+BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 #: Keras releases from which AutoKeras 3.0.0 breaks: `keras.layers.Dense`
 #: rejects the `numpy.int64` units its hyper-parameter search produces.
@@ -163,7 +173,7 @@ def tensorflow_distribution(versions):
     return None
 
 
-def check_versions(versions, report, platform_name=None):
+def check_versions(versions, report, platform_name=None, backend="tensorflow"):
     """Adds the problems of a version combination to `report`.
 
     Pure: works on a dict such as `installed_versions()` returns, so known
@@ -173,6 +183,10 @@ def check_versions(versions, report, platform_name=None):
         versions: Dict of distribution name -> version string.
         report: The `Report` to add problems to.
         platform_name: `sys.platform` value. Defaults to this machine's.
+        backend: The Keras backend in use. TensorFlow must be installed,
+            and be 2.16 or newer, only on `"tensorflow"`; on JAX or
+            PyTorch it is optional (its `tf.data` features only).
+            Defaults to `"tensorflow"`.
 
     Example:
 
@@ -185,7 +199,9 @@ def check_versions(versions, report, platform_name=None):
     platform_name = platform_name or sys.platform
     tensorflow = tensorflow_distribution(versions)
     keras = parse_version(versions.get("keras"))
-    if tensorflow is None:
+    if backend != "tensorflow":
+        pass  # TensorFlow is optional there: no advice to install it.
+    elif tensorflow is None:
         report.add(
             "error",
             "TensorFlow is not installed.",
@@ -298,22 +314,31 @@ def _install_tensorflow_fix(platform_name, upgrade=False):
 # -- the live checks -----------------------------------------------------------
 
 
-def check_imports(report):
-    """Imports TensorFlow, Keras and the optional packages.
+def check_imports(report, backend="tensorflow"):
+    """Imports Keras, its backend's module and the optional packages.
 
     Args:
         report: The `Report` to add import failures to.
+        backend: The Keras backend in use: its module (`tensorflow`, `jax`
+            or `torch`) must import. TensorFlow's optional companions
+            (AutoKeras, tensorflow-datasets) are imported on TensorFlow
+            only; elsewhere TensorFlow is not imported at all. Defaults to
+            `"tensorflow"`.
 
     Returns:
         A dict of module name -> module, for those that imported.
     """
     modules = {}
-    for module, package, required in (
-        ("tensorflow", "tensorflow", True),
-        ("keras", "keras", True),
-        ("autokeras", "autokeras", False),
-        ("tensorflow_datasets", "tensorflow-datasets", False),
-    ):
+    candidates = [("keras", "keras", True)]
+    if backend in BACKEND_MODULES:
+        module = BACKEND_MODULES[backend]
+        candidates.insert(0, (module, _BACKEND_PACKAGES[backend], True))
+    if backend == "tensorflow":
+        candidates += [
+            ("autokeras", "autokeras", False),
+            ("tensorflow_datasets", "tensorflow-datasets", False),
+        ]
+    for module, package, required in candidates:
         if not required and importlib.util.find_spec(module) is None:
             continue
         try:
@@ -328,23 +353,53 @@ def check_imports(report):
     return modules
 
 
-def check_backend(keras, report):
-    """Checks that Keras runs on TensorFlow and is not the legacy Keras 2.
+#: The pip distribution of each backend's module.
+_BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+
+
+def training_backends():
+    """The Keras backends the `Distiller` has a training step for.
+
+    Read from `tfkd.distiller.TRAINING_BACKENDS` when tfkd imports; when
+    it does not (the doctor run as a script), TensorFlow and JAX.
+
+    Example:
+
+    >>> "tensorflow" in training_backends()
+    True
+    """
+    try:
+        distiller = importlib.import_module("tfkd.distiller")
+        return tuple(distiller.TRAINING_BACKENDS)
+    except Exception:  # the doctor reports, never crashes
+        return ("tensorflow", "jax")
+
+
+def check_backend(keras, report, backends=None):
+    """Checks the Keras backend: one tfkd trains on, not the legacy Keras 2.
 
     Args:
         keras: The imported `keras` module.
         report: The `Report` to add facts and problems to.
+        backends: The backends with a training step. Defaults to
+            `training_backends()`.
     """
     backend = keras.backend.backend()
+    backends = training_backends() if backends is None else tuple(backends)
     report.facts["keras backend"] = backend
-    if backend != "tensorflow":
+    if backend not in backends:
+        # A user off TensorFlow is pointed at the other backends first:
+        # TensorFlow is named only when it is the one choice left.
+        others = [b for b in backends if b != "tensorflow"] or list(backends)
         report.add(
             "error",
-            f"Keras runs on the {backend!r} backend; tfkd needs TensorFlow.",
-            "export KERAS_BACKEND=tensorflow (or set \"backend\": "
-            '"tensorflow" in ~/.keras/keras.json)',
+            f"Keras runs on the {backend!r} backend, for which tfkd's "
+            "Distiller has no training step (yet).",
+            f"export KERAS_BACKEND={others[0]} (or set \"backend\" in "
+            "~/.keras/keras.json) with that backend installed; tfkd "
+            f"trains on {', '.join(others)}",
         )
-    if os.environ.get("TF_USE_LEGACY_KERAS", "").lower() in ("1", "true"):
+    if backend == "tensorflow" and os.environ.get("TF_USE_LEGACY_KERAS", "").lower() in ("1", "true"):
         report.add(
             "warning",
             "TF_USE_LEGACY_KERAS is set: tf.keras is Keras 2 (tf-keras), "
@@ -436,6 +491,127 @@ def _gpu_fix(platform_name, versions, cuda_build, build):
         f'pip install "tensorflow[and-cuda]" to get the {wanted} libraries '
         "this build expects, and make sure no other CUDA is first on "
         "LD_LIBRARY_PATH"
+    )
+
+
+def _nvidia_driver_present():
+    return shutil.which("nvidia-smi") is not None
+
+
+def check_jax_devices(jax, report, platform_name=None, nvidia_driver=None):
+    """Lists JAX's devices; says how to get a GPU when JAX sees none.
+
+    Args:
+        jax: The imported `jax` module.
+        report: The `Report` to add facts and problems to.
+        platform_name: `sys.platform` value, to choose the fix. Defaults
+            to this machine's.
+        nvidia_driver: Whether an NVIDIA driver is installed (a GPU is
+            expected). Defaults to whether `nvidia-smi` is on the PATH.
+    """
+    platform_name = platform_name or sys.platform
+    if nvidia_driver is None:
+        nvidia_driver = _nvidia_driver_present()
+    devices = list(jax.devices())
+    names = [
+        f"{device.platform}:{device.id} ({getattr(device, 'device_kind', '?')})"
+        for device in devices
+    ]
+    report.facts["jax devices"] = ", ".join(names) if names else "none"
+    if any(device.platform in ("gpu", "cuda", "rocm", "tpu", "METAL")
+           for device in devices):
+        return
+    report.add(
+        "warning",
+        "No GPU or TPU is visible to JAX: distillation runs on the CPU, "
+        "typically 10-50x slower.",
+        _jax_gpu_fix(platform_name, nvidia_driver),
+    )
+
+
+def _jax_gpu_fix(platform_name, nvidia_driver):
+    if platform_name == "win32":
+        return (
+            "JAX's CUDA wheels are for Linux: install WSL2 (wsl --install) "
+            'with the Windows NVIDIA driver, then pip install -U "jax[cuda12]" '
+            "inside WSL2"
+        )
+    if platform_name == "darwin":
+        return (
+            "JAX has no CUDA on macOS; Apple GPUs have the experimental "
+            "jax-metal plugin (pip install jax-metal)"
+        )
+    if nvidia_driver:
+        return (
+            'an NVIDIA driver is installed but this jaxlib is CPU-only: pip '
+            'install -U "jax[cuda12]" (it brings its own CUDA and cuDNN; '
+            'check with python -c "import jax; print(jax.devices())"); on a '
+            'Cloud TPU VM, pip install -U "jax[tpu]"'
+        )
+    return (
+        "install the NVIDIA driver (nvidia-smi must work), then pip install "
+        '-U "jax[cuda12]"; on a Cloud TPU VM, pip install -U "jax[tpu]"'
+    )
+
+
+def check_torch_devices(torch, report, platform_name=None, nvidia_driver=None):
+    """Reports `torch.cuda.is_available()`; says how to get a GPU if not.
+
+    Args:
+        torch: The imported `torch` module.
+        report: The `Report` to add facts and problems to.
+        platform_name: `sys.platform` value, to choose the fix. Defaults
+            to this machine's.
+        nvidia_driver: Whether an NVIDIA driver is installed. Defaults to
+            whether `nvidia-smi` is on the PATH.
+    """
+    platform_name = platform_name or sys.platform
+    if nvidia_driver is None:
+        nvidia_driver = _nvidia_driver_present()
+    built_for = getattr(torch.version, "cuda", None)
+    report.facts["torch CUDA build"] = built_for or "none (CPU-only build)"
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        report.facts["torch.cuda.is_available()"] = (
+            f"True ({count} x {torch.cuda.get_device_name(0)})"
+        )
+        return
+    report.facts["torch.cuda.is_available()"] = "False"
+    mps = getattr(getattr(torch, "backends", None), "mps", None)
+    if platform_name == "darwin":
+        if mps is not None and mps.is_available():
+            report.facts["torch MPS"] = "available"
+            return
+        fix = "update macOS and PyTorch for the Apple-silicon GPU (MPS)"
+    elif platform_name == "win32" and built_for is None:
+        fix = (
+            "this PyTorch is a CPU-only build: install a CUDA build with the "
+            "command of https://pytorch.org/get-started/locally/ (pip "
+            "install torch --index-url https://download.pytorch.org/whl/cu126)"
+        )
+    elif built_for is None:
+        fix = (
+            "this PyTorch is a CPU-only build: pip install -U torch (Linux "
+            "wheels from PyPI carry CUDA), or the command of "
+            "https://pytorch.org/get-started/locally/"
+        )
+    elif not nvidia_driver:
+        fix = (
+            f"install the NVIDIA driver (nvidia-smi must work; this PyTorch "
+            f"was built for CUDA {built_for})"
+        )
+    else:
+        fix = (
+            f"this PyTorch was built for CUDA {built_for}: update the NVIDIA "
+            "driver to one that supports it (nvidia-smi shows the newest CUDA "
+            "it supports), or install the torch build for your driver from "
+            "https://pytorch.org/get-started/locally/"
+        )
+    report.add(
+        "warning",
+        "torch.cuda.is_available() is False: distillation runs on the CPU, "
+        "typically 10-50x slower.",
+        fix,
     )
 
 
@@ -532,30 +708,52 @@ def diagnose():
     versions = installed_versions()
     for name, version in versions.items():
         report.facts[name] = version
-    _run(check_versions, report, versions, report)
+    backend = _run(_keras_backend_name, report) or "tensorflow"
+    _run(check_versions, report, versions, report, None, backend)
     _run(check_declared_requirements, report, list(versions), report)
-    modules = _run(check_imports, report, report) or {}
+    modules = _run(check_imports, report, report, backend) or {}
     keras = modules.get("keras")
-    tf = modules.get("tensorflow")
     if keras is not None:
         _run(check_backend, report, keras, report)
-    if tf is not None:
+    if backend == "tensorflow" and "tensorflow" in modules:
+        tf = modules["tensorflow"]
         _run(check_gpus, report, tf, versions, report)
         _run(check_xla, report, tf, report)
-    if keras is not None and tf is not None:
-        _run(check_mixed_precision, report, keras, report)
+        if keras is not None:
+            _run(check_mixed_precision, report, keras, report)
+    elif backend == "jax" and "jax" in modules:
+        _run(check_jax_devices, report, modules["jax"], report)
+    elif backend == "torch" and "torch" in modules:
+        _run(check_torch_devices, report, modules["torch"], report)
     return report
+
+
+def _keras_backend_name():
+    """The Keras backend, as Keras resolves it (`KERAS_BACKEND`, keras.json).
+
+    Importing Keras imports the backend's module; a Keras that fails to
+    import is reported by `check_imports`, and the backend is then taken
+    from `KERAS_BACKEND` alone.
+    """
+    try:
+        keras = importlib.import_module("keras")
+        return keras.backend.backend()
+    except Exception:
+        return os.environ.get("KERAS_BACKEND", "tensorflow")
 
 
 def doctor(print_report=True):
     """Checks this environment for distillation and says how to fix it.
 
-    Looks up the TensorFlow, Keras, AutoKeras, keras-tuner, TensorBoard and
-    tensorflow-datasets versions and whether they work together (including
-    combinations known to break, such as AutoKeras 3.0.0 with Keras >= 3.13
-    or tensorflow next to tensorflow-cpu), the visible GPUs and the CUDA and
-    cuDNN versions the TensorFlow build expects, and runs a tiny
-    mixed-precision layer and a tiny XLA-compiled function. It never raises.
+    Looks up the TensorFlow, Keras, AutoKeras, keras-tuner, TensorBoard,
+    tensorflow-datasets, JAX and PyTorch versions and whether they work
+    together (including combinations known to break, such as AutoKeras
+    3.0.0 with Keras >= 3.13 or tensorflow next to tensorflow-cpu), and the
+    Keras backend's accelerators: on TensorFlow the visible GPUs and the
+    CUDA and cuDNN versions its build expects, plus a tiny mixed-precision
+    layer and a tiny XLA-compiled function; on JAX `jax.devices()`; on
+    PyTorch `torch.cuda.is_available()`. TensorFlow is required, and
+    advised, on the TensorFlow backend only. It never raises.
 
     Args:
         print_report: Whether to print the report. Defaults to `True`.

@@ -143,26 +143,7 @@ class JaxStepGuard:
         if not step_guard.is_sparse_class_ids(labels, num_classes):
             return labels, None
         self.num_classes = num_classes
-        flat = ops.reshape(labels, (-1,))  # (batch,)
-        if "int" in str(flat.dtype):
-            values = ops.cast(flat, "int32")
-            bad = values < -1
-            if num_classes is not None:
-                bad = ops.logical_or(bad, values >= num_classes)
-            safe = ops.where(bad, -1, values)  # int32, so -1 stays -1
-        else:
-            values = flat
-            # NaN fails every comparison, so it is bad too.
-            good = ops.logical_and(
-                ops.equal(values, ops.floor(values)), values >= -1.0
-            )
-            if num_classes is not None:
-                good = ops.logical_and(good, values < num_classes)
-            bad = ops.logical_not(good)
-            safe = ops.where(bad, ops.cast(-1, flat.dtype), flat)
-        count = ops.sum(ops.cast(bad, "float32"))
-        first = ops.cast(values, "float32")[ops.argmax(ops.cast(bad, "int32"))]
-        return ops.reshape(safe, ops.shape(labels)), (count, first)
+        return step_guard.check_sparse_labels(labels, num_classes)
 
     def refusal_code(self, optimizer, gradients, loss, label_report):
         """Why the batch is refused: an int32 scalar of bits, 0 if it is not.

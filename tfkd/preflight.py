@@ -5,9 +5,13 @@ Everything here runs eagerly on a slice of one batch (at most
 the first second instead of as a collapsed student after an hour. It also
 resolves `teacher_outputs="auto"` from the teacher's actual outputs.
 
-Data that cannot be peeked at without consuming it (Python generators,
-`PyDataset`s, distributed datasets) is not checked here; the training step
-then tells probabilities from logits batch by batch.
+The first batch is read without consuming anything: a `tf.data.Dataset`
+through `take(1)`, a `keras.utils.PyDataset` (what `TeacherCache.dataset()`
+streams off TensorFlow, or a user's own) by index, `dataset[0]`, which is
+random access and leaves its epoch, order and state alone. Data that cannot
+be peeked at without consuming it (Python generators, distributed datasets)
+is not checked here; the training step then tells probabilities from logits
+batch by batch.
 
 `fit` also hands over its `validation_data`: its first examples get the
 same input and label checks, and the teacher's accuracy on them is
@@ -241,7 +245,8 @@ def first_batch(x, y=None):
 
     Args:
         x: What was passed to `fit`/`evaluate` as `x`: a `tf.data.Dataset`
-            of batches, or arrays/tensors (then `y` holds the labels).
+            or a `keras.utils.PyDataset` of batches, or arrays/tensors
+            (then `y` holds the labels).
         y: The labels when `x` is an array.
 
     Returns:
@@ -264,8 +269,41 @@ def _is_array(value):
     return isinstance(value, np.ndarray) or backend_support.is_tf_tensor(value)
 
 
+def _is_py_dataset(value):
+    return isinstance(value, keras.utils.PyDataset)
+
+
+def _is_dataset(value):
+    """Whether `value` is a dataset of batches this module can peek into."""
+    return backend_support.is_tf_dataset(value) or _is_py_dataset(value)
+
+
+def _py_dataset_batches(dataset, count, argument):
+    """The first `count` batches of a `PyDataset`, read by index.
+
+    `__getitem__` is random access: reading batch 0 again consumes nothing,
+    and `on_epoch_end` is never called, so the dataset's order and state
+    are the ones `fit` will see. A dataset without `__len__` (infinite,
+    `num_batches` None) is read the same way.
+    """
+    size = dataset.num_batches
+    if size is not None:
+        count = min(count, size)
+    if count <= 0:
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. Expected a dataset "
+            "with at least one batch. Received: an empty PyDataset "
+            f"{type(dataset).__name__} (len 0)"
+        )
+    # Lazily: the caller stops once it has enough examples.
+    return (dataset[index] for index in range(count))
+
+
 def _peek(x, y=None, argument="x"):
     """The whole first batch `(x, y, sample_weight)`, or None (see above)."""
+    if _is_py_dataset(x):
+        batch = next(_py_dataset_batches(x, 1, argument))
+        return keras.utils.unpack_x_y_sample_weight(batch)
     if backend_support.is_tf_dataset(x):
         for batch in x.take(1):
             return keras.utils.unpack_x_y_sample_weight(batch)
@@ -286,10 +324,16 @@ def _validation_sample(validation_data):
     """
     if validation_data is None:
         return None
-    if backend_support.is_tf_dataset(validation_data):
+    if _is_dataset(validation_data):
+        if _is_py_dataset(validation_data):
+            source = _py_dataset_batches(
+                validation_data, _MAX_VALIDATION_BATCHES, "validation_data"
+            )
+        else:
+            source = validation_data.take(_MAX_VALIDATION_BATCHES)
         batches = []
         count = 0
-        for batch in validation_data.take(_MAX_VALIDATION_BATCHES):
+        for batch in source:
             x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
             batches.append((x, y))
             count += int(keras.tree.flatten(x)[0].shape[0])
@@ -545,7 +589,8 @@ def check_first_batch(
         training: Whether the data is for training (a teacher signal is
             then required).
         validation_data: The `validation_data` given to `fit`, if any: a
-            `tf.data.Dataset` or an `(x, y)` tuple. Its first examples get
+            `tf.data.Dataset`, a `keras.utils.PyDataset` or an `(x, y)`
+            tuple. Its first examples get
             the input and label checks, and a warning when the teacher's
             accuracy on them is near chance (see `near_chance_accuracy`).
 
@@ -570,7 +615,7 @@ def check_first_batch(
         return Resolved()
     full_inputs, full_targets, _ = batch
     _, full_cached = teacher_outputs_lib.split_targets(full_targets)
-    if backend_support.is_tf_dataset(x):
+    if _is_dataset(x):
         # Whole arrays passed to fit are batched by Keras, which checks
         # their lengths itself; a dataset's batch is checked here.
         _check_batch_sizes(

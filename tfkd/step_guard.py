@@ -129,6 +129,54 @@ def is_sparse_class_ids(labels, num_classes):
         num_classes is None and len(labels.shape) >= 2 and labels.shape[-1] != 1
     )
 
+
+def check_sparse_labels(labels, num_classes):
+    """`(safe labels, report)`: sparse class ids checked in `keras.ops`.
+
+    The label check of the guards on backends other than TensorFlow
+    (`tfkd.jax_step_guard`, `tfkd.torch_step_guard`): the same rules as
+    `StepGuard.check_labels`, traceable on JAX and eager on PyTorch.
+
+    Args:
+        labels: A tensor of sparse class ids, `(batch,)` or `(batch, 1)`.
+        num_classes: The student's class count, or `None` if unknown
+            (then only the integer and >= -1 checks apply).
+
+    Returns:
+        `labels` with every bad label replaced by -1 (same shape; int32
+        for integer labels), and the report `(bad count float32, first bad
+        value float32)` (the value is meaningful when the count is > 0).
+
+    Example:
+
+    >>> import numpy as np
+    >>> safe, (count, first) = check_sparse_labels(np.array([0, 7, -1]), 3)
+    >>> np.asarray(safe).tolist(), float(count), float(first)
+    ([0, -1, -1], 1.0, 7.0)
+    """
+    labels = ops.convert_to_tensor(labels)
+    flat = ops.reshape(labels, (-1,))  # (batch,)
+    if "int" in str(flat.dtype):
+        values = ops.cast(flat, "int32")
+        bad = values < -1
+        if num_classes is not None:
+            bad = ops.logical_or(bad, values >= num_classes)
+        safe = ops.where(bad, -1, values)  # int32, so -1 stays -1
+    else:
+        values = flat
+        # NaN fails every comparison, so it is bad too.
+        good = ops.logical_and(
+            ops.equal(values, ops.floor(values)), values >= -1.0
+        )
+        if num_classes is not None:
+            good = ops.logical_and(good, values < num_classes)
+        bad = ops.logical_not(good)
+        safe = ops.where(bad, ops.cast(-1, flat.dtype), flat)
+    count = ops.sum(ops.cast(bad, "float32"))
+    first = ops.cast(values, "float32")[ops.argmax(ops.cast(bad, "int32"))]
+    return ops.reshape(safe, ops.shape(labels)), (count, first)
+
+
 class StepGuard:
     """The guard's state and in-graph checks for one `Distiller`.
 

@@ -474,6 +474,11 @@ def _read(memory):
     within a few times the rows the step draws. Read once per step and
     bank: the scores and the positives' rows share the tensor.
     """
+    if backend_support.keras_backend() == "torch":
+        # A snapshot: PyTorch's autograd keeps this tensor for the scores'
+        # gradient, and the memory update then writes the variable in
+        # place, which autograd refuses ("modified by an inplace operation").
+        return ops.copy(memory.value)
     if not backend_support.tensorflow_is_backend():
         return ops.convert_to_tensor(memory.value)
     tf = backend_support.require_tensorflow("CRD's TensorFlow memory read")
