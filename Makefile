@@ -3,7 +3,7 @@
 # offline.
 #   make benchmark     # the main job: the benchmark on offline Fashion-MNIST,
 #                      # written to benchmarks/runs/ (untracked)
-#   make test          # the test suite, in the three environments below
+#   make test          # the test suite, in the four environments below
 #   make test-latest   # ... all of it on the newest Keras and TensorFlow, no AutoKeras
 #   make test-bench    # ... what depends on the Keras version, in the benchmark
 #                      # environment (Keras 3.12 + AutoKeras)
@@ -14,7 +14,7 @@
 #                      # in an environment without TensorFlow (.venv-jax-cpu)
 #   make test-torch    # the same on KERAS_BACKEND=torch, in an environment
 #                      # with a CPU build of PyTorch and no TensorFlow
-#                      # (.venv-torch-cpu); not part of make test
+#                      # (.venv-torch-cpu)
 #   make gpu-wheels    # fill gpu_wheels/ (ignored) with what a GPU machine
 #                      # without TensorFlow or internet needs: Keras, tfkd,
 #                      # namex and optree wheels and Fashion-MNIST as .npz
@@ -114,7 +114,7 @@ docs: env-docs
 data:
 	bash scripts/ensure_fashion_mnist.sh
 
-test: test-latest test-bench test-jax
+test: test-latest test-bench test-jax test-torch
 
 test-latest: env-latest data
 	$(LATEST)/bin/python -m pytest tests -ra --durations=15
@@ -137,9 +137,9 @@ test-fast: env-latest data
 test-jax: env-jax
 	KERAS_BACKEND=jax $(JAX)/bin/python -m pytest tests -ra --durations=15
 
-# The same files on PyTorch (a CPU build, no TensorFlow). Not in make test
-# (yet): on 2 shared CPU cores (2026-12-03) the environment takes 2 min to
-# install from local wheels and 1.3 GB, the tests 1.3-2.3 min.
+# The same files on PyTorch (a CPU build of torch 2.13, no TensorFlow; the
+# CUDA builds on PyPI are several GB). In make test, and so in CI: the
+# environment takes about 2 min to install from local wheels and 1.3 GB.
 test-torch: env-torch
 	KERAS_BACKEND=torch $(TORCH)/bin/python -m pytest tests -ra --durations=15
 

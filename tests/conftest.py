@@ -53,6 +53,7 @@ BACKEND_INDEPENDENT_FILES = (
     "test_terms_similarity.py",
     "test_terms_soft_targets.py",
     "test_terms_transformed.py",
+    "test_torch_step.py",
     "test_torch_step_guard.py",
 )
 

@@ -49,9 +49,9 @@ def test_view_returns_the_output_and_the_named_layers():
     view = feature_views.FeatureView(model, ["embedding", None, "hidden", "embedding"], "student")
     assert view.layer_names == ("embedding", "hidden")
     output, features = view(x, training=False)
-    np.testing.assert_allclose(np.asarray(output), np.asarray(model(x)), rtol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(output), keras.ops.convert_to_numpy(model(x)), rtol=1e-6)
     hidden = keras.Model(model.inputs[0], model.get_layer("hidden").output)
-    np.testing.assert_allclose(np.asarray(features["hidden"]), np.asarray(hidden(x)), rtol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(features["hidden"]), keras.ops.convert_to_numpy(hidden(x)), rtol=1e-6)
     assert view.feature_shape("embedding") == (None, 8)
     assert view.feature_shape(None) == (None, CLASSES)
     # No layers asked for: no view, the model itself is called.

@@ -67,6 +67,9 @@ def test_training_batches_without_valid_indices_are_refused(targets, match):
         distiller.fit(x, targets(y), epochs=1, verbose=0)
 
 
+@pytest.mark.skipif(keras.backend.backend() == "torch",
+                    reason="XLA is TensorFlow's and JAX's; on PyTorch the Distiller refuses "
+                           "jit_compile=True (torch.compile), see tests/test_torch_step.py")
 @pytest.mark.parametrize("dense", [True, False], ids=["whole-memory scores", "gathered rows"])
 def test_crd_trains_in_an_xla_compiled_step(monkeypatch, dense):
     # The draw counts' size must be known when XLA compiles the step.

@@ -119,7 +119,7 @@ def test_distiller_with_alpha_one_trains_on_ce_plus_dkd():
     distiller.compile(optimizer="adam")
     results = distiller.evaluate(x, y, batch_size=64, verbose=0, return_dict=True)
     s, t = distiller.student(x), distiller.teacher(x)
-    expected_dkd = _np_dkd(y, np.asarray(s), np.asarray(t), 2.0, 1.0, 8.0)[0].mean()
+    expected_dkd = _np_dkd(y, keras.ops.convert_to_numpy(s), keras.ops.convert_to_numpy(t), 2.0, 1.0, 8.0)[0].mean()
     np.testing.assert_allclose(results["dkd_loss"], expected_dkd, rtol=1e-5)
     # The KL term has weight 1 − α = 0: the loss is CE + DKD.
     np.testing.assert_allclose(

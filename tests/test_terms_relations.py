@@ -144,7 +144,7 @@ def test_terms_in_a_distiller_read_embedding_layers():
     embed_s = keras.Model(distiller.student.inputs[0],
                           distiller.student.get_layer("embedding").output)(x)
     np.testing.assert_allclose(
-        before["rkd_distance_loss"], _np_rkd_distance(np.asarray(embed_t), np.asarray(embed_s))[0],
+        before["rkd_distance_loss"], _np_rkd_distance(keras.ops.convert_to_numpy(embed_t), keras.ops.convert_to_numpy(embed_s))[0],
         rtol=1e-4,
     )
     distiller.fit(x, y, batch_size=64, epochs=5, verbose=0)

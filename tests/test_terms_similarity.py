@@ -89,7 +89,7 @@ def test_terms_train_report_and_round_trip(tmp_path):
     distiller.compile(optimizer="sgd")
     results = distiller.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
     embed = lambda m: keras.Model(m.inputs, m.get_layer("embedding").output)(x)
-    f_t, f_s = np.asarray(embed(teacher)), np.asarray(embed(student))
+    f_t, f_s = keras.ops.convert_to_numpy(embed(teacher)), keras.ops.convert_to_numpy(embed(student))
     np.testing.assert_allclose(results["sp_loss"], _np_sp(f_t, f_s), rtol=1e-3)
     np.testing.assert_allclose(results["pkt_loss"], _np_pkt(f_t, f_s), rtol=1e-3)
     history = distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)

@@ -385,7 +385,8 @@ class Distiller(
 
         Raises:
             ValueError: if `loss` is given, or `jit_compile=True` with
-                Keras's MixUp or CutMix as `mixing`.
+                Keras's MixUp or CutMix as `mixing` or on the PyTorch
+                backend (`tfkd.torch_step.check_jit_compile`).
         """
         if loss is not None:
             raise validation.invalid_value(
@@ -398,6 +399,10 @@ class Distiller(
         kwargs["jit_compile"] = mixing_lib.check_jit_compile(
             self.mixing, kwargs.get("jit_compile", "auto")
         )
+        if backend_support.keras_backend() == "torch":
+            kwargs["jit_compile"] = torch_step.check_jit_compile(
+                kwargs["jit_compile"]
+            )
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
 
     def compile_from_config(self, config):

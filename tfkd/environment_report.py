@@ -361,7 +361,7 @@ def training_backends():
     """The Keras backends the `Distiller` has a training step for.
 
     Read from `tfkd.distiller.TRAINING_BACKENDS` when tfkd imports; when
-    it does not (the doctor run as a script), TensorFlow and JAX.
+    it does not (the doctor run as a script), TensorFlow, JAX and PyTorch.
 
     Example:
 
@@ -372,7 +372,7 @@ def training_backends():
         distiller = importlib.import_module("tfkd.distiller")
         return tuple(distiller.TRAINING_BACKENDS)
     except Exception:  # the doctor reports, never crashes
-        return ("tensorflow", "jax")
+        return ("tensorflow", "jax", "torch")
 
 
 def check_backend(keras, report, backends=None):

@@ -89,7 +89,7 @@ def _record_first(first, step, fields):
         variable.assign(ops.where(first, ops.cast(value, variable.dtype), variable.value))
 
 
-class JaxStepGuard:
+class JaxStepGuard(step_guard.KerasOpsLabelCheck):
     """The guard's state and checks for one `Distiller` on JAX.
 
     Offers `tfkd.step_guard.StepGuard`'s interface (`check_labels`,
@@ -129,21 +129,6 @@ class JaxStepGuard:
         return [] if self.record is None else [self.record]
 
     # -- in the step (traced) --------------------------------------------
-
-    def check_labels(self, labels, num_classes):
-        """`(labels for the loss, report)`, as `StepGuard.check_labels`.
-
-        The report is `(bad count float32, first bad value float32)`, or
-        `None` when nothing was checked (no labels, one-hot or soft rows,
-        or the guard is off); bad sparse labels become -1.
-        """
-        if labels is None or not self.active:
-            return labels, None
-        labels = ops.convert_to_tensor(labels)
-        if not step_guard.is_sparse_class_ids(labels, num_classes):
-            return labels, None
-        self.num_classes = num_classes
-        return step_guard.check_sparse_labels(labels, num_classes)
 
     def refusal_code(self, optimizer, gradients, loss, label_report):
         """Why the batch is refused: an int32 scalar of bits, 0 if it is not.

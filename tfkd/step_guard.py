@@ -177,6 +177,29 @@ def check_sparse_labels(labels, num_classes):
     return ops.reshape(safe, ops.shape(labels)), (count, first)
 
 
+class KerasOpsLabelCheck:
+    """`check_labels` of the guards whose steps run `keras.ops` (JAX, PyTorch).
+
+    A mixin: the guard has `active` and sets `num_classes` here, which its
+    error messages read.
+    """
+
+    def check_labels(self, labels, num_classes):
+        """`(labels for the loss, report)`, as `StepGuard.check_labels`.
+
+        The report is `(bad count float32, first bad value float32)`, or
+        `None` when nothing was checked (no labels, one-hot or soft rows,
+        or the guard is off); bad sparse labels become -1.
+        """
+        if labels is None or not self.active:
+            return labels, None
+        labels = ops.convert_to_tensor(labels)
+        if not is_sparse_class_ids(labels, num_classes):
+            return labels, None
+        self.num_classes = num_classes
+        return check_sparse_labels(labels, num_classes)
+
+
 class StepGuard:
     """The guard's state and in-graph checks for one `Distiller`.
 

@@ -26,7 +26,45 @@ trainer runs under `torch.no_grad()`.
 
 The loss needs no division by a replica count: Keras's torch trainer runs
 one process's step over its whole batch.
+
+`jit_compile=True` is refused on PyTorch (`check_jit_compile`): Keras
+maps it to `torch.compile`, but this step calls `backward` and decides in
+Python, after a transfer to the host, whether the batch updates anything,
+so `torch.compile` would break it into pieces and gain nothing (XLA, what
+`jit_compile=True` means on TensorFlow and JAX, does not exist here).
 """
+
+from tfkd.utils import validation
+
+
+def check_jit_compile(jit_compile):
+    """The `jit_compile` to compile with on the PyTorch backend.
+
+    Args:
+        jit_compile: The value given to `Distiller.compile`.
+
+    Returns:
+        `jit_compile`, unchanged (`False` or `"auto"`; Keras turns
+        `"auto"` into `False` on PyTorch).
+
+    Raises:
+        ValueError: for `jit_compile=True`.
+
+    Example:
+
+    >>> check_jit_compile("auto")
+    'auto'
+    """
+    if jit_compile is True:
+        raise validation.invalid_value(
+            "jit_compile",
+            "False or 'auto' on the PyTorch backend: Keras compiles with "
+            "torch.compile there, and the Distiller's PyTorch step (its "
+            "`backward` and its guard's decision in Python) does not "
+            "compile into one graph; XLA is TensorFlow's and JAX's",
+            jit_compile,
+        )
+    return jit_compile
 
 
 class TorchSteps:

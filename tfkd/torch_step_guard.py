@@ -29,7 +29,7 @@ from keras import ops
 from tfkd import step_guard
 
 
-class TorchStepGuard:
+class TorchStepGuard(step_guard.KerasOpsLabelCheck):
     """The guard's state and checks for one `Distiller` on PyTorch.
 
     Offers `tfkd.step_guard.StepGuard`'s interface (`check_labels`,
@@ -69,21 +69,6 @@ class TorchStepGuard:
         return []
 
     # -- in the step -----------------------------------------------------
-
-    def check_labels(self, labels, num_classes):
-        """`(labels for the loss, report)`, as `StepGuard.check_labels`.
-
-        The report is `(bad count float32, first bad value float32)`, or
-        `None` when nothing was checked (no labels, one-hot or soft rows,
-        or the guard is off); bad sparse labels become -1.
-        """
-        if labels is None or not self.active:
-            return labels, None
-        labels = ops.convert_to_tensor(labels)
-        if not step_guard.is_sparse_class_ids(labels, num_classes):
-            return labels, None
-        self.num_classes = num_classes
-        return step_guard.check_sparse_labels(labels, num_classes)
 
     def capture(self, models):
         """`(variables, copies)`: the float state the forward pass may write.

@@ -18,8 +18,7 @@ seeds and epochs, each seed's first, compiling, epoch excluded; min and
 max), KD ÷ scratch (paired per epoch), each backend ÷ TensorFlow (paired
 per seed and epoch), and test accuracy (mean, sample std, paired
 difference to TensorFlow with its 95 % t-interval). A backend that is not
-installed, or whose worker failed (PyTorch until tfkd has its PyTorch
-step), is listed with the reason.
+installed, or whose worker failed, is listed with the reason.
 
     python -m benchmarks backends --preset quick   # ~3 min per backend, 2 CPU cores
     python -m benchmarks backends --preset smoke   # seconds per backend; the tests
