@@ -8,7 +8,9 @@ differs:
   augmented images (`small_shift`).
 - `distilled(...)`: `tfkd.Distiller` (logit KD of Hinton et al., 2015,
   plus any extra loss terms), with the teacher run online, or its logits
-  precomputed in memory, or read from a `tfkd.TeacherCache`. In a
+  precomputed in memory, or read from a `tfkd.TeacherCache`, or
+  everything its terms read from the teacher computed once
+  (`Distiller.precompute_targets`). In a
   few-labels setup (`Setup.with_labels`) it reads the whole transfer set:
   the labelled rows, and the unlabelled pool's rows labelled -1.
 - `keras_distillation(...)`: `keras.distillation.Distiller` with
@@ -144,14 +146,18 @@ def distilled(arm_id, label, *, temperature=None, alpha=None, extra_losses=None,
         extra_losses: `(setup, student) -> list` of extra loss terms, or
             `None`. Defaults to `None`.
         soft_targets: `None` (teacher online), `"memory"` or `"cache"`
-            (teacher logits precomputed; no teacher in the loop), or a
-            function `setup -> logits` (see `soft_target_batches`).
-            Defaults to `None`.
+            (teacher logits precomputed; no teacher in the loop), a
+            function `setup -> logits` (see `soft_target_batches`), or
+            `"precomputed"`: the teacher's logits, the layers the terms
+            read and the row indices, computed once before training
+            (`Setup.precomputed_targets`); the teacher model still builds
+            the terms but never runs in a step. Defaults to `None`.
         distiller_options: Further `tfkd.Distiller` keyword arguments, e.g.
             `{"logit_standardization": True}`. Defaults to `None`.
         with_index: Targets carry each row's index
-            (`indexed_transfer_batches`), for `tfkd.CRD`; teacher online
-            only. Defaults to `False`.
+            (`indexed_transfer_batches`), for `tfkd.CRD`; with the teacher
+            online (`"precomputed"` adds the index itself). Defaults to
+            `False`.
 
     Returns:
         A `protocol.Arm` that reads every row of the epoch: in a
@@ -159,11 +165,13 @@ def distilled(arm_id, label, *, temperature=None, alpha=None, extra_losses=None,
         labelled -1, so the hard term (α) reads the labelled rows only and
         every row is distilled, online or from precomputed logits alike.
     """
+    precomputed = soft_targets == "precomputed"
+
     def make_trainer(setup, student):
         preset = setup.preset
         weight = preset.alpha if alpha is None else alpha
         distiller = tfkd.Distiller(
-            teacher=None if soft_targets else setup.teacher,
+            teacher=setup.teacher if soft_targets in (None, "precomputed") else None,
             student=student,
             temperature=preset.temperature if temperature is None else temperature,
             alpha=weight,
@@ -173,8 +181,21 @@ def distilled(arm_id, label, *, temperature=None, alpha=None, extra_losses=None,
             **(distiller_options or {}),
         )
         distiller.compile(protocol.student_optimizer(setup), metrics=["accuracy"])
+        if precomputed:  # once per set of teacher layers; `epoch_data` reads it
+            setup.tensor(("arm targets", arm_id), lambda: setup.precomputed_targets(
+                distiller, transfer_labels(setup)))
         return distiller
 
+    def precomputed_batches(setup, order):
+        def not_made():
+            raise RuntimeError(f"arm {arm_id!r}: epoch data asked for before "
+                               "make_trainer computed its teacher targets")
+        return protocol.gather_batches(
+            order, setup.preset.batch_size,
+            (setup.epoch_inputs(), setup.tensor(("arm targets", arm_id), not_made)))
+
+    if precomputed:
+        return protocol.Arm(arm_id, label, make_trainer, precomputed_batches)
     if with_index and soft_targets is not None:
         raise ValueError(
             f"Invalid value for argument `with_index` of arm {arm_id!r}. Expected "

@@ -182,6 +182,9 @@ class Setup:
         self._tensors = {}
         self.teacher_cache = None
         self.cache_build_seconds = None
+        #: Seconds of each teacher pass of `precomputed_targets`, by the
+        #: teacher layers it stored.
+        self.teacher_pass_seconds = {}
         #: Whether the students' epochs also run over `data.x_pool`.
         self.over_pool = False
         self.cache_name = "teacher-cache"
@@ -217,6 +220,7 @@ class Setup:
             x_pool=np.concatenate([data.x_train[rest], data.x_pool]))
         view.over_pool = True
         view._tensors = {}
+        view.teacher_pass_seconds = {}
         view.teacher_cache = view.cache_build_seconds = None
         view.cache_name = f"teacher-cache-{len(keep)}-labelled"
         return view
@@ -240,9 +244,9 @@ class Setup:
             [self.data.x_train, self.data.x_pool]))
 
     def tensor(self, name, make):
-        """`make()` as a tensor, made once per run under `name`."""
+        """`make()` as a tensor (or a nest of them), made once per run under `name`."""
         if name not in self._tensors:
-            self._tensors[name] = tf.convert_to_tensor(make())
+            self._tensors[name] = tf.nest.map_structure(tf.convert_to_tensor, make())
         return self._tensors[name]
 
     def labelled(self):
@@ -275,6 +279,37 @@ class Setup:
                      f"({time.perf_counter() - start:.1f} s)")
             return logits
         return self.tensor("teacher_logits", predict)
+
+    def precomputed_targets(self, distiller, labels):
+        """`distiller.precompute_targets` on the epoch's rows, as tensors.
+
+        Computed once per set of teacher layers (and row indices) that a
+        distiller's terms read, and shared by every arm and seed that read
+        the same: the teacher runs once over the rows in their stored
+        order, so row `i` of the targets is row `i` of `epoch_inputs()`.
+
+        Args:
+            distiller: A `tfkd.Distiller` with the setup's teacher.
+            labels: The epoch's labels (-1 for pool rows).
+
+        Returns:
+            The targets dict, its arrays as tensors.
+        """
+        layers = tuple(sorted(distiller.teacher_feature_shapes))
+        with_index = any(getattr(term, "needs_example_indices", False)
+                         for term in distiller.extra_losses)
+        key = ("precomputed_targets", layers, with_index)
+        if key not in self._tensors:
+            start = time.perf_counter()
+            targets = distiller.precompute_targets(
+                self.epoch_inputs(), labels, batch_size=256, verbose=0)
+            seconds = time.perf_counter() - start
+            name = ",".join(("logits",) + layers + (("index",) if with_index else ()))
+            self.teacher_pass_seconds[name] = seconds
+            self.log(f"  teacher outputs for {self.epoch_size()} examples, "
+                     f"layers {list(layers) or 'none'} ({seconds:.1f} s)")
+            self._tensors[key] = tf.nest.map_structure(tf.convert_to_tensor, targets)
+        return self._tensors[key]
 
     def cached_teacher_logits(self):
         """The teacher's logits on the epoch's rows, from a `tfkd.TeacherCache`.

@@ -40,6 +40,7 @@ BACKEND_INDEPENDENT_FILES = (
     "test_losses.py",
     "test_losses_properties.py",
     "test_mixing.py",
+    "test_precomputed_targets.py",
     "test_preflight.py",
     "test_recipes.py",
     "test_step_losses.py",

@@ -1,9 +1,13 @@
 """The `methods` experiment: the smoke preset through `main`, and its pieces."""
 
 import json
+import os
 import pathlib
+import subprocess
+import sys
 
 import keras
+import numpy as np
 import pytest
 
 from benchmarks import models
@@ -45,6 +49,10 @@ class FakeSetup:  # what make_trainer reads
     @staticmethod
     def epoch_size():  # the rows CRD's memory bank holds
         return 256
+
+    @staticmethod
+    def tensor(name, make):  # where precomputed arms keep their targets; not run here
+        return None
 
 
 def test_arm_terms_read_layers_of_matching_resolution():
@@ -163,3 +171,56 @@ def test_the_committed_quick_results_still_render(tmp_path):
     assert table.count("\n| ") == len(results["arms"]) + 1  # header + one row per arm
     methods.write_report(results, tmp_path)
     assert (tmp_path / methods.PLOT_NAME).stat().st_size > 0
+
+
+def _run_methods_in_a_fresh_process(output, teacher, arms):
+    """`python -m benchmarks methods` on the smoke preset, seed 0.
+
+    A process per run: a second run in one process trains another teacher
+    and other students (the seeds do not reset every TensorFlow random
+    state), so only runs in fresh processes can be compared value for value.
+    """
+    command = [sys.executable, "-m", "benchmarks", "methods", "--preset", "smoke",
+               "--seeds", "0", "--arms", ",".join(arms), "--teacher", teacher,
+               "--output", str(output)]
+    finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                              timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return json.loads((output / "results.json").read_text())
+
+
+def test_a_precomputed_teacher_trains_the_arms_as_an_online_one(tmp_path):
+    """Only where the teacher's outputs are computed differs, not what they are."""
+    arms = ("crd", "fitnets")
+    precomputed = _run_methods_in_a_fresh_process(tmp_path / "a", "precomputed", arms)
+    online = _run_methods_in_a_fresh_process(tmp_path / "b", "online", arms)
+    assert precomputed["teacher"]["outputs"] == "precomputed"
+    # One teacher pass per set of layers: FitNets' conv, CRD's dense + index
+    # (layer names depend on what Keras built before).
+    passes = sorted(precomputed["teacher"]["pass_seconds"])
+    assert len(passes) == 2 and all(name.startswith("logits,") for name in passes)
+    assert [name.endswith(",index") for name in passes] == [False, True], passes
+    assert online["teacher"] == {**precomputed["teacher"], "outputs": "online",
+                                 "pass_seconds": {}}
+    for arm in arms:
+        for name, values in online["arms"][arm]["history"].items():
+            np.testing.assert_allclose(
+                precomputed["arms"][arm]["history"][name], values, rtol=1e-5,
+                err_msg=f"{arm} {name}")
+        assert precomputed["arms"][arm]["accuracy"] == online["arms"][arm]["accuracy"]
+    assert "Teacher precomputed" in (tmp_path / "a" / "results.md").read_text()
+    assert "Teacher online" in (tmp_path / "b" / "results.md").read_text()
+
+
+def test_a_rerun_with_the_other_teacher_mode_resumes_nothing(tmp_path):
+    for mode in methods.TEACHER_MODES:
+        methods.run(preset="smoke", arms=("fitnets",), seeds=(0,), output=tmp_path,
+                    teacher=mode, log=lambda line: None)
+    stored = sorted(path.name for path in (tmp_path / "partial").glob("*fitnets*"))
+    assert stored == ["teacher-online__fitnets__seed0.json",
+                      "teacher-precomputed__fitnets__seed0.json"]
+
+
+def test_the_teacher_mode_is_checked_and_named():
+    with pytest.raises(ValueError, match="teacher"):
+        methods.run(preset="smoke", arms=("crd",), teacher="offline")

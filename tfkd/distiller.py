@@ -18,6 +18,7 @@ from tfkd import label_metrics
 from tfkd import losses
 from tfkd import mixing as mixing_lib
 from tfkd import model_checks
+from tfkd import precomputed_targets
 from tfkd import preflight
 from tfkd import step_guard
 from tfkd import step_losses
@@ -156,7 +157,10 @@ class Distiller(
     from `log_softmax` in float32, also under mixed precision. When a batch
     already carries the teacher's logits, `(x, {"labels": y,
     "teacher_logits": t})` as `tfkd.TeacherCache` streams them, the teacher
-    is not run at all, and `teacher` may be `None`.
+    is not run at all, and `teacher` may be `None`. Terms that read teacher
+    layers can skip the teacher too: `distiller.precompute_targets(x, y)`
+    runs it once over arrays and returns targets that also carry those
+    layers' outputs (`"teacher_features"`) and, for CRD, each row's index.
 
     `fit` reports `loss`, `student_loss` (the hard-label CE, averaged over
     labelled examples; absent without labels),
@@ -234,9 +238,10 @@ class Distiller(
             allowed with precomputed teacher logits. Defaults to `None`.
         extra_losses: List of `tfkd.DistillationTerm`s added to the loss,
             each times its own `weight`; their names must differ. Terms
-            that read teacher layers need a `teacher` model (cached logits
-            carry no features; with a cache and a teacher, the teacher runs
-            for the features and the cached logits are used as logits).
+            that read teacher layers need a `teacher` model, which builds
+            them; with cached logits alone the teacher still runs for the
+            features, and with the features cached too
+            (`precompute_targets`) it does not run at all.
             Layer names need functional or `keras.Input`-started
             Sequential models. Defaults to `None` (logit KD only).
         teacher_weights: With a list of teachers, one float > 0 per
@@ -364,6 +369,82 @@ class Distiller(
     def loss_terms(self):
         """Every term of the loss: the soft-target KL, then `extra_losses`."""
         return [self.soft_term, *self.extra_losses]
+
+    @property
+    def teacher_feature_shapes(self):
+        """`{teacher layer name: shape (None, ...)}` of the layers terms read.
+
+        Empty when no term reads a teacher layer. These are the layers
+        `precompute_targets` stores and a batch's `"teacher_features"` must
+        carry.
+        """
+        view = self._teacher_view
+        if view is None or not view.is_multi_output:
+            return {}
+        return {name: view.feature_shape(name) for name in view.layer_names}
+
+    def precompute_targets(
+        self, x, y=None, *, batch_size=256, verbose="auto", max_megabytes=4096
+    ):
+        """Runs the teacher once over `x`; returns targets that replace it.
+
+        Every training step otherwise runs the teacher again on the same
+        images. Without random augmentation its outputs never change, so
+        computing them once is exact and makes each step cost the
+        student's alone. The returned `y` carries the teacher's logits,
+        the outputs of every teacher layer the terms read (CRD, FitNets,
+        attention, ...) and, when a term keeps a row per example (CRD),
+        each row's index: pass it to `fit` with the same `x`, shuffled or
+        not, and the teacher never runs during training.
+
+        Args:
+            x: The training inputs: a NumPy array or tensor, or a nest of
+                them, one row per example (not a dataset: its order could
+                change between passes; see `tfkd.TeacherCache` for data
+                that does not fit in memory).
+            y: The labels, one per row, -1 marking an unlabelled row, or
+                `None` when no row is labelled. Defaults to `None`.
+            batch_size: Rows per teacher call. Defaults to `256`.
+            verbose: `0` (silent), `1` or `"auto"` (a progress bar).
+                Defaults to `"auto"`.
+            max_megabytes: The most memory the outputs may take; checked
+                after the first batch, before the rest runs. Defaults to
+                `4096`.
+
+        Returns:
+            A dict of NumPy arrays (`tfkd.attach_teacher_logits`):
+            `"labels"`, `"teacher_logits"` `(rows, teacher classes)`, and
+            `"teacher_features"` (layer name -> `(rows, ...)`) and `"index"`
+            `(rows,)` when terms need them.
+
+        Raises:
+            ValueError: without a teacher model, with a teacher ensemble,
+                for an empty `x`, labels of another length, a batch size
+                below 1, outputs over `max_megabytes`, or non-finite
+                teacher outputs.
+            TypeError: when `x` is a dataset or generator.
+
+        Example:
+
+        >>> import numpy as np, keras, tfkd
+        >>> x = np.random.rand(32, 8).astype("float32")
+        >>> y = np.random.randint(0, 3, size=32)
+        >>> teacher = keras.Sequential([keras.Input((8,)),
+        ...     keras.layers.Dense(16, name="hidden"), keras.layers.Dense(3)])
+        >>> student = keras.Sequential([keras.Input((8,)),
+        ...     keras.layers.Dense(4, name="hidden"), keras.layers.Dense(3)])
+        >>> distiller = tfkd.Distiller(teacher=teacher, student=student,
+        ...     extra_losses=[tfkd.FitNetHint("hidden", "hidden")])
+        >>> targets = distiller.precompute_targets(x, y, verbose=0)
+        >>> sorted(targets), targets["teacher_features"]["hidden"].shape
+        (['labels', 'teacher_features', 'teacher_logits'], (32, 16))
+        >>> distiller.compile(optimizer="adam")
+        >>> history = distiller.fit(x, targets, batch_size=8, verbose=0)
+        """
+        return precomputed_targets.precompute_targets(
+            self, self._teacher_view, x, y, batch_size=batch_size, verbose=verbose,
+            max_megabytes=max_megabytes,
+        )
 
     # -- Keras model API ---------------------------------------------------
 
@@ -517,6 +598,7 @@ class Distiller(
         """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         labels, cached_logits = teacher_outputs_lib.split_targets(y)
+        cached_features = teacher_outputs_lib.cached_teacher_features(y)
         sparse_labels = self._is_sparse(labels)
         classes = model_checks.output_classes(self.student)
         if classes is not None:
@@ -525,7 +607,9 @@ class Distiller(
         if training:
             x, labels = self._random_view(x, labels, cached_logits)
             inputs = {None: x, **self._views_of(inputs[None])}
-        teacher = self._teacher_outputs(inputs, cached_logits, training)
+        teacher = self._teacher_outputs(
+            inputs, cached_logits, cached_features, training
+        )
         if classes is None:  # a subclassed student: the teacher's count
             labels, label_report = self._step_guard.check_labels(
                 labels, _class_count(teacher[None].logits)
@@ -589,14 +673,23 @@ class Distiller(
         )  # (batch, student classes)
         return ops.stop_gradient(logits)
 
-    def _run_teacher(self, x, cached_logits, training):
+    def _run_teacher(self, x, cached_logits, cached_features, training):
         """The teacher's `ModelOutputs` for `x` (logits `None`: no signal).
 
         The teacher runs once, through its multi-output view when terms
-        read its layers; with cached logits and no such terms it does not
-        run at all.
+        read its layers; with cached logits and no such terms, or with the
+        cached features of those layers as well, it does not run at all.
         """
         view = self._teacher_view
+        if cached_features is not None:
+            features = teacher_outputs_lib.check_cached_features(
+                cached_features, self.teacher_feature_shapes
+            )
+            return step_losses.ModelOutputs(
+                self._as_student_logits(cached_logits, "logits"),
+                {name: ops.stop_gradient(value)
+                 for name, value in features.items()},
+            )
         if view is None or not view.is_multi_output:
             logits = self.teacher_logits(x, cached_logits, training)
             return step_losses.ModelOutputs(logits, {})
@@ -610,11 +703,13 @@ class Distiller(
         }
         return step_losses.ModelOutputs(logits, features)
 
-    def _teacher_outputs(self, inputs, cached_logits, training):
+    def _teacher_outputs(self, inputs, cached_logits, cached_features, training):
         """`{view: teacher ModelOutputs}`; only the batch itself is cached."""
         return {
             view: self._run_teacher(
-                x, cached_logits if view is None else None, training
+                x,
+                *((cached_logits, cached_features) if view is None else (None, None)),
+                training,
             )
             for view, x in inputs.items()
         }

@@ -193,3 +193,22 @@ class FeatureView:
             return self.model(x, training=training), {}
         outputs = self._view(x, training=training)
         return outputs[0], dict(zip(self.layer_names, outputs[1:]))
+
+    def predict_on_batch(self, x):
+        """Runs the model once in inference mode, as `Model.predict_on_batch`.
+
+        Compiled (a traced or jitted function, made once by Keras) and
+        without a gradient: for computing outputs ahead of training
+        (`tfkd.Distiller.precompute_targets`).
+
+        Args:
+            x: A batch of inputs.
+
+        Returns:
+            A tuple `(output, features)` of NumPy arrays: the model's output
+            and a dict from layer name to that layer's output on `x`.
+        """
+        if self._view is None:
+            return self.model.predict_on_batch(x), {}
+        outputs = self._view.predict_on_batch(x)
+        return outputs[0], dict(zip(self.layer_names, outputs[1:]))

@@ -406,7 +406,7 @@ def _batch_size(structure):
     return keras.tree.flatten(structure)[0].shape[0]
 
 
-def _check_batch_sizes(inputs, labels, cached_logits):
+def _check_batch_sizes(inputs, labels, cached_logits, cached_features=None):
     """Raises if the parts of one batch disagree on its number of examples.
 
     Precomputed teacher logits zipped with the wrong data (another split,
@@ -416,6 +416,10 @@ def _check_batch_sizes(inputs, labels, cached_logits):
         "inputs": _batch_size(inputs),
         "labels": _batch_size(labels),
         "teacher_logits": _batch_size(cached_logits),
+        **{
+            f"teacher_features[{name!r}]": _batch_size(value)
+            for name, value in (cached_features or {}).items()
+        },
     }
     known = {k: v for k, v in sizes.items() if v is not None}
     if len(set(known.values())) > 1:
@@ -539,6 +543,24 @@ def teacher_accuracy(distiller, inputs, labels, cached_logits=None):
     return float(np.mean(np.argmax(logits[labelled], axis=-1) == ids))
 
 
+def _check_cached_features(distiller, targets):
+    """Raises unless a batch's cached teacher features fit the terms.
+
+    They must name exactly the teacher layers the terms read, with those
+    layers' shapes, and be finite.
+    """
+    features = teacher_outputs_lib.cached_teacher_features(targets)
+    if features is None:
+        return
+    shapes = getattr(distiller, "teacher_feature_shapes", {})
+    teacher_outputs_lib.check_cached_features(features, shapes)
+    for name, value in features.items():
+        _check_finite(
+            f"teacher features of layer {name!r}",
+            keras.ops.convert_to_numpy(value),
+        )
+
+
 def _check_validation_data(distiller, validation_data, num_classes):
     """Input and label checks of `validation_data`, and the chance warning."""
     sample = _validation_sample(validation_data)
@@ -622,6 +644,7 @@ def check_first_batch(
             full_inputs,
             teacher_outputs_lib.split_targets(full_targets)[0],
             full_cached,
+            teacher_outputs_lib.cached_teacher_features(full_targets),
         )
     inputs, targets = _head(full_inputs), _head(full_targets)
     labels, cached_logits = teacher_outputs_lib.split_targets(targets)
@@ -634,6 +657,7 @@ def check_first_batch(
     elif labels is None and cached_logits is None and distiller.teacher is None:
         raise no_labels_and_no_teacher_error()
     _check_finite_inputs(inputs)
+    _check_cached_features(distiller, targets)
 
     student_logits = _call_model(distiller.student, "student", inputs)
     num_classes = student_logits.shape[-1]

@@ -117,6 +117,10 @@ def select_classes(logits, class_indices):
 LABELS_KEY = "labels"
 #: Key of the precomputed teacher logits in such a batch.
 TEACHER_LOGITS_KEY = "teacher_logits"
+#: Optional key, with `"teacher_logits"`: `{layer name: (batch, ...)}`, the
+#: teacher's outputs at the layers the terms read (`Distiller.
+#: precompute_targets`); the teacher then does not run for that batch.
+TEACHER_FEATURES_KEY = "teacher_features"
 #: Optional key, `(batch,)` int: each example's index in the training set,
 #: for terms with a per-example memory (`tfkd.CRD`).
 INDEX_KEY = "index"
@@ -125,12 +129,15 @@ INDEX_KEY = "index"
 SOFT_TARGET_TEMPERATURE_KEY = "soft_target_temperature"
 
 
-def attach_teacher_logits(labels, teacher_logits, soft_target_temperature=None):
+def attach_teacher_logits(
+    labels, teacher_logits, soft_target_temperature=None, teacher_features=None
+):
     """Builds the `y` of a batch that carries precomputed teacher logits.
 
     The `Distiller` skips the teacher for batches shaped
     `(x, {"labels": y, "teacher_logits": t})`; `tfkd.TeacherCache` streams
-    batches in this form.
+    batches in this form. With `teacher_features` as well, terms that read
+    teacher layers (CRD, FitNets, ...) need no teacher pass either.
 
     Args:
         labels: The batch's labels.
@@ -140,16 +147,33 @@ def attach_teacher_logits(labels, teacher_logits, soft_target_temperature=None):
             added per example under `"soft_target_temperature"`, which the
             `Distiller`'s pre-flight compares with its own T. Defaults to
             `None`.
+        teacher_features: `None`, or a dict from teacher layer name to that
+            layer's output on the batch, `(batch, ...)`: every layer the
+            `Distiller`'s terms read, as `Distiller.precompute_targets`
+            returns them. Defaults to `None`.
 
     Returns:
         A dict with the keys `"labels"` and `"teacher_logits"` (and
-        `"soft_target_temperature"` when given).
+        `"soft_target_temperature"`, `"teacher_features"` when given).
+
+    Raises:
+        TypeError: if `teacher_features` is not a dict of layer names.
     """
     targets = {LABELS_KEY: labels, TEACHER_LOGITS_KEY: teacher_logits}
     if soft_target_temperature is not None:
         targets[SOFT_TARGET_TEMPERATURE_KEY] = ops.full_like(
             teacher_logits[:, 0], soft_target_temperature, dtype="float32"
         )  # (batch,)
+    if teacher_features is not None:
+        if not isinstance(teacher_features, dict) or not all(
+            isinstance(name, str) for name in teacher_features
+        ):
+            raise TypeError(
+                "Invalid type for argument `teacher_features`. Expected a "
+                "dict from teacher layer name (str) to that layer's outputs. "
+                f"Received: {type(teacher_features).__name__}"
+            )
+        targets[TEACHER_FEATURES_KEY] = dict(teacher_features)
     return targets
 
 
@@ -168,18 +192,93 @@ def split_targets(y):
     """
     if isinstance(y, dict):
         keys = set(y) - {SOFT_TARGET_TEMPERATURE_KEY, INDEX_KEY}
-        if keys not in ({LABELS_KEY, TEACHER_LOGITS_KEY}, {LABELS_KEY}) or (
-            SOFT_TARGET_TEMPERATURE_KEY in y and TEACHER_LOGITS_KEY not in y
-        ):
+        with_logits = {LABELS_KEY, TEACHER_LOGITS_KEY}
+        if keys not in (
+            with_logits, with_logits | {TEACHER_FEATURES_KEY}, {LABELS_KEY}
+        ) or (SOFT_TARGET_TEMPERATURE_KEY in y and TEACHER_LOGITS_KEY not in y):
             raise ValueError(
                 "Invalid batch targets. Expected plain labels or a dict "
                 f"with the keys {LABELS_KEY!r} and {TEACHER_LOGITS_KEY!r} "
-                f"(optionally {SOFT_TARGET_TEMPERATURE_KEY!r}), or "
-                f"{LABELS_KEY!r} alone, each optionally with {INDEX_KEY!r}. "
+                f"(optionally {SOFT_TARGET_TEMPERATURE_KEY!r} and "
+                f"{TEACHER_FEATURES_KEY!r}), or {LABELS_KEY!r} alone, each "
+                f"optionally with {INDEX_KEY!r}. "
                 f"Received a dict with keys: {sorted(y)}"
             )
         return y[LABELS_KEY], y.get(TEACHER_LOGITS_KEY)
     return y, None
+
+
+def cached_teacher_features(y):
+    """The batch's precomputed teacher features, or `None`.
+
+    Args:
+        y: A batch's targets (see `split_targets`).
+
+    Returns:
+        The dict under `"teacher_features"` (teacher layer name to that
+        layer's outputs on the batch), else `None`.
+
+    Example:
+
+    >>> cached_teacher_features({"labels": [0], "teacher_logits": [[1.0]],
+    ...                          "teacher_features": {"dense": [[0.5]]}})
+    {'dense': [[0.5]]}
+    >>> cached_teacher_features([0]) is None
+    True
+    """
+    if isinstance(y, dict):
+        return y.get(TEACHER_FEATURES_KEY)
+    return None
+
+
+def check_cached_features(features, expected_shapes):
+    """Checks a batch's `"teacher_features"` against the layers terms read.
+
+    Args:
+        features: The batch's dict, teacher layer name -> `(batch, ...)`.
+        expected_shapes: `{layer name: shape (None, ...)}` of the teacher
+            layers the terms read (`Distiller.teacher_feature_shapes`).
+
+    Returns:
+        `features`, restricted to and ordered as `expected_shapes`.
+
+    Raises:
+        ValueError: when no term reads a teacher layer, a layer is missing
+            or unknown, or a layer's per-example shape differs.
+
+    Example:
+
+    >>> import numpy as np
+    >>> features = {"hidden": np.zeros((2, 16))}
+    >>> sorted(check_cached_features(features, {"hidden": (None, 16)}))
+    ['hidden']
+    """
+    names, expected = sorted(features), sorted(expected_shapes)
+    if names != expected:
+        missing = [name for name in expected if name not in features]
+        unknown = [name for name in names if name not in expected_shapes]
+        raise ValueError(
+            f"Invalid batch targets. Expected {TEACHER_FEATURES_KEY!r} with "
+            f"exactly the teacher layers the terms read, {expected} (what "
+            "`Distiller.precompute_targets` stores for these terms). "
+            f"Received: layers {names}"
+            + (f"; missing {missing}" if missing else "")
+            + (f"; read by no term {unknown}" if unknown else "")
+        )
+    for name, shape in expected_shapes.items():
+        received = tuple(features[name].shape)[1:]
+        wanted = tuple(shape)[1:]
+        if len(received) != len(wanted) or any(
+            w is not None and r is not None and int(r) != int(w)
+            for r, w in zip(received, wanted)
+        ):
+            raise ValueError(
+                f"Invalid batch targets. Expected {TEACHER_FEATURES_KEY!r} "
+                f"of layer {name!r} with shape (batch, *{wanted}), the "
+                "teacher layer's output shape. Received: shape "
+                f"{tuple(features[name].shape)}"
+            )
+    return {name: features[name] for name in expected_shapes}
 
 
 def example_indices(y):
