@@ -194,21 +194,27 @@ class FeatureView:
         outputs = self._view(x, training=training)
         return outputs[0], dict(zip(self.layer_names, outputs[1:]))
 
-    def predict_on_batch(self, x):
-        """Runs the model once in inference mode, as `Model.predict_on_batch`.
+    @property
+    def inference_model(self):
+        """The `keras.Model` whose outputs are `[output, *layers]`.
 
-        Compiled (a traced or jitted function, made once by Keras) and
-        without a gradient: for computing outputs ahead of training
-        (`tfkd.Distiller.precompute_targets`).
+        The model itself when no layer is requested. For computing outputs
+        ahead of training with a traced function of one's own
+        (`tfkd.Distiller.precompute_targets`); `named_outputs` reads what
+        it returns.
+        """
+        return self.model if self._view is None else self._view
+
+    def named_outputs(self, outputs):
+        """`(output, features)` from the outputs of `inference_model`.
 
         Args:
-            x: A batch of inputs.
+            outputs: What `inference_model` returned for a batch.
 
         Returns:
-            A tuple `(output, features)` of NumPy arrays: the model's output
-            and a dict from layer name to that layer's output on `x`.
+            A tuple: the model's output and a dict from layer name to that
+            layer's output.
         """
         if self._view is None:
-            return self.model.predict_on_batch(x), {}
-        outputs = self._view.predict_on_batch(x)
+            return outputs, {}
         return outputs[0], dict(zip(self.layer_names, outputs[1:]))

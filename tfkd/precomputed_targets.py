@@ -16,6 +16,8 @@ memory (CRD). `Distiller.precompute_targets` is the entry point.
 import keras
 import numpy as np
 
+from tfkd import backend_support
+from tfkd import teacher_logits
 from tfkd import teacher_outputs as teacher_outputs_lib
 from tfkd.utils import validation
 
@@ -54,12 +56,18 @@ def precompute_targets(
         keras.utils.Progbar(-(-rows // batch_size)) if verbose in (1, "auto")
         else None
     )
+    # tfkd's traced teacher call (`tfkd.teacher_logits`): outside any
+    # `tf.distribute` replica context, unlike `Model.predict_on_batch`,
+    # which under `MirroredStrategy` returns each replica's copy of the batch.
+    predict = teacher_logits.predict_function(teacher_view.inference_model)
     logits = features = None
     for batch, start in enumerate(range(0, rows, batch_size)):
         chunk = keras.tree.map_structure(
             lambda leaf: leaf[start:start + batch_size], x
         )
-        outputs, layer_outputs = teacher_view.predict_on_batch(chunk)
+        if backend_support.tensorflow_is_backend():
+            chunk = keras.tree.map_structure(keras.ops.convert_to_tensor, chunk)
+        outputs, layer_outputs = teacher_view.named_outputs(predict(chunk))
         outputs = _finite("teacher outputs", outputs, batch)
         if kind is None:  # "auto": decided on the first batch, as in fit
             kind = (
