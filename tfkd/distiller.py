@@ -405,8 +405,8 @@ class Distiller(
             y: The labels, one per row, -1 marking an unlabelled row, or
                 `None` when no row is labelled. Defaults to `None`.
             batch_size: Rows per teacher call. Defaults to `256`.
-            verbose: `0` (silent), `1` or `"auto"` (a progress bar).
-                Defaults to `"auto"`.
+            verbose: `0` or `2` (silent), `1` or `"auto"` (a progress
+                bar). Defaults to `"auto"`.
             max_megabytes: The most memory the outputs may take; checked
                 after the first batch, before the rest runs. Defaults to
                 `4096`.
@@ -418,10 +418,12 @@ class Distiller(
             `(rows,)` when terms need them.
 
         Raises:
-            ValueError: without a teacher model, with a teacher ensemble,
-                for an empty `x`, labels of another length, a batch size
-                below 1, outputs over `max_megabytes`, or non-finite
-                teacher outputs.
+            ValueError: without a teacher model, with a teacher ensemble
+                or with `augmentation`, `mixing` or `views` (the teacher's
+                outputs would change every step), for an empty `x`, inputs
+                or labels of different lengths, a batch size below 1,
+                outputs over `max_megabytes`, or non-finite teacher
+                outputs.
             TypeError: when `x` is a dataset or generator.
 
         Example:
